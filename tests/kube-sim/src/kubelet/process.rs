@@ -1,0 +1,336 @@
+//! Pod processes: choosing the command for an image, allocating the pod's loopback address,
+//! spawning the process in its own process group with the pod's environment and a log file,
+//! and the table of live processes used to signal, crash and finally kill them all.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::config::{ECHO_IMAGE, SimConfig};
+use crate::meta;
+
+/// Why a container could not be started.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    /// No mapping for the image and no `command` in the container.
+    #[error("image {0:?} has no command mapping (use --image NAME=COMMAND)")]
+    UnknownImage(String),
+    /// The echo server binary was not found.
+    #[error("kube-sim-echo was not found next to the executable or on PATH; build it (cargo build -p kube-sim --bins) or set KUBE_SIM_ECHO")]
+    EchoMissing,
+    /// Spawning failed.
+    #[error("starting {command:?}: {source}")]
+    Spawn {
+        /// The command.
+        command: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The image name without registry default, tag or digest.
+fn image_name(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    let image = match image[last_slash..].rfind(':') {
+        Some(colon) => &image[..last_slash + colon],
+        None => image,
+    };
+    image
+        .strip_prefix("docker.io/")
+        .map(|i| i.strip_prefix("library/").unwrap_or(i))
+        .unwrap_or(image)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Finds the echo server: `KUBE_SIM_ECHO`, next to the running executable (or its parent
+/// directory, where cargo puts binaries relative to test executables), or on `PATH`.
+fn echo_command() -> Option<String> {
+    if let Ok(explicit) = std::env::var("KUBE_SIM_ECHO") {
+        return Some(explicit);
+    }
+    let name = "kube-sim-echo";
+    let exe = std::env::current_exe().ok()?;
+    let dirs = exe.ancestors().skip(1).take(2).map(Path::to_path_buf);
+    let path_dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    dirs.chain(path_dirs)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .map(|p| shell_quote(&p.to_string_lossy()))
+}
+
+/// The shell command to run for a container, with placeholders not yet filled.
+///
+/// # Errors
+/// When the image is unknown and the container names no command.
+pub(crate) fn command_for(config: &SimConfig, container: &Value) -> Result<String, StartError> {
+    let image = meta::str_at(container, "/image");
+    let name = image_name(image);
+    let mapped = config
+        .images
+        .iter()
+        .find(|m| m.image == image || m.image == name)
+        .map(|m| m.command.clone());
+    if let Some(command) = mapped {
+        return Ok(command);
+    }
+    if name == ECHO_IMAGE {
+        let echo = config.echo_command.clone().or_else(echo_command);
+        return echo
+            .map(|e| format!("exec {e} --exit-on-stdin-eof"))
+            .ok_or(StartError::EchoMissing);
+    }
+    let words: Vec<String> = ["command", "args"]
+        .iter()
+        .filter_map(|f| container.get(*f).and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(shell_quote)
+        .collect();
+    if words.is_empty() {
+        return Err(StartError::UnknownImage(image.to_string()));
+    }
+    Ok(format!("exec {}", words.join(" ")))
+}
+
+/// Everything needed to start one container process.
+pub(crate) struct Launch<'a> {
+    /// Shell command with placeholders.
+    pub command: &'a str,
+    /// The container spec (for `env` and `ports`).
+    pub container: &'a Value,
+    /// Pod name and namespace.
+    pub name: &'a str,
+    /// Pod namespace.
+    pub namespace: &'a str,
+    /// Pod address.
+    pub ip: Ipv4Addr,
+    /// Log file.
+    pub log: &'a Path,
+}
+
+/// Starts a container's process in a new process group. Its stdin is a pipe kept open by the
+/// returned child, so a helper that exits on stdin EOF dies with the simulator.
+///
+/// # Errors
+/// When the process cannot be spawned.
+pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Child, StartError> {
+    let port = launch
+        .container
+        .pointer("/ports/0/containerPort")
+        .and_then(Value::as_i64)
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let ip = launch.ip.to_string();
+    let command = launch
+        .command
+        .replace("{ip}", &ip)
+        .replace("{port}", &port)
+        .replace("{name}", launch.name)
+        .replace("{namespace}", launch.namespace);
+    let spawn_error = |source| StartError::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(launch.log)
+        .map_err(spawn_error)?;
+    let log_err = log.try_clone().map_err(spawn_error)?;
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&command)
+        .env("POD_IP", &ip)
+        .env("POD_NAME", launch.name)
+        .env("POD_NAMESPACE", launch.namespace)
+        .env("HOSTNAME", launch.name)
+        .stdin(Stdio::piped())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in launch
+        .container
+        .get("env")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let value = match var.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+            Some("status.podIP") => ip.clone(),
+            Some("metadata.name") => launch.name.to_string(),
+            Some("metadata.namespace") => launch.namespace.to_string(),
+            _ => meta::str_at(var, "/value").to_string(),
+        };
+        cmd.env(meta::str_at(var, "/name"), value);
+    }
+    cmd.spawn().map_err(spawn_error)
+}
+
+struct Running {
+    pgid: i32,
+    log: PathBuf,
+}
+
+/// The live pod processes, by namespace and pod name.
+#[derive(Default)]
+pub struct ProcessTable {
+    // Held only to read or edit the map; never across an await.
+    running: Mutex<HashMap<(String, String), Running>>,
+    logs: Mutex<HashMap<(String, String), PathBuf>>,
+    addresses: Mutex<AddressPool>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Default)]
+struct AddressPool {
+    in_use: HashSet<u8>,
+    next: u8,
+}
+
+impl ProcessTable {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a started process; false (and the process group killed) once the table is
+    /// closed by [`ProcessTable::kill_all`], so nothing outlives the simulator.
+    pub fn register(&self, namespace: &str, name: &str, pgid: u32, log: &Path) -> bool {
+        let key = (namespace.to_string(), name.to_string());
+        let pgid = i32::try_from(pgid).unwrap_or(0);
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), log.to_path_buf());
+        self.running().insert(
+            key,
+            Running {
+                pgid,
+                log: log.to_path_buf(),
+            },
+        );
+        if self.closed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.kill_all();
+            return false;
+        }
+        true
+    }
+
+    /// Forgets a process that has exited.
+    pub fn unregister(&self, namespace: &str, name: &str) {
+        self.running()
+            .remove(&(namespace.to_string(), name.to_string()));
+    }
+
+    /// Sends a signal to a pod's whole process group.
+    pub fn signal(&self, namespace: &str, name: &str, signal: Signal) -> bool {
+        let pgid = self
+            .running()
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|r| r.pgid);
+        match pgid {
+            Some(pgid) if pgid > 0 => killpg(Pid::from_raw(pgid), signal).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Kills a pod's process as a crash would (SIGKILL); the kubelet then restarts it.
+    pub fn crash(&self, namespace: &str, name: &str) -> bool {
+        self.signal(namespace, name, Signal::SIGKILL)
+    }
+
+    /// The log of a pod's process so far.
+    pub fn log(&self, namespace: &str, name: &str) -> String {
+        let key = (namespace.to_string(), name.to_string());
+        let path = self
+            .running()
+            .get(&key)
+            .map(|r| r.log.clone())
+            .or_else(|| {
+                self.logs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&key)
+                    .cloned()
+            });
+        path.and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// SIGKILLs every live process group, and every one registered from now on.
+    pub fn kill_all(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        for running in self.running().values() {
+            if running.pgid > 0 {
+                let _ = killpg(Pid::from_raw(running.pgid), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// Takes a free address in `network`'s /24 (from .2 to .254) where `port` can be bound,
+    /// handing addresses out in rotation so a freed one is not reused at once.
+    pub fn allocate_address(&self, network: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
+        let mut pool = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        let [a, b, c, _] = network.octets();
+        for _ in 0..253 {
+            pool.next = if pool.next < 2 || pool.next >= 254 {
+                2
+            } else {
+                pool.next + 1
+            };
+            let host = pool.next;
+            if pool.in_use.contains(&host) {
+                continue;
+            }
+            let ip = Ipv4Addr::new(a, b, c, host);
+            // Another simulator (or anything else) may hold this address and port.
+            if port != 0 && std::net::TcpListener::bind((ip, port)).is_err() {
+                continue;
+            }
+            pool.in_use.insert(host);
+            return Some(ip);
+        }
+        None
+    }
+
+    /// Returns an address to the pool.
+    pub fn release_address(&self, ip: Ipv4Addr) {
+        let mut pool = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+        pool.in_use.remove(&ip.octets()[3]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_lose_registry_tag_and_digest() {
+        assert_eq!(image_name("mendhak/http-https-echo:31"), "mendhak/http-https-echo");
+        assert_eq!(image_name("docker.io/library/nginx:1.27"), "nginx");
+        assert_eq!(image_name("localhost:5000/app@sha256:abc"), "localhost:5000/app");
+    }
+
+    #[test]
+    fn addresses_are_distinct_until_released() {
+        let table = ProcessTable::default();
+        let net = Ipv4Addr::new(127, 77, 1, 0);
+        let a = table.allocate_address(net, 0);
+        let b = table.allocate_address(net, 0);
+        assert!(a.is_some() && a != b);
+    }
+}

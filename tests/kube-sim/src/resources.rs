@@ -1,0 +1,246 @@
+//! The catalogue of API resources the simulator serves: group, version, plural name, kind, scope,
+//! verbs and subresources. Routing, discovery and the store all read this one table; it does not
+//! hold any objects.
+
+/// One API resource type, such as `deployments` in `apps/v1`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ResourceType {
+    /// API group; empty for the core (legacy) group.
+    pub group: &'static str,
+    /// API version within the group.
+    pub version: &'static str,
+    /// Plural resource name used in URLs.
+    pub plural: &'static str,
+    /// Singular resource name.
+    pub singular: &'static str,
+    /// Object kind.
+    pub kind: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Short names kubectl accepts.
+    pub short_names: &'static [&'static str],
+    /// Subresources served, such as `scale` and `status`.
+    pub subresources: &'static [Subresource],
+    /// Whether deleting an object is graceful (a deletion timestamp first, removal later).
+    pub graceful_delete: bool,
+}
+
+/// A subresource of a [`ResourceType`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Subresource {
+    /// Name in the URL after the object name.
+    pub name: &'static str,
+    /// Kind of the object the subresource speaks.
+    pub kind: &'static str,
+    /// Group of that kind, when it differs from the parent's.
+    pub group: Option<&'static str>,
+    /// Version of that kind, when it differs from the parent's.
+    pub version: Option<&'static str>,
+    /// Verbs the subresource accepts.
+    pub verbs: &'static [&'static str],
+}
+
+const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const STATUS: Subresource = Subresource {
+    name: "status",
+    kind: "",
+    group: None,
+    version: None,
+    verbs: &["get", "patch", "update"],
+};
+
+/// Every resource type the simulator serves.
+pub static RESOURCES: &[ResourceType] = &[
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        singular: "namespace",
+        kind: "Namespace",
+        namespaced: false,
+        short_names: &["ns"],
+        subresources: &[STATUS],
+        graceful_delete: false,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        short_names: &["svc"],
+        subresources: &[STATUS],
+        graceful_delete: false,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        subresources: &[
+            STATUS,
+            Subresource {
+                name: "log",
+                kind: "Pod",
+                group: None,
+                version: None,
+                verbs: &["get"],
+            },
+        ],
+        graceful_delete: true,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        subresources: &[],
+        graceful_delete: false,
+    },
+    ResourceType {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        singular: "deployment",
+        kind: "Deployment",
+        namespaced: true,
+        short_names: &["deploy"],
+        subresources: &[
+            STATUS,
+            Subresource {
+                name: "scale",
+                kind: "Scale",
+                group: Some("autoscaling"),
+                version: Some("v1"),
+                verbs: &["get", "patch", "update"],
+            },
+        ],
+        graceful_delete: false,
+    },
+    ResourceType {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        singular: "endpointslice",
+        kind: "EndpointSlice",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        graceful_delete: false,
+    },
+    ResourceType {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        singular: "lease",
+        kind: "Lease",
+        namespaced: true,
+        short_names: &[],
+        subresources: &[],
+        graceful_delete: false,
+    },
+    ResourceType {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        singular: "event",
+        kind: "Event",
+        namespaced: true,
+        short_names: &["ev"],
+        subresources: &[],
+        graceful_delete: false,
+    },
+];
+
+/// Groups listed by `/apis`, with the versions served; `autoscaling` is listed because the
+/// `deployments/scale` subresource speaks its `Scale` kind.
+pub static GROUPS: &[(&str, &str)] = &[
+    ("apps", "v1"),
+    ("autoscaling", "v1"),
+    ("coordination.k8s.io", "v1"),
+    ("discovery.k8s.io", "v1"),
+    ("events.k8s.io", "v1"),
+];
+
+impl ResourceType {
+    /// Finds a resource by group, version and plural name.
+    pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+        RESOURCES
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+    }
+
+    /// Finds a resource by kind and `apiVersion` (`v1` or `group/version`).
+    pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
+        RESOURCES
+            .iter()
+            .find(|r| r.api_version() == api_version && r.kind == kind)
+    }
+
+    /// The `apiVersion` field of objects of this type.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The resource name qualified by its group, as Kubernetes names it in error messages
+    /// (`deployments.apps`, `pods`).
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// Looks up a subresource by name.
+    pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
+        self.subresources.iter().find(|s| s.name == name)
+    }
+
+    /// Verbs of the resource itself.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        ALL_VERBS
+    }
+
+    /// Resource types served for a group and version.
+    pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'static Self> {
+        let (group, version) = (group.to_string(), version.to_string());
+        RESOURCES
+            .iter()
+            .filter(move |r| r.group == group && r.version == version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deployments_are_found_by_kind_and_by_path() {
+        let by_path = ResourceType::find("apps", "v1", "deployments");
+        let by_kind = ResourceType::by_kind("apps/v1", "Deployment");
+        assert!(by_path.is_some());
+        assert_eq!(by_path, by_kind);
+        assert_eq!(by_path.map(ResourceType::qualified).as_deref(), Some("deployments.apps"));
+    }
+}
