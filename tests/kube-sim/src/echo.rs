@@ -113,3 +113,29 @@ pub async fn serve(listener: TcpListener, hostname: String) {
         });
     }
 }
+
+/// Sends `GET path` to an echo server (or any HTTP server) at `address` and returns the status
+/// code and the body parsed as JSON (`Value::Null` when it is not JSON).
+///
+/// # Errors
+/// When the connection or the exchange fails.
+pub async fn get(address: SocketAddr, path: &str) -> std::io::Result<(u16, Value)> {
+    let stream = tokio::net::TcpStream::connect(address).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(HOST, address.to_string())
+        .body(http_body_util::Empty::<Bytes>::new())
+        .map_err(std::io::Error::other)?;
+    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}

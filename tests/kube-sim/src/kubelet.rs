@@ -188,7 +188,7 @@ impl Kubelet {
                 ip,
                 log: &log,
             };
-            let child = match spawn(&launch) {
+            let mut child = match spawn(&launch) {
                 Ok(child) => child,
                 Err(error) => {
                     let message = error.to_string();
@@ -197,6 +197,8 @@ impl Kubelet {
                     return;
                 }
             };
+            // `Child::wait` closes stdin; keep it open for as long as the process runs.
+            let _stdin = child.stdin.take();
             let pid = child.id().unwrap_or(0);
             if !self.processes.register(&key.namespace, &key.name, pid, &log) {
                 return;

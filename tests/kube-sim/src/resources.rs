@@ -168,11 +168,11 @@ pub static RESOURCES: &[ResourceType] = &[
     },
 ];
 
-/// Groups listed by `/apis`, with the versions served; `autoscaling` is listed because the
-/// `deployments/scale` subresource speaks its `Scale` kind.
+/// Groups listed by `/apis`, with the versions served. `autoscaling` is not listed although
+/// `deployments/scale` speaks its `Scale` kind: a group with no resources makes kubectl's
+/// discovery fail.
 pub static GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
-    ("autoscaling", "v1"),
     ("coordination.k8s.io", "v1"),
     ("discovery.k8s.io", "v1"),
     ("events.k8s.io", "v1"),

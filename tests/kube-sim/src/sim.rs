@@ -43,6 +43,14 @@ pub enum SimError {
     /// Building the client failed.
     #[error("building a client: {0}")]
     Client(String),
+    /// kubectl exited unsuccessfully.
+    #[error("kubectl {args} failed: {stderr}")]
+    Kubectl {
+        /// Its arguments.
+        args: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
     /// A condition did not hold in time.
     #[error("timed out after {timeout:?} waiting for {what}")]
     Timeout {
@@ -310,6 +318,27 @@ impl Sim {
     /// The output of a pod's process so far.
     pub fn pod_log(&self, namespace: &str, name: &str) -> String {
         self.context.processes.log(namespace, name)
+    }
+
+    /// Runs `kubectl` (from `PATH`) against this simulator and returns its output.
+    ///
+    /// # Errors
+    /// When kubectl cannot be started or exits unsuccessfully (the error carries its stderr).
+    pub async fn kubectl(&self, args: &[&str]) -> Result<String, SimError> {
+        let output = tokio::process::Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(io("running kubectl"))?;
+        if !output.status.success() {
+            return Err(SimError::Kubectl {
+                args: args.join(" "),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Stops the server and controllers and kills every pod process.

@@ -12,8 +12,8 @@ use super::status::ApiError;
 use super::{Body, Context, json_response};
 use crate::resources::{GROUPS, ResourceType};
 
-/// The Kubernetes version the simulator claims to be.
-pub const VERSION: (&str, &str) = ("1", "34");
+/// The Kubernetes version the simulator claims to be: within kubectl 1.32's supported skew.
+pub const VERSION: (&str, &str) = ("1", "33");
 
 fn group_entry(name: &str, version: &str) -> Value {
     let gv = json!({"groupVersion": format!("{name}/{version}"), "version": version});
@@ -109,7 +109,63 @@ pub fn document(context: &Context, route: &Route, _headers: &HeaderMap) -> Resul
         Route::Resources { group, version } => {
             resource_list(group, version).ok_or_else(ApiError::no_route)?
         }
+        Route::OpenApiV3(None) => openapi_index(),
+        Route::OpenApiV3(Some(group_version)) => {
+            openapi_document(group_version).ok_or_else(ApiError::no_route)?
+        }
         Route::Resource(_) => return Err(ApiError::no_route()),
     };
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// Served group versions as OpenAPI v3 path keys (`api/v1`, `apis/apps/v1`) with their group
+/// and version.
+fn served_group_versions() -> impl Iterator<Item = (String, &'static str, &'static str)> {
+    std::iter::once(("api/v1".to_string(), "", "v1")).chain(
+        GROUPS
+            .iter()
+            .map(|(g, v)| (format!("apis/{g}/{v}"), *g, *v)),
+    )
+}
+
+/// The OpenAPI v3 index: one entry per group version.
+fn openapi_index() -> Value {
+    let paths: serde_json::Map<String, Value> = served_group_versions()
+        .map(|(key, _, _)| {
+            let url = format!("/openapi/v3/{key}?hash=kube-sim");
+            (key, json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+/// A minimal OpenAPI v3 document for one group version. It carries no schemas: only each
+/// object path's PATCH operation with its group-version-kind and the `fieldValidation`
+/// parameter, which is what kubectl checks to choose server-side field validation (the
+/// simulator accepts and ignores that parameter). Without it `kubectl create` needs
+/// `--validate=false`.
+fn openapi_document(group_version: &str) -> Option<Value> {
+    let (_, group, version) = served_group_versions().find(|(key, _, _)| key == group_version)?;
+    let mut paths = serde_json::Map::new();
+    for r in ResourceType::in_group_version(group, version) {
+        let path = if r.namespaced {
+            format!("/{group_version}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("/{group_version}/{}/{{name}}", r.plural)
+        };
+        let patch = json!({
+            "operationId": format!("patch{}", r.kind),
+            "parameters": [{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "OK"}},
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": r.kind},
+        });
+        paths.insert(path, json!({"patch": patch}));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", VERSION.0, VERSION.1)},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
 }

@@ -41,6 +41,8 @@ pub enum Route {
     },
     /// `/healthz`, `/livez`, `/readyz`.
     Health,
+    /// `/openapi/v3` (the index) or `/openapi/v3/{api/v1 | apis/group/version}`.
+    OpenApiV3(Option<String>),
     /// An object or collection.
     Resource(Target),
 }
@@ -169,6 +171,8 @@ impl Route {
         let (group, version, rest) = match segments.as_slice() {
             ["version"] => return Ok(Self::Version),
             ["healthz" | "livez" | "readyz", ..] => return Ok(Self::Health),
+            ["openapi", "v3"] => return Ok(Self::OpenApiV3(None)),
+            ["openapi", "v3", rest @ ..] => return Ok(Self::OpenApiV3(Some(rest.join("/")))),
             ["api"] => return Ok(Self::CoreVersions),
             ["apis"] => return Ok(Self::Groups),
             ["apis", group] => return Ok(Self::Group((*group).to_string())),

@@ -1,0 +1,135 @@
+//! The real `kubectl` against the simulator: create, get, scale, annotate, label, patch and
+//! delete of the seed's helloworld manifest, with real echo processes behind the Service.
+
+use std::time::Duration;
+
+use kube_sim::{Sim, SimConfig};
+use serde_json::Value;
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/helloworld.yaml");
+const DEPLOYMENT: &str = "helloworld-00001-deployment";
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn start() -> Sim {
+    let config = SimConfig {
+        echo_command: Some(env!("CARGO_BIN_EXE_kube-sim-echo").to_string()),
+        ..SimConfig::default().time_scale(0.01)
+    };
+    Sim::start(config).await.expect("the simulator starts")
+}
+
+fn kubectl_available() -> bool {
+    let found = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("kubectl is not on PATH; skipping");
+    }
+    found
+}
+
+async fn echo_answers(address: std::net::SocketAddr) -> Value {
+    // The pod is Ready as soon as its process runs (it has no readiness probe), which can be
+    // a moment before the process listens: retry connecting, boundedly, as a client would.
+    for _ in 0..200 {
+        if let Ok((200, body)) = kube_sim::echo::get(address, "/hello?from=test").await {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no echo answer from {address}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
+    if !kubectl_available() {
+        return;
+    }
+    let sim = start().await;
+    let created = sim.kubectl(&["create", "-f", SEED]).await.expect("create");
+    assert!(created.contains("deployment.apps/helloworld-00001-deployment created"), "{created}");
+    assert!(created.contains("service/helloworld created"), "{created}");
+
+    let replicas = sim
+        .kubectl(&["get", "deployment", DEPLOYMENT, "-o", "jsonpath={.spec.replicas}"])
+        .await
+        .expect("get jsonpath");
+    assert_eq!(replicas, "1");
+
+    let scaled = sim
+        .kubectl(&["scale", "deployment", DEPLOYMENT, "--replicas=2"])
+        .await
+        .expect("scale");
+    assert!(scaled.contains("scaled"), "{scaled}");
+    assert_eq!(sim.counters().count("patch", "deployments/scale"), 1);
+
+    let endpoints = sim
+        .wait_for_ready_endpoints("default", "helloworld", 2, WAIT)
+        .await
+        .expect("two ready endpoints");
+    assert_ne!(endpoints[0].ip(), endpoints[1].ip(), "pods have distinct addresses");
+    assert!(endpoints.iter().all(|e| e.port() == 80), "pods share the container port");
+    let mut hostnames = Vec::new();
+    for endpoint in &endpoints {
+        let body = echo_answers(*endpoint).await;
+        assert_eq!(body["path"], "/hello");
+        assert_eq!(body["method"], "GET");
+        assert_eq!(body["query"]["from"], "test");
+        assert!(body["headers"]["host"].is_string());
+        hostnames.push(body["os"]["hostname"].as_str().unwrap_or_default().to_string());
+    }
+    assert_ne!(hostnames[0], hostnames[1], "each answer comes from its own pod");
+
+    let slices = sim
+        .kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=helloworld", "-o", "json"])
+        .await
+        .expect("get endpointslices");
+    let slices: Value = serde_json::from_str(&slices).expect("JSON");
+    let items = slices["items"].as_array().expect("items");
+    assert_eq!(items.len(), 1);
+    let ready: Vec<&Value> = items[0]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .filter(|e| e["conditions"]["ready"] == true)
+        .collect();
+    assert_eq!(ready.len(), 2);
+    assert!(ready.iter().all(|e| e["targetRef"]["kind"] == "Pod"));
+
+    let pods = sim.kubectl(&["get", "pods", "-l", "app=helloworld"]).await.expect("get pods");
+    assert_eq!(pods.lines().filter(|l| l.starts_with(DEPLOYMENT)).count(), 2, "{pods}");
+
+    sim.kubectl(&["annotate", "deployment", DEPLOYMENT, "activator.dev/idle-timeout=10s"])
+        .await
+        .expect("annotate");
+    sim.kubectl(&["label", "deployment", DEPLOYMENT, "activator.dev/enabled=true"])
+        .await
+        .expect("label");
+    let enabled = sim
+        .kubectl(&["get", "deployments", "-l", "activator.dev/enabled=true", "-o", "jsonpath={.items[*].metadata.annotations}"])
+        .await
+        .expect("get by label");
+    assert!(enabled.contains("activator.dev/idle-timeout"), "{enabled}");
+    sim.kubectl(&["patch", "deployment", DEPLOYMENT, "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"echo","env":[{"name":"EXTRA","value":"1"}]}]}}}}"#])
+        .await
+        .expect("strategic patch");
+    let env = sim
+        .kubectl(&["get", "deployment", DEPLOYMENT, "-o", "jsonpath={.spec.template.spec.containers[0].env[*].name}"])
+        .await
+        .expect("get env");
+    assert_eq!(env, "HTTP_PORT EXTRA");
+
+    sim.kubectl(&["delete", "-f", SEED]).await.expect("delete");
+    sim.wait_for("every pod to be gone", WAIT, |sim| sim.list("pods", Some("default")).is_empty())
+        .await
+        .expect("pods gone");
+    for endpoint in &endpoints {
+        assert!(
+            tokio::net::TcpStream::connect(endpoint).await.is_err(),
+            "the process behind {endpoint} is gone"
+        );
+    }
+    let left = sim.kubectl(&["get", "pods", "-o", "name"]).await.expect("get pods");
+    assert_eq!(left.trim(), "");
+}
