@@ -1,0 +1,276 @@
+//! The ready endpoints of one route and the choice among them.
+//!
+//! The endpoint list is a snapshot swapped whole by the provider ([`Backends::set_ready`]); the
+//! request path loads it without a lock. A request takes a [`Lease`] on one endpoint, chosen by
+//! power of two choices on in-flight count; with a container-concurrency cap no endpoint is leased
+//! beyond it and [`Backends::try_acquire`] returns `None` instead. Every change that may let a
+//! waiting request through (new endpoints, the gate opening, a lease returned under a cap) is
+//! announced on [`Backends::changed`]. Waiting itself is [`crate::activation`]'s business, and so is
+//! deciding when endpoints come and go (that is the provider's).
+//!
+//! The gate: while a route is being scaled to zero the gate is closed, so no request leases an
+//! endpoint that is about to be stopped; held requests then wait for the next activation.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use tokio::sync::Notify;
+
+/// One replica address requests can be sent to.
+#[derive(Debug)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    authority: Authority,
+    in_flight: AtomicU32,
+}
+
+impl Endpoint {
+    fn new(addr: SocketAddr) -> Endpoint {
+        let authority = addr
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid authority");
+        Endpoint {
+            addr,
+            authority,
+            in_flight: AtomicU32::new(0),
+        }
+    }
+
+    /// The replica's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address as a URI authority (pre-rendered once, not per request).
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Requests leased to this endpoint now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn try_take(&self, cap: u32) -> bool {
+        if cap == 0 {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+/// The endpoints of one route.
+#[derive(Debug)]
+pub struct Backends {
+    endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
+    open: AtomicBool,
+    cap: u32,
+    changed: Notify,
+}
+
+impl Backends {
+    /// No endpoints yet; `container_concurrency` 0 means unlimited.
+    pub fn new(container_concurrency: u32) -> Backends {
+        Backends {
+            endpoints: ArcSwap::from_pointee(Vec::new()),
+            open: AtomicBool::new(true),
+            cap: container_concurrency,
+            changed: Notify::new(),
+        }
+    }
+
+    /// Replaces the ready endpoints. Endpoints kept across the change keep their in-flight counts.
+    pub fn set_ready(&self, addrs: &[SocketAddr]) {
+        let current = self.endpoints.load();
+        let next: Vec<Arc<Endpoint>> = addrs
+            .iter()
+            .map(|addr| {
+                current
+                    .iter()
+                    .find(|e| e.addr == *addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(*addr)))
+            })
+            .collect();
+        // One writer at a time per route (the provider), so load-then-store loses nothing.
+        self.endpoints.store(Arc::new(next));
+        self.changed.notify_waiters();
+    }
+
+    /// The ready endpoints now.
+    pub fn ready(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints.load_full()
+    }
+
+    /// How many endpoints are ready.
+    pub fn ready_count(&self) -> usize {
+        self.endpoints.load().len()
+    }
+
+    /// The endpoint at `addr`, if it is ready (for the provider to drain before stopping it).
+    pub fn find(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
+        self.endpoints
+            .load()
+            .iter()
+            .find(|e| e.addr == addr)
+            .cloned()
+    }
+
+    /// Stops new leases (scale to zero in progress).
+    pub fn close_gate(&self) {
+        self.open.store(false, Ordering::SeqCst);
+    }
+
+    /// Allows leases again and wakes waiting requests.
+    pub fn open_gate(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether leases are allowed.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Announces changes that may let waiting requests through.
+    pub fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    /// Wakes every waiting request (the route closed, or is shutting down).
+    pub fn wake_all(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// Leases an endpoint: the less loaded of two picked at random, never beyond the cap.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<Lease> {
+        if !self.is_open() {
+            return None;
+        }
+        let endpoints = self.endpoints.load();
+        let chosen = match endpoints.len() {
+            0 => return None,
+            1 => &endpoints[0],
+            n => {
+                let a = fastrand::usize(..n);
+                let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                let (ea, eb) = (&endpoints[a], &endpoints[b]);
+                if eb.in_flight() < ea.in_flight() {
+                    eb
+                } else {
+                    ea
+                }
+            }
+        };
+        if chosen.try_take(self.cap) {
+            return Some(self.lease(chosen));
+        }
+        // Under a cap the pick may be full while another endpoint has room.
+        endpoints
+            .iter()
+            .find(|e| e.try_take(self.cap))
+            .map(|e| self.lease(e))
+    }
+
+    fn lease(self: &Arc<Self>, endpoint: &Arc<Endpoint>) -> Lease {
+        Lease {
+            endpoint: Arc::clone(endpoint),
+            backends: Arc::clone(self),
+        }
+    }
+}
+
+/// One request's claim on an endpoint; dropping it returns the claim.
+#[derive(Debug)]
+#[must_use = "the endpoint is released when the lease drops"]
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+    backends: Arc<Backends>,
+}
+
+impl Lease {
+    /// The leased endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.backends.cap > 0 {
+            // A slot freed under a cap: hand it to one waiter. A permit stored while nobody waits
+            // only causes one spurious wake-up later.
+            self.backends.changed.notify_one();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn no_endpoint_means_no_lease() {
+        let backends = Arc::new(Backends::new(0));
+        assert!(backends.try_acquire().is_none());
+    }
+
+    #[test]
+    fn the_cap_is_never_exceeded() {
+        let backends = Arc::new(Backends::new(2));
+        backends.set_ready(&[addr(1), addr(2)]);
+        let leases: Vec<_> = (0..4)
+            .map(|_| backends.try_acquire().expect("room"))
+            .collect();
+        assert!(backends.try_acquire().is_none());
+        assert!(backends.ready().iter().all(|e| e.in_flight() == 2));
+        drop(leases);
+        assert!(backends.ready().iter().all(|e| e.in_flight() == 0));
+    }
+
+    #[test]
+    fn two_choices_spread_load_evenly() {
+        let backends = Arc::new(Backends::new(0));
+        backends.set_ready(&[addr(1), addr(2), addr(3), addr(4)]);
+        let leases: Vec<_> = (0..400).map(|_| backends.try_acquire().unwrap()).collect();
+        let loads: Vec<u32> = backends.ready().iter().map(|e| e.in_flight()).collect();
+        let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
+        assert!(max - min <= 4, "uneven spread {loads:?}");
+        drop(leases);
+    }
+
+    #[test]
+    fn kept_endpoints_keep_their_counts_across_updates() {
+        let backends = Arc::new(Backends::new(0));
+        backends.set_ready(&[addr(1)]);
+        let lease = backends.try_acquire().unwrap();
+        backends.set_ready(&[addr(1), addr(2)]);
+        assert_eq!(backends.find(addr(1)).unwrap().in_flight(), 1);
+        drop(lease);
+        assert_eq!(backends.find(addr(1)).unwrap().in_flight(), 0);
+    }
+
+    #[test]
+    fn a_closed_gate_refuses_leases() {
+        let backends = Arc::new(Backends::new(0));
+        backends.set_ready(&[addr(1)]);
+        backends.close_gate();
+        assert!(backends.try_acquire().is_none());
+        backends.open_gate();
+        assert!(backends.try_acquire().is_some());
+    }
+}

@@ -1,0 +1,24 @@
+//! The one body type the proxy answers with, and helpers to build it.
+//!
+//! Upstream bodies stream through unchanged (boxed once); synthetic answers (errors, admin pages)
+//! are small in-memory bodies.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody as Boxed};
+
+/// The body of every response the activator sends.
+pub type BoxBody = Boxed<Bytes, hyper::Error>;
+
+/// An empty body.
+pub fn empty() -> BoxBody {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A body holding `chunk` whole.
+pub fn full(chunk: impl Into<Bytes>) -> BoxBody {
+    Full::new(chunk.into())
+        .map_err(|never| match never {})
+        .boxed()
+}

@@ -1,0 +1,648 @@
+//! Configuration: CLI flags (with `ACTIVATOR_*` environment equivalents), the TOML config file,
+//! defaults, and validation into a [`Config`] the rest of the crate can trust.
+//!
+//! Flags win over the file, the file wins over defaults. Every error names the key, the value and
+//! what was expected, and nothing starts half-configured: [`Config::load`] either returns a whole
+//! valid config or an error.
+
+mod file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use file::parse_duration;
+use file::{FileConfig, FileProcess, FileRoute, RouteSettings};
+
+/// Command-line interface of the `activator` binary.
+#[derive(Debug, Parser)]
+#[command(name = "activator", version, about = "Scale-to-zero HTTP activator")]
+pub struct Cli {
+    /// What to do; without a subcommand the activator serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Config file (TOML) with routes and settings.
+    #[arg(long, env = "ACTIVATOR_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Address of the proxy listener [default: 0.0.0.0:8080].
+    #[arg(long, env = "ACTIVATOR_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address of the admin listener (/metrics, /healthz, /readyz, /routes) [default: 0.0.0.0:9090].
+    #[arg(long, env = "ACTIVATOR_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// Domain of default hosts: route NAME in namespace NS answers NAME.NS.DOMAIN [default: 127.0.0.1.nip.io].
+    #[arg(long, env = "ACTIVATOR_DOMAIN")]
+    pub domain: Option<String>,
+    /// Log format.
+    #[arg(long, env = "ACTIVATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// How long in-flight and held requests may drain on shutdown [default: 30s].
+    #[arg(long, env = "ACTIVATOR_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the routes of a running activator (its admin `/routes`) as a table.
+    Routes {
+        /// Admin address of the running activator.
+        #[arg(
+            long,
+            env = "ACTIVATOR_ADMIN_URL",
+            default_value = "http://127.0.0.1:9090"
+        )]
+        admin: String,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Proxy listener address.
+    pub listen: SocketAddr,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Domain of default hosts.
+    pub domain: String,
+    /// How long requests may drain on shutdown.
+    pub drain_timeout: Duration,
+    /// How often the scaler looks at every route.
+    pub scaler_tick: Duration,
+    /// How long a connection to a replica may take before the request fails with 502.
+    pub connect_timeout: Duration,
+    /// The routes, in file order.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One route: where it answers, how it scales, and what runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// Route name (a DNS label).
+    pub name: String,
+    /// Namespace (a DNS label).
+    pub namespace: String,
+    /// Every host the route answers, normalised: the default host first, then the listed ones
+    /// (exact names, or `*.suffix` wildcards).
+    pub hosts: Vec<String>,
+    /// Only requests whose path starts with this segment prefix (longest match wins).
+    pub path_prefix: Option<String>,
+    /// A held request waits at most this long for a ready replica.
+    pub cold_start_timeout: Duration,
+    /// Held requests beyond this many are refused with 503.
+    pub max_queued: u64,
+    /// How the route scales.
+    pub scaling: ScalePolicy,
+    /// What runs the route's replicas.
+    pub workload: Workload,
+}
+
+impl RouteSpec {
+    /// `namespace/name`, the route's identity in logs and errors.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// How a route scales.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalePolicy {
+    /// Nothing in flight or queued for this long scales the route to `min_scale`.
+    pub idle_timeout: Duration,
+    /// Replicas kept even when idle.
+    pub min_scale: u32,
+    /// Replicas never exceeded.
+    pub max_scale: u32,
+    /// Replicas started by a request that finds none (at least `min_scale`).
+    pub activation_scale: u32,
+    /// Average concurrency per replica above which replicas are added.
+    pub target_concurrency: u32,
+    /// Requests one replica serves at once; 0 means unlimited.
+    pub container_concurrency: u32,
+    /// Window of the time-weighted average concurrency the scaler reads.
+    pub window: Duration,
+}
+
+impl ScalePolicy {
+    /// Replicas a cold start asks for: `max(min_scale, activation_scale)`.
+    pub fn activation_replicas(&self) -> u32 {
+        self.activation_scale.max(self.min_scale).max(1)
+    }
+}
+
+/// What runs a route's replicas.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Workload {
+    /// Local processes started and stopped by the activator.
+    Process(ProcessSpec),
+}
+
+/// A local command run as a replica.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// Program and arguments; `{port}` is replaced by the replica's port.
+    pub command: Vec<String>,
+    /// Readiness is an HTTP GET of this path answered 2xx/3xx; without it, a TCP connect.
+    pub ready_path: Option<String>,
+    /// Extra environment (`PORT` is always set).
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub workdir: Option<PathBuf>,
+    /// Time between SIGTERM and SIGKILL when a replica is stopped.
+    pub stop_grace: Duration,
+}
+
+/// Defaults, with the reasoning in the README.
+pub mod defaults {
+    use std::time::Duration;
+
+    /// Proxy listener.
+    pub const LISTEN: &str = "0.0.0.0:8080";
+    /// Admin listener.
+    pub const ADMIN_LISTEN: &str = "0.0.0.0:9090";
+    /// Domain of default hosts.
+    pub const DOMAIN: &str = "127.0.0.1.nip.io";
+    /// Shutdown drain.
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Scaler period.
+    pub const SCALER_TICK: Duration = Duration::from_secs(1);
+    /// Upstream connect timeout.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Idle time before scale to zero.
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Longest wait of a held request.
+    pub const COLD_START_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Held requests per route.
+    pub const MAX_QUEUED: u64 = 10_000;
+    /// Replicas at most.
+    pub const MAX_SCALE: u32 = 10;
+    /// Concurrency per replica before scaling out.
+    pub const TARGET_CONCURRENCY: u32 = 100;
+    /// Averaging window of the scaler.
+    pub const SCALE_WINDOW: Duration = Duration::from_secs(60);
+    /// SIGTERM → SIGKILL grace of a local replica.
+    pub const STOP_GRACE: Duration = Duration::from_secs(10);
+}
+
+/// A configuration that cannot be used; the message names the key, the value and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Key path, line and what was wrong.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{origin}: {key} = {value}: {expected}")]
+    Invalid {
+        /// The file, or "flags".
+        origin: String,
+        /// Key path such as `routes[0].max_scale`.
+        key: String,
+        /// The offending value.
+        value: String,
+        /// What would be accepted.
+        expected: String,
+    },
+}
+
+impl Config {
+    /// Reads the config file named by `cli` (if any), applies flags over it and validates.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let (file, origin) = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let file = file::parse(&text).map_err(|message| ConfigError::Parse {
+                    path: path.clone(),
+                    message,
+                })?;
+                (file, path.display().to_string())
+            }
+            None => (FileConfig::default(), "flags".to_owned()),
+        };
+        Config::from_parts(cli, file, &origin)
+    }
+
+    /// Builds a config from the text of a config file alone (flags at their defaults).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file = file::parse(text).map_err(|message| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message,
+        })?;
+        let cli = Cli::parse_from(["activator"]);
+        Config::from_parts(&cli, file, "<config>")
+    }
+
+    fn from_parts(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
+        let invalid =
+            |key: &str, value: &dyn std::fmt::Display, expected: &str| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: key.to_owned(),
+                value: value.to_string(),
+                expected: expected.to_owned(),
+            };
+        let parse_addr = |s: &str| s.parse::<SocketAddr>().expect("default address parses");
+        let domain = normalise_host_name(
+            cli.domain
+                .as_deref()
+                .or(file.domain.as_deref())
+                .unwrap_or(defaults::DOMAIN),
+        );
+        if !is_host_name(&domain) {
+            return Err(invalid(
+                "domain",
+                &format!("{domain:?}"),
+                "a DNS name such as 127.0.0.1.nip.io",
+            ));
+        }
+        let mut routes = Vec::with_capacity(file.routes.len());
+        let mut claims: HashMap<(String, Option<String>), String> = HashMap::new();
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        for (index, route) in file.routes.iter().enumerate() {
+            let spec = route_spec(index, route, &file.defaults, &domain, &invalid)?;
+            if let Some(first) = ids.insert(spec.id(), index) {
+                return Err(invalid(
+                    &format!("routes[{index}].name"),
+                    &format!("{:?}", spec.name),
+                    &format!(
+                        "a name unique in namespace {:?}; routes[{first}] already uses it",
+                        spec.namespace
+                    ),
+                ));
+            }
+            for host in &spec.hosts {
+                let claim = (host.clone(), spec.path_prefix.clone());
+                if let Some(owner) = claims.insert(claim, spec.id()) {
+                    return Err(invalid(
+                        &format!("routes[{index}].hosts"),
+                        &format!("{host:?}"),
+                        &format!("a host no other route claims; route {owner} already answers it"),
+                    ));
+                }
+            }
+            routes.push(spec);
+        }
+        let drain_timeout = cli
+            .drain_timeout
+            .or(file.drain_timeout.map(|d| d.0))
+            .unwrap_or(defaults::DRAIN_TIMEOUT);
+        let scaler_tick = file.scaler_tick.map_or(defaults::SCALER_TICK, |d| d.0);
+        if scaler_tick.is_zero() {
+            return Err(invalid(
+                "scaler_tick",
+                &"\"0s\"",
+                "a positive duration such as \"1s\"",
+            ));
+        }
+        let connect_timeout = file
+            .connect_timeout
+            .map_or(defaults::CONNECT_TIMEOUT, |d| d.0);
+        if connect_timeout.is_zero() {
+            return Err(invalid(
+                "connect_timeout",
+                &"\"0s\"",
+                "a positive duration such as \"2s\"",
+            ));
+        }
+        Ok(Config {
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| parse_addr(defaults::LISTEN)),
+            admin_listen: cli
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| parse_addr(defaults::ADMIN_LISTEN)),
+            domain,
+            drain_timeout,
+            scaler_tick,
+            connect_timeout,
+            routes,
+        })
+    }
+}
+
+fn route_spec(
+    index: usize,
+    route: &FileRoute,
+    defaults: &RouteSettings,
+    domain: &str,
+    invalid: &dyn Fn(&str, &dyn std::fmt::Display, &str) -> ConfigError,
+) -> Result<RouteSpec, ConfigError> {
+    let key = |field: &str| format!("routes[{index}].{field}");
+    for (field, value) in [("name", &route.name), ("namespace", &route.namespace)] {
+        if !is_dns_label(value) {
+            return Err(invalid(
+                &key(field),
+                &format!("{value:?}"),
+                "a DNS label: lower-case letters, digits and '-', at most 63 characters",
+            ));
+        }
+    }
+    let mut hosts = vec![format!("{}.{}.{}", route.name, route.namespace, domain)];
+    for (i, host) in route.hosts.iter().enumerate() {
+        let normalised = normalise_host_name(host);
+        let name = normalised.strip_prefix("*.").unwrap_or(&normalised);
+        if !is_host_name(name) {
+            return Err(invalid(
+                &format!("routes[{index}].hosts[{i}]"),
+                &format!("{host:?}"),
+                "a host name such as \"hello.localhost\" or a wildcard such as \"*.example.com\"",
+            ));
+        }
+        if !hosts.contains(&normalised) {
+            hosts.push(normalised);
+        }
+    }
+    let path_prefix = match route.path_prefix.as_deref() {
+        None | Some("") | Some("/") => None,
+        Some(p) if p.starts_with('/') => Some(p.trim_end_matches('/').to_owned()),
+        Some(p) => {
+            return Err(invalid(
+                &key("path_prefix"),
+                &format!("{p:?}"),
+                "a path starting with '/'",
+            ));
+        }
+    };
+    let s = route.settings().or(defaults);
+    let positive = |field: &str, value: Option<file::HumanDuration>, default: Duration| {
+        let value = value.map_or(default, |d| d.0);
+        if value.is_zero() {
+            Err(invalid(
+                &key(field),
+                &"\"0s\"",
+                "a positive duration such as \"10s\"",
+            ))
+        } else {
+            Ok(value)
+        }
+    };
+    let scaling = ScalePolicy {
+        idle_timeout: positive("idle_timeout", s.idle_timeout, defaults::IDLE_TIMEOUT)?,
+        min_scale: s.min_scale.unwrap_or(0),
+        max_scale: s.max_scale.unwrap_or(defaults::MAX_SCALE),
+        activation_scale: s.activation_scale.unwrap_or(1),
+        target_concurrency: s.target_concurrency.unwrap_or(defaults::TARGET_CONCURRENCY),
+        container_concurrency: s.container_concurrency.unwrap_or(0),
+        window: positive("scale_window", s.scale_window, defaults::SCALE_WINDOW)?,
+    };
+    if scaling.max_scale == 0 {
+        return Err(invalid(&key("max_scale"), &0, "at least 1"));
+    }
+    if scaling.min_scale > scaling.max_scale {
+        return Err(invalid(
+            &key("min_scale"),
+            &scaling.min_scale,
+            &format!("at most max_scale ({})", scaling.max_scale),
+        ));
+    }
+    if scaling.activation_scale == 0 || scaling.activation_scale > scaling.max_scale {
+        return Err(invalid(
+            &key("activation_scale"),
+            &scaling.activation_scale,
+            &format!("between 1 and max_scale ({})", scaling.max_scale),
+        ));
+    }
+    if scaling.target_concurrency == 0 {
+        return Err(invalid(&key("target_concurrency"), &0, "at least 1"));
+    }
+    let max_queued = s.max_queued.unwrap_or(defaults::MAX_QUEUED);
+    if max_queued == 0 {
+        return Err(invalid(&key("max_queued"), &0, "at least 1"));
+    }
+    let workload = match &route.process {
+        Some(process) => Workload::Process(process_spec(index, process, invalid)?),
+        None => {
+            return Err(invalid(
+                &key("process.command"),
+                &"(missing)",
+                "a command that runs the route's replicas, e.g. [\"python3\", \"-m\", \"http.server\", \"{port}\"]",
+            ));
+        }
+    };
+    Ok(RouteSpec {
+        name: route.name.clone(),
+        namespace: route.namespace.clone(),
+        hosts,
+        path_prefix,
+        cold_start_timeout: positive(
+            "cold_start_timeout",
+            s.cold_start_timeout,
+            defaults::COLD_START_TIMEOUT,
+        )?,
+        max_queued,
+        scaling,
+        workload,
+    })
+}
+
+fn process_spec(
+    index: usize,
+    process: &FileProcess,
+    invalid: &dyn Fn(&str, &dyn std::fmt::Display, &str) -> ConfigError,
+) -> Result<ProcessSpec, ConfigError> {
+    let key = |field: &str| format!("routes[{index}].process.{field}");
+    if process
+        .command
+        .first()
+        .is_none_or(|program| program.trim().is_empty())
+    {
+        return Err(invalid(
+            &key("command"),
+            &format!("{:?}", process.command),
+            "a non-empty program and its arguments",
+        ));
+    }
+    if let Some(path) = &process.ready_path
+        && !path.starts_with('/')
+    {
+        return Err(invalid(
+            &key("ready_path"),
+            &format!("{path:?}"),
+            "a path starting with '/'",
+        ));
+    }
+    Ok(ProcessSpec {
+        command: process.command.clone(),
+        ready_path: process.ready_path.clone(),
+        env: process.env.clone(),
+        workdir: process.workdir.clone(),
+        stop_grace: process.stop_grace.map_or(defaults::STOP_GRACE, |d| d.0),
+    })
+}
+
+/// Lower-cases and drops a trailing dot.
+pub fn normalise_host_name(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[routes]]
+name = "helloworld"
+[routes.process]
+command = ["python3", "-m", "http.server", "{port}"]
+"#;
+
+    fn error_of(text: &str) -> String {
+        Config::from_toml(text)
+            .expect_err("config should be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn a_minimal_route_gets_the_documented_defaults() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+        let route = &config.routes[0];
+        assert_eq!(route.namespace, "default");
+        assert_eq!(route.hosts, vec!["helloworld.default.127.0.0.1.nip.io"]);
+        assert_eq!(route.scaling.idle_timeout, Duration::from_secs(60));
+        assert_eq!(route.cold_start_timeout, Duration::from_secs(120));
+        assert_eq!(route.max_queued, 10_000);
+        assert_eq!(route.scaling.activation_replicas(), 1);
+        assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn route_settings_override_defaults_which_override_built_ins() {
+        let text = r#"
+[defaults]
+idle_timeout = "5s"
+max_queued = 7
+[[routes]]
+name = "helloworld"
+idle_timeout = "250ms"
+[routes.process]
+command = ["true"]
+"#;
+        let config = Config::from_toml(text).expect("valid");
+        assert_eq!(
+            config.routes[0].scaling.idle_timeout,
+            Duration::from_millis(250)
+        );
+        assert_eq!(config.routes[0].max_queued, 7);
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_key_the_value_and_the_expected_form() {
+        let msg = error_of(&MINIMAL.replace(
+            "name = \"helloworld\"",
+            "name = \"helloworld\"\nidle_timeout = \"10 parsecs\"",
+        ));
+        assert!(msg.contains("routes[0].idle_timeout"), "{msg}");
+        assert!(msg.contains("10 parsecs"), "{msg}");
+        assert!(msg.contains("\"10s\""), "{msg}");
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named() {
+        let msg = error_of(&MINIMAL.replace(
+            "name = \"helloworld\"",
+            "name = \"helloworld\"\nidle_timout = \"10s\"",
+        ));
+        assert!(msg.contains("idle_timout"), "{msg}");
+    }
+
+    #[test]
+    fn inconsistent_scales_are_rejected_with_the_bound() {
+        let msg = error_of(&MINIMAL.replace(
+            "name = \"helloworld\"",
+            "name = \"helloworld\"\nmin_scale = 4\nmax_scale = 3",
+        ));
+        assert!(
+            msg.contains("routes[0].min_scale = 4: at most max_scale (3)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_route_without_a_command_is_rejected() {
+        let msg = error_of("[[routes]]\nname = \"a\"\n");
+        assert!(msg.contains("routes[0].process.command"), "{msg}");
+    }
+
+    #[test]
+    fn two_routes_claiming_one_host_are_rejected() {
+        let text = r#"
+[[routes]]
+name = "helloworld"
+hosts = ["x.test"]
+[routes.process]
+command = ["true"]
+[[routes]]
+name = "other"
+hosts = ["X.test."]
+[routes.process]
+command = ["true"]
+"#;
+        let msg = error_of(text);
+        assert!(
+            msg.contains("route default/helloworld already answers it"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        let msg = error_of(&MINIMAL.replace("\"helloworld\"", "\"Hello_World\""));
+        assert!(
+            msg.contains("routes[0].name = \"Hello_World\": a DNS label"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The config file as written (TOML), before validation.
+//!
+//! Every table rejects unknown keys, so a misspelt key is an error naming it rather than a
+//! setting silently ignored. Durations are strings such as `"10s"`, `"250ms"` or `"2m"`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
+
+/// A duration written as a human string (`"10s"`, `"250ms"`, `"1m30s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a duration such as "10s", "250ms" or "2m""#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                parse_duration(v)
+                    .map(HumanDuration)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+            }
+        }
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}
+
+/// Parses `"10s"`, `"250ms"`, `"1m30s"`; the error says what is expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| format!(r#"`{text}` is not a duration; expected e.g. "10s", "250ms" or "2m""#))
+}
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    pub(crate) listen: Option<SocketAddr>,
+    pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) domain: Option<String>,
+    pub(crate) drain_timeout: Option<HumanDuration>,
+    pub(crate) scaler_tick: Option<HumanDuration>,
+    pub(crate) connect_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub(crate) defaults: RouteSettings,
+    #[serde(default)]
+    pub(crate) routes: Vec<FileRoute>,
+}
+
+/// Settings a route may set and `[defaults]` may set for all routes.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteSettings {
+    pub(crate) idle_timeout: Option<HumanDuration>,
+    pub(crate) cold_start_timeout: Option<HumanDuration>,
+    pub(crate) max_queued: Option<u64>,
+    pub(crate) min_scale: Option<u32>,
+    pub(crate) max_scale: Option<u32>,
+    pub(crate) activation_scale: Option<u32>,
+    pub(crate) target_concurrency: Option<u32>,
+    pub(crate) container_concurrency: Option<u32>,
+    pub(crate) scale_window: Option<HumanDuration>,
+}
+
+impl RouteSettings {
+    /// `self` where set, else `fallback`.
+    pub(crate) fn or(&self, fallback: &RouteSettings) -> RouteSettings {
+        RouteSettings {
+            idle_timeout: self.idle_timeout.or(fallback.idle_timeout),
+            cold_start_timeout: self.cold_start_timeout.or(fallback.cold_start_timeout),
+            max_queued: self.max_queued.or(fallback.max_queued),
+            min_scale: self.min_scale.or(fallback.min_scale),
+            max_scale: self.max_scale.or(fallback.max_scale),
+            activation_scale: self.activation_scale.or(fallback.activation_scale),
+            target_concurrency: self.target_concurrency.or(fallback.target_concurrency),
+            container_concurrency: self
+                .container_concurrency
+                .or(fallback.container_concurrency),
+            scale_window: self.scale_window.or(fallback.scale_window),
+        }
+    }
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileRoute {
+    pub(crate) name: String,
+    #[serde(default = "default_namespace")]
+    pub(crate) namespace: String,
+    #[serde(default)]
+    pub(crate) hosts: Vec<String>,
+    pub(crate) path_prefix: Option<String>,
+    pub(crate) idle_timeout: Option<HumanDuration>,
+    pub(crate) cold_start_timeout: Option<HumanDuration>,
+    pub(crate) max_queued: Option<u64>,
+    pub(crate) min_scale: Option<u32>,
+    pub(crate) max_scale: Option<u32>,
+    pub(crate) activation_scale: Option<u32>,
+    pub(crate) target_concurrency: Option<u32>,
+    pub(crate) container_concurrency: Option<u32>,
+    pub(crate) scale_window: Option<HumanDuration>,
+    pub(crate) process: Option<FileProcess>,
+}
+
+impl FileRoute {
+    /// The route's own settings, as written (unset keys fall back to `[defaults]`).
+    pub(crate) fn settings(&self) -> RouteSettings {
+        RouteSettings {
+            idle_timeout: self.idle_timeout,
+            cold_start_timeout: self.cold_start_timeout,
+            max_queued: self.max_queued,
+            min_scale: self.min_scale,
+            max_scale: self.max_scale,
+            activation_scale: self.activation_scale,
+            target_concurrency: self.target_concurrency,
+            container_concurrency: self.container_concurrency,
+            scale_window: self.scale_window,
+        }
+    }
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+/// A route's `[routes.process]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileProcess {
+    pub(crate) command: Vec<String>,
+    pub(crate) ready_path: Option<String>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) workdir: Option<PathBuf>,
+    pub(crate) stop_grace: Option<HumanDuration>,
+}
+
+/// Parses the file text; the error names the key path (`routes[0].idle_timeout`).
+pub(crate) fn parse(text: &str) -> Result<FileConfig, String> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.message();
+        match inner.span() {
+            Some(span) => {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!("{path} (line {line}): {message}")
+            }
+            None if path == "." => message.to_owned(),
+            None => format!("{path}: {message}"),
+        }
+    })
+}

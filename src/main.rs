@@ -1,0 +1,87 @@
+//! The `activator` binary: parse flags and config, set up logging, serve until SIGTERM/SIGINT.
+
+use std::process::ExitCode;
+
+use activator::app::App;
+use activator::config::{Cli, Command, Config};
+use activator::{routes_table, telemetry};
+use clap::Parser;
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("activator: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(Command::Routes { admin, json }) = &cli.command {
+        return runtime.block_on(async {
+            match routes_table::fetch(admin).await {
+                Ok((_, text)) if *json => println!("{text}"),
+                Ok((routes, _)) => print!("{}", routes_table::render(&routes)),
+                Err(error) => {
+                    eprintln!("activator routes: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        });
+    }
+    let config = match Config::load(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("activator: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(cli.log_format);
+    // A proxy holds two sockets per request; the default soft limit of 1024 is far too low.
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%error, "could not raise the open-files limit");
+    }
+    runtime.block_on(async {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))
+        };
+        let (proxy, admin) = match tokio::try_join!(bind(config.listen), bind(config.admin_listen))
+        {
+            Ok(listeners) => listeners,
+            Err(error) => {
+                eprintln!("activator: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(
+            listen = %proxy.local_addr().map_or(config.listen, |a| a),
+            admin = %admin.local_addr().map_or(config.admin_listen, |a| a),
+            routes = config.routes.len(),
+            domain = %config.domain,
+            "activator started"
+        );
+        App::new(config).run(proxy, admin, signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; only SIGINT stops the activator");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,196 @@
+//! One local replica: its supervisor task starts the command, forwards its output to the log,
+//! probes it until ready, publishes it, restarts it if it exits while wanted, and stops it
+//! (drain, SIGTERM to its process group, SIGKILL after the grace period) when told to.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use super::ReadySet;
+use super::probe::probe;
+use crate::config::ProcessSpec;
+
+/// Time between readiness probes of a starting replica.
+pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(20);
+/// First pause before restarting a replica that exited; doubles up to [`MAX_RESTART_BACKOFF`].
+const FIRST_RESTART_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
+/// A replica that ran this long before exiting restarts without backoff.
+const STABLE_RUN: Duration = Duration::from_secs(10);
+
+/// What a supervisor needs.
+pub(crate) struct Replica {
+    pub(crate) id: u64,
+    pub(crate) spec: ProcessSpec,
+    pub(crate) ready: Arc<ReadySet>,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+enum Outcome {
+    Stopped,
+    Exited(String),
+}
+
+impl Replica {
+    /// Runs the replica until told to stop.
+    pub(crate) async fn supervise(self) {
+        let mut backoff = FIRST_RESTART_BACKOFF;
+        loop {
+            let started = tokio::time::Instant::now();
+            let outcome = match self.start() {
+                Ok((child, addr)) => self.run(child, addr).await,
+                Err(problem) => Outcome::Exited(problem),
+            };
+            let problem = match outcome {
+                Outcome::Stopped => return,
+                Outcome::Exited(problem) => problem,
+            };
+            if started.elapsed() >= STABLE_RUN {
+                backoff = FIRST_RESTART_BACKOFF;
+            }
+            tracing::warn!(route = %self.ready.route_id(), replica = self.id, %problem, restart_in_ms = backoff.as_millis() as u64, "replica failed; restarting");
+            self.ready
+                .route_problem(format!("replica {}: {problem}", self.id));
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                () = self.stopped() => return,
+            }
+            backoff = (backoff * 2).min(MAX_RESTART_BACKOFF);
+        }
+    }
+
+    /// Completes once the replica is told to stop.
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut stop = self.stop.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    }
+
+    fn start(&self) -> Result<(Child, SocketAddr), String> {
+        let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        let port_text = port.to_string();
+        let args: Vec<String> = self
+            .spec
+            .command
+            .iter()
+            .map(|a| a.replace("{port}", &port_text))
+            .collect();
+        let mut command = Command::new(&args[0]);
+        command
+            .args(&args[1..])
+            .env("PORT", &port_text)
+            .envs(&self.spec.env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        if let Some(dir) = &self.spec.workdir {
+            command.current_dir(dir);
+        }
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {:?}: {e}", args[0]))?;
+        let route = self.ready.route_id().to_owned();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(forward_lines(out, route.clone(), self.id, "stdout"));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(forward_lines(err, route.clone(), self.id, "stderr"));
+        }
+        tracing::info!(route = %route, replica = self.id, pid = child.id(), port, "replica started");
+        Ok((child, SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
+    async fn run(&self, mut child: Child, addr: SocketAddr) -> Outcome {
+        let path = self.spec.ready_path.as_deref();
+        let started = tokio::time::Instant::now();
+        // Starting: probe until ready.
+        loop {
+            match probe(addr, path).await {
+                Ok(()) => break,
+                Err(problem) => self.ready.route_waiting(format!(
+                    "replica {} (pid {}) not ready after {}ms: {problem}",
+                    self.id,
+                    child.id().unwrap_or(0),
+                    started.elapsed().as_millis()
+                )),
+            }
+            tokio::select! {
+                status = child.wait() => return Outcome::Exited(exit_text(status)),
+                () = self.stopped() => {
+                    self.terminate(&mut child).await;
+                    return Outcome::Stopped;
+                }
+                _ = tokio::time::sleep(PROBE_PERIOD) => {}
+            }
+        }
+        tracing::info!(route = %self.ready.route_id(), replica = self.id, %addr, startup_ms = started.elapsed().as_millis() as u64, "replica ready");
+        self.ready.insert(self.id, addr);
+        // Running: until it exits or is stopped.
+        tokio::select! {
+            status = child.wait() => {
+                self.ready.remove(self.id);
+                Outcome::Exited(exit_text(status))
+            }
+            () = self.stopped() => {
+                self.ready.retire(self.id, addr, self.spec.stop_grace).await;
+                self.terminate(&mut child).await;
+                Outcome::Stopped
+            }
+        }
+    }
+
+    async fn terminate(&self, child: &mut Child) {
+        let Some(pid) = child.id() else { return };
+        let group = Pid::from_raw(pid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let grace = self.spec.stop_grace;
+        let status = match tokio::time::timeout(grace, child.wait()).await {
+            Ok(status) => exit_text(status),
+            Err(_) => {
+                let _ = killpg(group, Signal::SIGKILL);
+                let _ = child.wait().await;
+                format!("killed after {}ms grace", grace.as_millis())
+            }
+        };
+        // The group may hold children of the command; none should outlive the replica.
+        let _ = killpg(group, Signal::SIGKILL);
+        tracing::info!(route = %self.ready.route_id(), replica = self.id, pid, %status, "replica stopped");
+    }
+}
+
+fn exit_text(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => format!("process {status}"),
+        Err(e) => format!("process wait failed: {e}"),
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    // The port is free when we look; a race with another process binding it in between ends in
+    // a replica that exits (address in use) and is restarted on another port.
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+async fn forward_lines(
+    stream: impl AsyncRead + Unpin,
+    route: String,
+    replica: u64,
+    which: &'static str,
+) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(target: "activator::replica", route = %route, replica, stream = which, "{line}");
+    }
+}

@@ -1,0 +1,197 @@
+//! The one place errors become HTTP responses: a status, an `x-activator-error` reason, and a
+//! plain-text sentence a person can act on.
+
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::activation::ActivationError;
+use crate::body::{self, BoxBody};
+
+/// Why the activator answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No Host header or `:authority`.
+    #[error("missing host")]
+    MissingHost,
+    /// No route answers the host.
+    #[error("no route for host {host:?}")]
+    NoRoute {
+        /// The normalised host.
+        host: String,
+    },
+    /// The route could not give the request a replica.
+    #[error("route {route}: {source}")]
+    Activation {
+        /// `namespace/name`.
+        route: String,
+        /// Why.
+        #[source]
+        source: ActivationError,
+    },
+    /// The replica failed before a response started.
+    #[error("route {route}: replica {addr} failed: {detail}")]
+    Upstream {
+        /// `namespace/name`.
+        route: String,
+        /// The replica.
+        addr: std::net::SocketAddr,
+        /// What happened, from the connection error chain.
+        detail: String,
+    },
+}
+
+impl ProxyError {
+    /// The `x-activator-error` reason (also the `reason` label of rejected requests).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::MissingHost => "missing_host",
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::Upstream { .. } => "upstream",
+            ProxyError::Activation { source, .. } => match source {
+                ActivationError::QueueFull { .. } => "queue_full",
+                ActivationError::Timeout { .. } => "cold_start_timeout",
+                ActivationError::RouteRemoved => "route_removed",
+                ActivationError::ShuttingDown => "shutting_down",
+            },
+        }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Activation { source, .. } => match source {
+                ActivationError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            },
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ProxyError::MissingHost => "The request has no Host header (or HTTP/2 :authority), so the activator \
+                 cannot tell which service it is for. Send one, e.g. \
+                 'Host: helloworld.default.127.0.0.1.nip.io'.\n"
+                .to_owned(),
+            ProxyError::NoRoute { host } => format!(
+                "No route answers host \"{host}\". Each route answers NAME.NAMESPACE.<domain> and the \
+                 hosts it lists; check the Host header, or list the routes with 'activator routes'.\n"
+            ),
+            ProxyError::Upstream { route, addr, detail } => format!(
+                "Route {route}: the replica at {addr} failed before answering ({detail}). \
+                 The request may be retried; if this persists, check the replica's logs.\n"
+            ),
+            ProxyError::Activation { route, source } => match source {
+                ActivationError::QueueFull { max } => format!(
+                    "Route {route} is starting and already holds {max} waiting requests (max_queued). \
+                     Retry in a moment.\n"
+                ),
+                ActivationError::Timeout { waited, ready, problem } => {
+                    let mut text = format!(
+                        "Route {route}: no replica could take the request within {} (cold_start_timeout).",
+                        human(*waited)
+                    );
+                    if *ready > 0 {
+                        text.push_str(&format!(
+                            " {ready} replica(s) are ready but at their container_concurrency limit."
+                        ));
+                    }
+                    match problem {
+                        Some(problem) => text.push_str(&format!(" Last problem: {problem}.")),
+                        None if *ready == 0 => text.push_str(" No replica has become ready yet."),
+                        None => {}
+                    }
+                    text.push('\n');
+                    text
+                }
+                ActivationError::RouteRemoved => {
+                    format!("Route {route} was removed while the request waited for a replica.\n")
+                }
+                ActivationError::ShuttingDown => {
+                    "The activator is shutting down and could not serve this request in time; retry it.\n"
+                        .to_owned()
+                }
+            },
+        }
+    }
+
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Activation {
+                source: ActivationError::QueueFull { .. },
+                ..
+            } => Some("1"),
+            ProxyError::Activation {
+                source: ActivationError::ShuttingDown,
+                ..
+            } => Some("1"),
+            _ => None,
+        }
+    }
+}
+
+fn human(d: Duration) -> String {
+    if d >= Duration::from_secs(1) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The response for `error`.
+pub fn error_response(error: &ProxyError) -> Response<BoxBody> {
+    let mut response = Response::new(body::full(error.message()));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        "x-activator-error",
+        HeaderValue::from_static(error.reason()),
+    );
+    if let Some(seconds) = error.retry_after() {
+        headers.insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cold_start_timeout_names_the_route_the_wait_and_the_problem() {
+        let error = ProxyError::Activation {
+            route: "default/hello".into(),
+            source: ActivationError::Timeout {
+                waited: Duration::from_millis(300),
+                ready: 0,
+                problem: Some("replica 1 exited with status 1".into()),
+            },
+        };
+        assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
+        let text = error.message();
+        assert!(
+            text.contains("default/hello") && text.contains("300ms") && text.contains("exited"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_says_when_to_retry() {
+        let error = ProxyError::Activation {
+            route: "default/hello".into(),
+            source: ActivationError::QueueFull { max: 5 },
+        };
+        let response = error_response(&error);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["x-activator-error"], "queue_full");
+    }
+}

@@ -1,0 +1,277 @@
+//! Host normalisation and the route table.
+//!
+//! The table is an immutable index swapped whole ([`ArcSwap`]) when routes change; a lookup loads
+//! the current index without a lock and without cloning it, and returns the route's `Arc`. Exact
+//! hosts are matched first, then `*.suffix` wildcards, longest suffix first (a wildcard matches
+//! any depth of subdomain, as in Envoy). Among routes on one host the longest path prefix wins;
+//! a prefix matches whole path segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::metrics::{GaugeSource, RouteGaugeValues};
+use crate::route::Route;
+use arc_swap::ArcSwap;
+
+/// Routes by host (and optional path prefix).
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    index: ArcSwap<Index>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    routes: Arc<Vec<Arc<Route>>>,
+    exact: HashMap<String, Vec<Arc<Route>>>,
+    wildcard: HashMap<String, Vec<Arc<Route>>>,
+}
+
+impl Index {
+    fn build(routes: Vec<Arc<Route>>) -> Index {
+        let mut exact: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
+        let mut wildcard: HashMap<String, Vec<Arc<Route>>> = HashMap::new();
+        for route in &routes {
+            for host in &route.spec().hosts {
+                let (map, key) = match host.strip_prefix("*.") {
+                    Some(suffix) => (&mut wildcard, suffix),
+                    None => (&mut exact, host.as_str()),
+                };
+                map.entry(key.to_owned())
+                    .or_default()
+                    .push(Arc::clone(route));
+            }
+        }
+        for entries in exact.values_mut().chain(wildcard.values_mut()) {
+            entries.sort_by_key(|r| {
+                std::cmp::Reverse(r.spec().path_prefix.as_ref().map_or(0, |p| p.len()))
+            });
+        }
+        Index {
+            routes: Arc::new(routes),
+            exact,
+            wildcard,
+        }
+    }
+}
+
+impl RouteTable {
+    /// A table of `routes`.
+    pub fn new(routes: Vec<Arc<Route>>) -> RouteTable {
+        RouteTable {
+            index: ArcSwap::from_pointee(Index::build(routes)),
+        }
+    }
+
+    /// Replaces every route at once; requests already routed keep their route.
+    pub fn replace(&self, routes: Vec<Arc<Route>>) {
+        self.index.store(Arc::new(Index::build(routes)));
+    }
+
+    /// All routes.
+    pub fn routes(&self) -> Arc<Vec<Arc<Route>>> {
+        Arc::clone(&self.index.load().routes)
+    }
+
+    /// The route for a normalised `host` and a request `path`.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<Arc<Route>> {
+        let index = self.index.load();
+        if let Some(found) = index
+            .exact
+            .get(host)
+            .and_then(|entries| pick(entries, path))
+        {
+            return Some(found);
+        }
+        if index.wildcard.is_empty() {
+            return None;
+        }
+        // Longest suffix first: "a.b.example.com" tries "b.example.com", "example.com", "com".
+        let mut rest = host;
+        while let Some(dot) = rest.find('.') {
+            rest = &rest[dot + 1..];
+            if let Some(found) = index
+                .wildcard
+                .get(rest)
+                .and_then(|entries| pick(entries, path))
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+}
+
+fn pick(entries: &[Arc<Route>], path: &str) -> Option<Arc<Route>> {
+    entries
+        .iter()
+        .find(|route| match &route.spec().path_prefix {
+            None => true,
+            Some(prefix) => {
+                path.starts_with(prefix.as_str())
+                    && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+            }
+        })
+        .cloned()
+}
+
+/// Lower-cases a Host header value and drops its port and trailing dot. Allocates only when the
+/// host has upper-case letters. `None` for an empty host.
+pub fn normalise_host(raw: &str) -> Option<Cow<'_, str>> {
+    let without_port = if let Some(rest) = raw.strip_prefix('[') {
+        // [v6]:port
+        &raw[..rest.find(']').map_or(raw.len(), |i| i + 2)]
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(host, _port)| host)
+    };
+    let host = without_port.strip_suffix('.').unwrap_or(without_port);
+    if host.is_empty() {
+        return None;
+    }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(host))
+    }
+}
+
+impl GaugeSource for RouteTable {
+    fn gauges(&self) -> Vec<RouteGaugeValues> {
+        self.routes()
+            .iter()
+            .map(|route| {
+                let stats = route.stats();
+                RouteGaugeValues {
+                    route: route.spec().name.clone(),
+                    namespace: route.spec().namespace.clone(),
+                    in_flight: stats.in_flight_now(),
+                    queued: stats.queued_now(),
+                    desired: route.desired(),
+                    ready: route.backends().ready_count() as u32,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::provider::{BoxFuture, Provider, ProviderError};
+
+    struct NoProvider;
+    impl Provider for NoProvider {
+        fn scale<'a>(
+            &'a self,
+            _: &'a Arc<Route>,
+            _: u32,
+        ) -> BoxFuture<'a, Result<(), ProviderError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn table(toml: &str) -> RouteTable {
+        let config = Config::from_toml(toml).expect("valid config");
+        let metrics = Metrics::new();
+        let provider: Arc<dyn Provider> = Arc::new(NoProvider);
+        RouteTable::new(
+            config
+                .routes
+                .into_iter()
+                .map(|s| Route::new(s, Arc::clone(&provider), &metrics))
+                .collect(),
+        )
+    }
+
+    fn routed(table: &RouteTable, host: &str, path: &str) -> Option<String> {
+        let host = normalise_host(host)?;
+        table.lookup(&host, path).map(|r| r.id().to_owned())
+    }
+
+    const ROUTES: &str = r#"
+[[routes]]
+name = "hello"
+hosts = ["hello.localhost", "*.apps.test"]
+[routes.process]
+command = ["true"]
+[[routes]]
+name = "api"
+namespace = "shop"
+hosts = ["hello.localhost"]
+path_prefix = "/api"
+[routes.process]
+command = ["true"]
+[[routes]]
+name = "deep"
+hosts = ["*.x.apps.test"]
+[routes.process]
+command = ["true"]
+"#;
+
+    #[test]
+    fn the_default_host_is_name_namespace_domain() {
+        let t = table(ROUTES);
+        assert_eq!(
+            routed(&t, "hello.default.127.0.0.1.nip.io", "/"),
+            Some("default/hello".into())
+        );
+        assert_eq!(
+            routed(&t, "api.shop.127.0.0.1.nip.io", "/api/x"),
+            Some("shop/api".into())
+        );
+    }
+
+    #[test]
+    fn hosts_match_ignoring_case_port_and_trailing_dot() {
+        let t = table(ROUTES);
+        assert_eq!(
+            routed(&t, "HELLO.localhost.:8080", "/"),
+            Some("default/hello".into())
+        );
+        assert_eq!(routed(&t, "nobody.localhost", "/"), None);
+    }
+
+    #[test]
+    fn the_longest_path_prefix_wins_on_whole_segments() {
+        let t = table(ROUTES);
+        assert_eq!(
+            routed(&t, "hello.localhost", "/api"),
+            Some("shop/api".into())
+        );
+        assert_eq!(
+            routed(&t, "hello.localhost", "/api/v1"),
+            Some("shop/api".into())
+        );
+        assert_eq!(
+            routed(&t, "hello.localhost", "/apix"),
+            Some("default/hello".into())
+        );
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_longest_suffix_first() {
+        let t = table(ROUTES);
+        assert_eq!(routed(&t, "a.apps.test", "/"), Some("default/hello".into()));
+        assert_eq!(
+            routed(&t, "a.b.apps.test", "/"),
+            Some("default/hello".into())
+        );
+        assert_eq!(
+            routed(&t, "a.x.apps.test", "/"),
+            Some("default/deep".into())
+        );
+        assert_eq!(routed(&t, "apps.test", "/"), None);
+    }
+
+    #[test]
+    fn ipv6_literals_keep_their_brackets() {
+        assert_eq!(normalise_host("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(normalise_host("").as_deref(), None);
+        assert_eq!(normalise_host(":80").as_deref(), None);
+    }
+}

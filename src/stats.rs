@@ -1,0 +1,349 @@
+//! Per-route request statistics: RAII guards for requests in flight and held, request counts,
+//! last-activity time, and a time-weighted average concurrency over a window.
+//!
+//! The request path only touches atomics. The time-weighted average rests on one identity: with
+//! `n(T)` requests open at time `T`, the integral of concurrency from the epoch to `T` is
+//! `A(T) = K + n(T)·T`, where `K` is the sum of finished requests' end times minus the sum of all
+//! requests' start times. So a request subtracts its start time from `K` when it begins and adds
+//! its end time when it ends: two atomic adds, no lock. The scaler samples `A` on each tick and
+//! divides differences by elapsed time. The scaler's sample ring sits behind a mutex that only the
+//! scaler takes.
+//!
+//! This module does not decide anything; [`crate::scaler`] reads [`StatsReport`]s.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// Counters of one route.
+#[derive(Debug)]
+pub struct RouteStats {
+    epoch: Instant,
+    /// Requests accepted and not finished: held or in flight.
+    open: AtomicI64,
+    /// `K` in the module docs, in nanoseconds since `epoch`.
+    area: AtomicI64,
+    queued: AtomicI64,
+    requests: AtomicU64,
+    /// Nanoseconds since `epoch` of the last request start or end; 0 = never.
+    last_activity: AtomicU64,
+    samples: Mutex<VecDeque<(i64, i128)>>,
+}
+
+/// What the scaler needs to know about a route at one moment. Serializable so that activator
+/// replicas can exchange their views of a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    /// Requests being served by a replica.
+    pub in_flight: u64,
+    /// Requests held waiting for a ready replica.
+    pub queued: u64,
+    /// Requests accepted since start.
+    pub requests_total: u64,
+    /// Time since the last request started or ended; `None` if there never was one.
+    #[serde(with = "opt_millis")]
+    pub idle_for: Option<Duration>,
+    /// Time-weighted average of held plus in-flight requests over `window`.
+    pub average_concurrency: f64,
+    /// The span the average covers (shorter than configured until enough samples exist).
+    #[serde(with = "millis")]
+    pub window: Duration,
+}
+
+impl StatsReport {
+    /// Held plus in-flight requests right now.
+    pub fn open(&self) -> u64 {
+        self.in_flight + self.queued
+    }
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        RouteStats::new()
+    }
+}
+
+impl RouteStats {
+    /// Fresh counters; time starts now.
+    pub fn new() -> RouteStats {
+        RouteStats {
+            epoch: Instant::now(),
+            open: AtomicI64::new(0),
+            area: AtomicI64::new(0),
+            queued: AtomicI64::new(0),
+            requests: AtomicU64::new(0),
+            last_activity: AtomicU64::new(0),
+            samples: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> i64 {
+        i64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(i64::MAX)
+    }
+
+    /// Counts a request as open until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> RequestGuard {
+        let now = self.nanos(Instant::now());
+        // SeqCst: the scale-to-zero decision closes the route's gate and then reads `open`; a
+        // request increments `open` and then reads the gate. Sequential consistency guarantees
+        // at least one of them sees the other (see `activation`).
+        self.open.fetch_add(1, Ordering::SeqCst);
+        self.area.fetch_sub(now, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.touch(now);
+        RequestGuard {
+            stats: Arc::clone(self),
+        }
+    }
+
+    fn touch(&self, now: i64) {
+        // +1 keeps 0 meaning "never".
+        self.last_activity.store(now as u64 + 1, Ordering::Relaxed);
+    }
+
+    /// Requests held or in flight, read with the ordering the scale-to-zero decision needs.
+    pub fn open_now(&self) -> u64 {
+        self.open.load(Ordering::SeqCst).max(0) as u64
+    }
+
+    /// Requests held now.
+    pub fn queued_now(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Requests being served now.
+    pub fn in_flight_now(&self) -> u64 {
+        self.open_now().saturating_sub(self.queued_now())
+    }
+
+    /// Counts a request as held unless `max` are held already.
+    pub fn enqueue(self: &Arc<Self>, max: u64) -> Option<QueueGuard> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                (q < max).then_some(q + 1)
+            })
+            .ok()
+            .map(|_| QueueGuard {
+                stats: Arc::clone(self),
+            })
+    }
+
+    /// Time since the last request started or ended.
+    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+        match self.last_activity.load(Ordering::Relaxed) {
+            0 => None,
+            stamp => Some(Duration::from_nanos(
+                (self.nanos(now) as u64).saturating_sub(stamp - 1),
+            )),
+        }
+    }
+
+    /// The integral of open requests over time since the epoch, in request-nanoseconds. Reading
+    /// `open` and `area` separately may race with a request starting or ending in between; the
+    /// error is that one request's share, which the window average absorbs.
+    fn integral(&self, now: i64) -> i128 {
+        let open = self.open.load(Ordering::Relaxed) as i128;
+        self.area.load(Ordering::Relaxed) as i128 + open * now as i128
+    }
+
+    /// A report as of `now` without recording a sample (for status pages).
+    pub fn peek(&self, now: Instant, window: Duration) -> StatsReport {
+        self.report_inner(now, window, false)
+    }
+
+    /// A report as of `now`, recording a sample so later reports can average over `window`.
+    /// Called by the scaler on each tick.
+    pub fn report(&self, now: Instant, window: Duration) -> StatsReport {
+        self.report_inner(now, window, true)
+    }
+
+    fn report_inner(&self, now: Instant, window: Duration, record: bool) -> StatsReport {
+        let t = self.nanos(now);
+        let a = self.integral(t);
+        let window_ns = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
+        // Only the scaler and status pages take this lock, never the request path.
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        // Keep the newest sample at or before the window start, so the average spans the window.
+        while samples.len() >= 2 && samples[1].0 <= t - window_ns {
+            samples.pop_front();
+        }
+        let (t0, a0) = samples.front().copied().unwrap_or((0, 0));
+        let span = (t - t0).max(0);
+        let average_concurrency = if span == 0 {
+            self.open_now() as f64
+        } else {
+            (a - a0) as f64 / span as f64
+        };
+        if record {
+            samples.push_back((t, a));
+        }
+        drop(samples);
+        StatsReport {
+            in_flight: self.in_flight_now(),
+            queued: self.queued_now(),
+            requests_total: self.requests.load(Ordering::Relaxed),
+            idle_for: self.idle_for(now),
+            average_concurrency: average_concurrency.max(0.0),
+            window: Duration::from_nanos(span as u64),
+        }
+    }
+}
+
+/// An open request; dropping it ends the request.
+#[derive(Debug)]
+#[must_use = "the request ends when the guard drops"]
+pub struct RequestGuard {
+    stats: Arc<RouteStats>,
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let now = self.stats.nanos(Instant::now());
+        self.stats.area.fetch_add(now, Ordering::Relaxed);
+        self.stats.touch(now);
+        self.stats.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A held request; dropping it leaves the queue (also when the client goes away).
+#[derive(Debug)]
+#[must_use = "the request leaves the queue when the guard drops"]
+pub struct QueueGuard {
+    stats: Arc<RouteStats>,
+}
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+mod opt_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|o| o.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn guards_count_requests_open_and_held_until_dropped() {
+        let stats = Arc::new(RouteStats::new());
+        let a = stats.begin();
+        let b = stats.begin();
+        let held = stats.enqueue(10).expect("room in the queue");
+        let report = stats.peek(Instant::now(), WINDOW);
+        assert_eq!(
+            (report.in_flight, report.queued, report.requests_total),
+            (1, 1, 2)
+        );
+        drop((a, b, held));
+        let report = stats.peek(Instant::now(), WINDOW);
+        assert_eq!((report.open(), report.requests_total), (0, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_refuses_beyond_its_bound() {
+        let stats = Arc::new(RouteStats::new());
+        let first = stats.enqueue(1).expect("room for one");
+        assert!(stats.enqueue(1).is_none());
+        drop(first);
+        assert!(stats.enqueue(1).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_time_counts_from_the_last_request_end() {
+        let stats = Arc::new(RouteStats::new());
+        assert_eq!(stats.idle_for(Instant::now()), None);
+        let guard = stats.begin();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        drop(guard);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(stats.idle_for(Instant::now()), Some(Duration::from_secs(3)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn average_concurrency_is_weighted_by_time() {
+        let stats = Arc::new(RouteStats::new());
+        stats.report(Instant::now(), WINDOW);
+        // Two requests for the first 2s, one more for the next 2s, then none for 6s:
+        // (2·2 + 1·2) / 10 = 0.6.
+        let long = stats.begin();
+        let short = stats.begin();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        drop(short);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        drop(long);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let report = stats.report(Instant::now(), WINDOW);
+        assert!(
+            (report.average_concurrency - 0.6).abs() < 1e-6,
+            "{report:?}"
+        );
+        assert_eq!(report.window, WINDOW);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_average_forgets_what_is_older_than_the_window() {
+        let stats = Arc::new(RouteStats::new());
+        let busy = (0..8).map(|_| stats.begin()).collect::<Vec<_>>();
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            stats.report(Instant::now(), WINDOW);
+        }
+        drop(busy);
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            stats.report(Instant::now(), WINDOW);
+        }
+        let report = stats.report(Instant::now(), WINDOW);
+        assert!(report.average_concurrency.abs() < 1e-6, "{report:?}");
+    }
+
+    #[test]
+    fn a_report_survives_a_round_trip_through_json() {
+        let report = StatsReport {
+            in_flight: 3,
+            queued: 1,
+            requests_total: 10,
+            idle_for: Some(Duration::from_millis(1500)),
+            average_concurrency: 2.5,
+            window: Duration::from_secs(60),
+        };
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<StatsReport>(&json).unwrap(), report);
+    }
+}
