@@ -1,8 +1,10 @@
 //! `activator-echo`: a small, fast HTTP backend for the demo, the tests and the benchmarks.
 //!
-//! Listens on `--bind` (default 127.0.0.1) at `--port` or `$PORT`, and answers:
+//! Listens on `--bind` (default 127.0.0.1) at `--port` or `$PORT` (with `--term-delay-ms`, it
+//! keeps serving that long after SIGTERM), and answers:
 //! - `/__stats`: connections, requests, in-flight and peak in-flight requests, pid (JSON);
 //! - `/status/CODE`: that status;
+//! - `/exit/CODE`: exits the process at once with CODE, leaving the request unanswered;
 //! - `/delay/MS`: the echo, after MS milliseconds;
 //! - `/bytes/N`: N bytes of body;
 //! - `/stream/N/MS`: N chunks, one every MS milliseconds;
@@ -120,6 +122,10 @@ async fn handle(
             *response.status_mut() = status.unwrap_or(StatusCode::BAD_REQUEST);
             response
         }
+        ["exit", code] => {
+            // Dies mid-request, as a crashing replica does: the connection drops unanswered.
+            std::process::exit(code.parse().unwrap_or(1));
+        }
         ["delay", ms] => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             echo(&request)
@@ -177,7 +183,11 @@ async fn handle(
                 Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"body\n"))),
                 Ok(Frame::trailers(trailers)),
             ]);
-            Response::new(BodyExt::boxed(StreamBody::new(frames)))
+            let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+            response
+                .headers_mut()
+                .insert("trailer", HeaderValue::from_static("x-request-trailers"));
+            response
         }
         ["ws"] => {
             let Some(key) = request.headers().get("sec-websocket-key") else {
@@ -212,6 +222,19 @@ async fn handle(
     Ok(response)
 }
 
+/// Keeps serving for `delay` after SIGTERM, like a server finishing its work before it exits.
+fn exit_after_sigterm(delay: Duration) {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        term.recv().await;
+        tokio::time::sleep(delay).await;
+        std::process::exit(0);
+    });
+}
+
 #[tokio::main]
 async fn main() {
     let mut port: Option<u16> = std::env::var("PORT").ok().and_then(|p| p.parse().ok());
@@ -222,13 +245,18 @@ async fn main() {
         match arg.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()),
             "--bind" => bind = args.next().unwrap_or(bind),
+            "--term-delay-ms" => {
+                let delay =
+                    Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
+                exit_after_sigterm(delay);
+            }
             "--startup-delay-ms" => {
                 startup_delay =
                     Duration::from_millis(args.next().and_then(|v| v.parse().ok()).unwrap_or(0));
             }
             other => {
                 eprintln!(
-                    "activator-echo: unknown argument {other:?}; usage: activator-echo [--port N] [--bind ADDR] [--startup-delay-ms MS]"
+                    "activator-echo: unknown argument {other:?}; usage: activator-echo [--port N] [--bind ADDR] [--startup-delay-ms MS] [--term-delay-ms MS]"
                 );
                 std::process::exit(2);
             }

@@ -1,23 +1,23 @@
 //! Header rewriting between client and replica.
 //!
 //! Requests: hop-by-hop headers are removed (RFC 9110 §7.6.1: `Connection` and every header it
-//! names, plus `Keep-Alive`, `Proxy-Connection`, `TE` except `trailers`, `Trailer`,
-//! `Transfer-Encoding`, `Upgrade`, and the proxy authentication pair), except the `Upgrade`
+//! names, plus `Keep-Alive`, `Proxy-Connection`, `TE` except `trailers`, `Transfer-Encoding`,
+//! `Upgrade`, and the proxy authentication pair), except the `Upgrade`
 //! handshake of an HTTP/1.1 upgrade request, which must reach the replica. `Host` is kept (and
 //! made from `:authority` for HTTP/2 clients); `X-Forwarded-For` gets the client address
 //! appended; `X-Forwarded-Proto` and `X-Forwarded-Host` are set unless an ingress in front
-//! already set them. Responses lose their hop-by-hop headers too, except on `101`.
+//! already set them. Responses lose their hop-by-hop headers too, except on `101`. `Trailer` is
+//! end-to-end (RFC 9110 §6.6.2) and is kept: HTTP/1.1 peers only send the trailer fields it names.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version, request};
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];

@@ -1,0 +1,336 @@
+//! The `activator` binary as an operator runs it: config errors, signals, memory, the routes
+//! subcommand, and `/metrics` as Prometheus reads it.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::support::{Activator, echo_route, host, metric, wait_process_gone};
+
+const BIN: &str = env!("CARGO_BIN_EXE_activator");
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file
+}
+
+/// The real binary, listening on ports it picked itself.
+struct Running {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Running {
+    async fn start(routes: &str) -> Running {
+        let config = config_file(&format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nscaler_tick = \"50ms\"\n{routes}"
+        ));
+        let mut child = Command::new(BIN)
+            .args([
+                "--config",
+                config.path().to_str().unwrap(),
+                "--log-format",
+                "json",
+                "--drain-timeout",
+                "5s",
+            ])
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let started = loop {
+            let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+                .await
+                .expect("the activator logs its start")
+                .unwrap()
+                .expect("the activator runs");
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if event["message"] == "activator started" {
+                break event;
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let addr = |key: &str| started[key].as_str().unwrap().parse().unwrap();
+        Running {
+            proxy: addr("listen"),
+            admin: addr("admin"),
+            child,
+            _config: config,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id().unwrap() as i32
+    }
+
+    async fn get(&self, to: SocketAddr, host: &str, path: &str) -> (u16, String) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::get(format!("http://{to}{path}"))
+            .header("host", host)
+            .body(Full::default())
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// VmHWM (peak resident memory) in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_bad_config_file_exits_with_a_message_naming_the_key() {
+    let file = config_file(&echo_route("hello", "idle_timeout = \"ten seconds\""));
+    let output = Command::new(BIN)
+        .args(["--config", file.path().to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("routes[0].idle_timeout"),
+        "names the key: {stderr}"
+    );
+    assert!(stderr.contains("ten seconds"), "names the value: {stderr}");
+    assert!(
+        stderr.contains("\"10s\""),
+        "says what is expected: {stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one message: {stderr}");
+}
+
+#[tokio::test]
+async fn a_bad_flag_from_the_environment_is_named() {
+    let output = Command::new(BIN)
+        .env("ACTIVATOR_DRAIN_TIMEOUT", "soon")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--drain-timeout") && stderr.contains("soon"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero() {
+    let mut running = Running::start(&echo_route("hello", "")).await;
+    let (status, body) = running.get(running.proxy, &host("hello"), "/").await;
+    assert_eq!(status, 200);
+    let replica: u64 = serde_json::from_str::<serde_json::Value>(&body).unwrap()["pid"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(running.get(running.admin, "x", "/readyz").await.0, 200);
+
+    let slow = {
+        let (proxy, h) = (running.proxy, host("hello"));
+        tokio::spawn(async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            let request = Request::get(format!("http://{proxy}/delay/1000"))
+                .header("host", h)
+                .body(Full::default())
+                .unwrap();
+            client.request(request).await.map(|r| r.status().as_u16())
+        })
+    };
+    let admin = running.admin;
+    super::support::wait_until("the slow request is in flight", || async {
+        let text = admin_text(admin, "/routes").await;
+        text.contains("\"in_flight\": 1")
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    super::support::wait_until("readiness fails while draining", || async {
+        admin_status(admin, "/readyz").await == Some(503)
+    })
+    .await;
+
+    assert_eq!(
+        slow.await
+            .unwrap()
+            .expect("the in-flight request completes"),
+        200
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+    wait_process_gone(replica).await;
+}
+
+async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client
+        .get(format!("http://{admin}{path}").parse().unwrap())
+        .await
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+async fn admin_text(admin: SocketAddr, path: &str) -> String {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let Ok(response) = client
+        .get(format!("http://{admin}{path}").parse().unwrap())
+        .await
+    else {
+        return String::new();
+    };
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_through_without_growing_memory() {
+    const MIB: usize = 1024 * 1024;
+    const TOTAL_MIB: usize = 512;
+    let running = Running::start(&echo_route("hello", "")).await;
+    assert_eq!(running.get(running.proxy, &host("hello"), "/").await.0, 200);
+    let before = running.peak_rss_kib();
+
+    let chunk = Bytes::from(vec![7u8; MIB]);
+    let frames = futures_util::stream::iter(
+        (0..TOTAL_MIB).map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone()))),
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{}/upload", running.proxy))
+        .header("host", host("hello"))
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        echoed["bytes"],
+        (TOTAL_MIB * MIB) as u64,
+        "every byte arrived"
+    );
+
+    let growth_mib = (running.peak_rss_kib().saturating_sub(before)) / 1024;
+    assert!(
+        growth_mib < 32,
+        "peak memory grew {growth_mib} MiB for a {TOTAL_MIB} MiB upload"
+    );
+}
+
+#[tokio::test]
+async fn the_routes_subcommand_prints_a_table() {
+    let running = Running::start(&echo_route("hello", "hosts = [\"hello.localhost\"]")).await;
+    assert_eq!(running.get(running.proxy, &host("hello"), "/").await.0, 200);
+    let output = Command::new(BIN)
+        .args(["routes", "--admin", &running.admin.to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAMESPACE") && lines[0].contains("STATE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("hello") && lines[1].contains("ready") && lines[1].contains("1/1"),
+        "{table}"
+    );
+    assert!(lines[1].contains("hello.localhost"), "{table}");
+
+    let unreachable = Command::new(BIN)
+        .args(["routes", "--admin", "127.0.0.1:1"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!unreachable.status.success());
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach"));
+}
+
+#[tokio::test]
+async fn metrics_carry_every_contract_name_and_pass_promtool() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    assert_eq!(activator.get(&host("hello"), "/").await.status, 200);
+    assert_eq!(activator.get("nobody.test", "/").await.status, 404);
+    let text = activator.metrics().await;
+    for name in [
+        "activator_requests_total",
+        "activator_request_duration_seconds_bucket",
+        "activator_requests_in_flight",
+        "activator_requests_queued",
+        "activator_requests_rejected_total",
+        "activator_cold_starts_total",
+        "activator_cold_start_duration_seconds_bucket",
+        "activator_scale_events_total",
+        "activator_desired_replicas",
+        "activator_ready_replicas",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} missing from /metrics:\n{text}"
+        );
+    }
+    assert_eq!(
+        metric(&text, r#"activator_ready_replicas{route="hello"}"#),
+        1.0
+    );
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is on the PATH (Debian package `prometheus`; .ci/run installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    activator.stop().await;
+}

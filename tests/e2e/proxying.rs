@@ -1,0 +1,168 @@
+//! What passes through: headers as a reverse proxy should rewrite them, streamed bodies, trailers,
+//! WebSocket upgrades, and HTTP/2 clients.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use http::{HeaderMap, HeaderValue, Request};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use super::support::{Activator, echo_route, host};
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_stripped_and_forwarding_headers_set() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    let request = Request::get(format!("http://{}/headers", activator.proxy))
+        .header("host", host("hello"))
+        .header("connection", "keep-alive, x-internal")
+        .header("x-internal", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic eDp5")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-custom", "kept")
+        .body(Full::default())
+        .unwrap();
+    let answer = activator.send(request).await;
+    assert_eq!(answer.status, 200);
+    let echo = answer.json();
+    let headers = &echo["headers"];
+    for gone in ["x-internal", "keep-alive", "proxy-authorization"] {
+        assert!(
+            headers.get(gone).is_none(),
+            "{gone} reached the replica: {headers}"
+        );
+    }
+    assert_eq!(headers["host"], host("hello"), "Host is preserved");
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], host("hello"));
+    assert_eq!(echo["path"], "/headers");
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_streamed_response_arrives_chunk_by_chunk_before_it_ends() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    // Two chunks, five seconds apart: the first must reach the client long before the second.
+    let request = Request::get(format!("http://{}/stream/2/5000", activator.proxy))
+        .header("host", host("hello"))
+        .body(Full::default())
+        .unwrap();
+    let response = activator.client.request(request).await.unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(4), body.frame())
+        .await
+        .expect("the first chunk arrives before the backend sends the second")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "chunk 0\n");
+    assert!(
+        body.frame().now_or_never().is_none(),
+        "the response has not ended yet"
+    );
+    drop(body);
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn trailers_pass_both_ways() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    let mut request_trailers = HeaderMap::new();
+    request_trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+    let frames = futures_util::stream::iter([
+        Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"payload"))),
+        Ok(Frame::trailers(request_trailers)),
+    ]);
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let request = Request::post(format!("http://{}/trailers", activator.proxy))
+        .header("host", host("hello"))
+        .header("te", "trailers")
+        .header("trailer", "x-checksum")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("response trailers arrive");
+    assert_eq!(
+        trailers["x-request-trailers"], "x-checksum",
+        "the replica saw the request trailer"
+    );
+    assert_eq!(collected.to_bytes(), "body\n");
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_echoes_through_the_proxy() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    let stream = tokio::net::TcpStream::connect(activator.proxy)
+        .await
+        .unwrap();
+    let request = format!("ws://{}/ws", host("hello"))
+        .into_client_request()
+        .unwrap();
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("handshake");
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "through the activator"] {
+        socket.send(Message::text(text)).await.unwrap();
+        let echoed = socket.next().await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text(text));
+    }
+    let status = activator.route("hello").await;
+    assert_eq!(
+        status.in_flight, 1,
+        "an open WebSocket counts as a request in flight"
+    );
+    socket.close(None).await.unwrap();
+    while socket.next().await.is_some() {}
+    drop(socket);
+    activator
+        .wait_route("hello", "without requests", |r| r.in_flight == 0)
+        .await;
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn an_h2c_client_is_served() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    // HTTP/2 with prior knowledge: the route's host travels as :authority, the socket goes to the proxy.
+    let stream = tokio::net::TcpStream::connect(activator.proxy)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("the proxy speaks h2c");
+    tokio::spawn(connection);
+    let authority = format!("{}:{}", host("hello"), activator.proxy.port());
+    let request = Request::get(format!("http://{authority}/h2"))
+        .version(http::Version::HTTP_2)
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        echo["version"], "HTTP/1.1",
+        "replicas are spoken to in HTTP/1.1"
+    );
+    assert_eq!(
+        echo["headers"]["host"], authority,
+        "the :authority becomes the Host header"
+    );
+    activator.stop().await;
+}
