@@ -205,14 +205,19 @@ impl Kubelet {
             }
             let started = meta::now();
             self.write(&key, &uid, |p| {
-                p["status"]["phase"] = json!("Running");
-                p["status"]["containerStatuses"] = json!([container_status(
+                let last_state = p["status"]["containerStatuses"][0]["lastState"].clone();
+                let mut status = container_status(
                     &container,
                     json!({"running": {"startedAt": started}}),
                     false,
                     restarts,
                     &format!("sim://{pid}"),
-                )]);
+                );
+                if last_state.is_object() {
+                    status["lastState"] = last_state;
+                }
+                p["status"]["phase"] = json!("Running");
+                p["status"]["containerStatuses"] = json!([status]);
                 set_ready(p, false);
             });
             let outcome = self
