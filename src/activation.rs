@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::balancer::Lease;
-use crate::metrics::Direction;
 use crate::route::{Closed, Route};
 
 /// Where a route stands.
@@ -221,19 +220,12 @@ impl Route {
         let desired = self.desired();
         let applied = self.activation.applied.load(Ordering::Acquire);
         if desired != applied {
-            let direction = if desired > applied {
-                Direction::Up
-            } else {
-                Direction::Down
-            };
             match self.provider().scale(&self, desired).await {
                 Ok(()) => {
                     self.activation.applied.store(desired, Ordering::Release);
-                    self.metrics().scale_event(direction, true);
                     tracing::info!(route = %self.id(), from = applied, to = desired, "scaled");
                 }
                 Err(error) => {
-                    self.metrics().scale_event(direction, false);
                     tracing::warn!(route = %self.id(), from = applied, to = desired, %error, "scale failed");
                     self.set_problem(format!("scaling to {desired} replicas failed: {error}"));
                     return;
@@ -242,6 +234,24 @@ impl Route {
         }
         if desired > 0 && !self.backends().is_open() {
             self.backends().open_gate();
+        }
+    }
+
+    /// Takes note of a replica count set outside the activator (`kubectl scale`, an HPA, or the
+    /// provider's own view after a conflict). Requests held while the count fell to zero
+    /// re-activate the route.
+    pub fn observe_replicas(self: &Arc<Self>, replicas: u32) {
+        let mut state = self.activation.state();
+        self.activation.applied.store(replicas, Ordering::Release);
+        if state.desired == replicas {
+            return;
+        }
+        let before = state.desired;
+        state.desired = replicas;
+        drop(state);
+        tracing::info!(route = %self.id(), from = before, to = replicas, "replicas changed outside the activator");
+        if replicas == 0 && self.stats().queued_now() > 0 {
+            self.activate(Instant::now());
         }
     }
 

@@ -73,7 +73,8 @@ impl Endpoint {
 pub struct Backends {
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
     open: AtomicBool,
-    cap: u32,
+    /// Container concurrency; 0 = unlimited. Changes when the route's spec does.
+    cap: AtomicU32,
     changed: Notify,
 }
 
@@ -83,9 +84,15 @@ impl Backends {
         Backends {
             endpoints: ArcSwap::from_pointee(Vec::new()),
             open: AtomicBool::new(true),
-            cap: container_concurrency,
+            cap: AtomicU32::new(container_concurrency),
             changed: Notify::new(),
         }
+    }
+
+    /// Changes the container-concurrency cap (0 = unlimited) and wakes waiters, who may now fit.
+    pub fn set_cap(&self, container_concurrency: u32) {
+        self.cap.store(container_concurrency, Ordering::Relaxed);
+        self.changed.notify_waiters();
     }
 
     /// Replaces the ready endpoints. Endpoints kept across the change keep their in-flight counts.
@@ -171,13 +178,14 @@ impl Backends {
                 }
             }
         };
-        if chosen.try_take(self.cap) {
+        let cap = self.cap.load(Ordering::Relaxed);
+        if chosen.try_take(cap) {
             return Some(self.lease(chosen));
         }
         // Under a cap the pick may be full while another endpoint has room.
         endpoints
             .iter()
-            .find(|e| e.try_take(self.cap))
+            .find(|e| e.try_take(cap))
             .map(|e| self.lease(e))
     }
 
@@ -207,7 +215,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::AcqRel);
-        if self.backends.cap > 0 {
+        if self.backends.cap.load(Ordering::Relaxed) > 0 {
             // A slot freed under a cap: hand it to one waiter. A permit stored while nobody waits
             // only causes one spurious wake-up later.
             self.backends.changed.notify_one();

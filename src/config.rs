@@ -5,7 +5,7 @@
 //! what was expected, and nothing starts half-configured: [`Config::load`] either returns a whole
 //! valid config or an error.
 
-mod file;
+pub(crate) mod file;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -42,6 +42,16 @@ pub struct Cli {
     /// How long in-flight and held requests may drain on shutdown [default: 30s].
     #[arg(long, env = "ACTIVATOR_DRAIN_TIMEOUT", value_parser = parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Discover routes from Deployments labelled activator.dev/enabled=true (in-cluster config,
+    /// else KUBECONFIG) instead of the config file's [[routes]].
+    #[arg(long, env = "ACTIVATOR_KUBE")]
+    pub kube: bool,
+    /// With --kube: only this namespace [default: all namespaces].
+    #[arg(long, env = "ACTIVATOR_NAMESPACE", requires = "kube")]
+    pub namespace: Option<String>,
+    /// With --kube: how often not-yet-ready pods are probed directly [default: 25ms].
+    #[arg(long, env = "ACTIVATOR_PROBE_INTERVAL", value_parser = parse_duration)]
+    pub probe_interval: Option<Duration>,
 }
 
 /// Subcommands.
@@ -86,8 +96,32 @@ pub struct Config {
     pub scaler_tick: Duration,
     /// How long a connection to a replica may take before the request fails with 502.
     pub connect_timeout: Duration,
-    /// The routes, in file order.
+    /// Route settings for routes that do not set them (annotation-discovered routes too).
+    pub defaults: RouteDefaults,
+    /// Kubernetes mode, if enabled.
+    pub kube: Option<KubeSettings>,
+    /// The routes, in file order (none in Kubernetes mode: they are discovered).
     pub routes: Vec<RouteSpec>,
+}
+
+/// Settings of Kubernetes mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeSettings {
+    /// Only this namespace; `None` = all.
+    pub namespace: Option<String>,
+    /// Period of direct probes of pods the kubelet has not marked ready yet.
+    pub probe_interval: Duration,
+}
+
+/// Route settings every route starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteDefaults {
+    /// A held request waits at most this long.
+    pub cold_start_timeout: Duration,
+    /// Held requests beyond this many are refused.
+    pub max_queued: u64,
+    /// Scaling settings.
+    pub scaling: ScalePolicy,
 }
 
 /// One route: where it answers, how it scales, and what runs it.
@@ -150,6 +184,31 @@ impl ScalePolicy {
 pub enum Workload {
     /// Local processes started and stopped by the activator.
     Process(ProcessSpec),
+    /// A Kubernetes Deployment scaled through its `scale` subresource.
+    Kube(KubeWorkload),
+}
+
+/// A Deployment and the Service in front of its pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubeWorkload {
+    /// The Deployment's name (in the route's namespace).
+    pub deployment: String,
+    /// The Service whose EndpointSlices list the pods.
+    pub service: String,
+    /// The EndpointSlice port name to send requests to ("" for a Service's single unnamed port).
+    pub port_name: String,
+    /// How the activator probes a pod the kubelet has not marked ready yet.
+    pub probe: DirectProbe,
+}
+
+/// A direct readiness probe of a pod: HTTP GET `path` on `port`, else a TCP connect to the
+/// serving port.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DirectProbe {
+    /// HTTP path of the pod's readinessProbe, if it has an httpGet one.
+    pub path: Option<String>,
+    /// Port of the probe, if it differs from the serving port.
+    pub port: Option<u16>,
 }
 
 /// A local command run as a replica.
@@ -197,6 +256,8 @@ pub mod defaults {
     pub const SCALE_WINDOW: Duration = Duration::from_secs(60);
     /// SIGTERM → SIGKILL grace of a local replica.
     pub const STOP_GRACE: Duration = Duration::from_secs(10);
+    /// Direct probe period of not-ready pods (Knative probes every 200ms; the kubelet every 10s).
+    pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 }
 
 /// A configuration that cannot be used; the message names the key, the value and what was expected.
@@ -285,11 +346,19 @@ impl Config {
                 "a DNS name such as 127.0.0.1.nip.io",
             ));
         }
+        if cli.kube && !file.routes.is_empty() {
+            return Err(invalid(
+                "routes",
+                &format!("{} route(s)", file.routes.len()),
+                "no [[routes]] with --kube: routes come from Deployments labelled activator.dev/enabled=true",
+            ));
+        }
+        let defaults = route_defaults(&file.defaults, &invalid)?;
         let mut routes = Vec::with_capacity(file.routes.len());
         let mut claims: HashMap<(String, Option<String>), String> = HashMap::new();
         let mut ids: HashMap<String, usize> = HashMap::new();
         for (index, route) in file.routes.iter().enumerate() {
-            let spec = route_spec(index, route, &file.defaults, &domain, &invalid)?;
+            let spec = route_spec(index, route, &defaults, &domain, &invalid)?;
             if let Some(first) = ids.insert(spec.id(), index) {
                 return Err(invalid(
                     &format!("routes[{index}].name"),
@@ -334,7 +403,23 @@ impl Config {
                 "a positive duration such as \"2s\"",
             ));
         }
+        let kube = cli.kube.then(|| KubeSettings {
+            namespace: cli.namespace.clone(),
+            probe_interval: cli
+                .probe_interval
+                .or(file.probe_interval.map(|d| d.0))
+                .unwrap_or(defaults::PROBE_INTERVAL),
+        });
+        if kube.as_ref().is_some_and(|k| k.probe_interval.is_zero()) {
+            return Err(invalid(
+                "probe_interval",
+                &"\"0s\"",
+                "a positive duration such as \"25ms\"",
+            ));
+        }
         Ok(Config {
+            defaults,
+            kube,
             listen: cli
                 .listen
                 .or(file.listen)
@@ -352,10 +437,103 @@ impl Config {
     }
 }
 
+/// Resolves `[defaults]` over the built-in defaults.
+fn route_defaults(
+    file: &RouteSettings,
+    invalid: &dyn Fn(&str, &dyn std::fmt::Display, &str) -> ConfigError,
+) -> Result<RouteDefaults, ConfigError> {
+    let builtin = RouteDefaults {
+        cold_start_timeout: defaults::COLD_START_TIMEOUT,
+        max_queued: defaults::MAX_QUEUED,
+        scaling: ScalePolicy {
+            idle_timeout: defaults::IDLE_TIMEOUT,
+            min_scale: 0,
+            max_scale: defaults::MAX_SCALE,
+            activation_scale: 1,
+            target_concurrency: defaults::TARGET_CONCURRENCY,
+            container_concurrency: 0,
+            window: defaults::SCALE_WINDOW,
+        },
+    };
+    resolve_settings(
+        file,
+        &builtin,
+        &|field| format!("defaults.{field}"),
+        invalid,
+    )
+}
+
+/// Applies `settings` over `base` and validates the result; `key` names a field the way the user
+/// wrote it (`routes[0].max_scale`, `activator.dev/max-scale`).
+pub(crate) fn resolve_settings(
+    settings: &RouteSettings,
+    base: &RouteDefaults,
+    key: &dyn Fn(&str) -> String,
+    invalid: &dyn Fn(&str, &dyn std::fmt::Display, &str) -> ConfigError,
+) -> Result<RouteDefaults, ConfigError> {
+    let positive = |field: &str, value: Option<file::HumanDuration>, fallback: Duration| {
+        let value = value.map_or(fallback, |d| d.0);
+        if value.is_zero() {
+            Err(invalid(
+                &key(field),
+                &"\"0s\"",
+                "a positive duration such as \"10s\"",
+            ))
+        } else {
+            Ok(value)
+        }
+    };
+    let b = &base.scaling;
+    let scaling = ScalePolicy {
+        idle_timeout: positive("idle_timeout", settings.idle_timeout, b.idle_timeout)?,
+        min_scale: settings.min_scale.unwrap_or(b.min_scale),
+        max_scale: settings.max_scale.unwrap_or(b.max_scale),
+        activation_scale: settings.activation_scale.unwrap_or(b.activation_scale),
+        target_concurrency: settings.target_concurrency.unwrap_or(b.target_concurrency),
+        container_concurrency: settings
+            .container_concurrency
+            .unwrap_or(b.container_concurrency),
+        window: positive("scale_window", settings.scale_window, b.window)?,
+    };
+    if scaling.max_scale == 0 {
+        return Err(invalid(&key("max_scale"), &0, "at least 1"));
+    }
+    if scaling.min_scale > scaling.max_scale {
+        return Err(invalid(
+            &key("min_scale"),
+            &scaling.min_scale,
+            &format!("at most max_scale ({})", scaling.max_scale),
+        ));
+    }
+    if scaling.activation_scale == 0 || scaling.activation_scale > scaling.max_scale {
+        return Err(invalid(
+            &key("activation_scale"),
+            &scaling.activation_scale,
+            &format!("between 1 and max_scale ({})", scaling.max_scale),
+        ));
+    }
+    if scaling.target_concurrency == 0 {
+        return Err(invalid(&key("target_concurrency"), &0, "at least 1"));
+    }
+    let max_queued = settings.max_queued.unwrap_or(base.max_queued);
+    if max_queued == 0 {
+        return Err(invalid(&key("max_queued"), &0, "at least 1"));
+    }
+    Ok(RouteDefaults {
+        cold_start_timeout: positive(
+            "cold_start_timeout",
+            settings.cold_start_timeout,
+            base.cold_start_timeout,
+        )?,
+        max_queued,
+        scaling,
+    })
+}
+
 fn route_spec(
     index: usize,
     route: &FileRoute,
-    defaults: &RouteSettings,
+    defaults: &RouteDefaults,
     domain: &str,
     invalid: &dyn Fn(&str, &dyn std::fmt::Display, &str) -> ConfigError,
 ) -> Result<RouteSpec, ConfigError> {
@@ -395,52 +573,7 @@ fn route_spec(
             ));
         }
     };
-    let s = route.settings().or(defaults);
-    let positive = |field: &str, value: Option<file::HumanDuration>, default: Duration| {
-        let value = value.map_or(default, |d| d.0);
-        if value.is_zero() {
-            Err(invalid(
-                &key(field),
-                &"\"0s\"",
-                "a positive duration such as \"10s\"",
-            ))
-        } else {
-            Ok(value)
-        }
-    };
-    let scaling = ScalePolicy {
-        idle_timeout: positive("idle_timeout", s.idle_timeout, defaults::IDLE_TIMEOUT)?,
-        min_scale: s.min_scale.unwrap_or(0),
-        max_scale: s.max_scale.unwrap_or(defaults::MAX_SCALE),
-        activation_scale: s.activation_scale.unwrap_or(1),
-        target_concurrency: s.target_concurrency.unwrap_or(defaults::TARGET_CONCURRENCY),
-        container_concurrency: s.container_concurrency.unwrap_or(0),
-        window: positive("scale_window", s.scale_window, defaults::SCALE_WINDOW)?,
-    };
-    if scaling.max_scale == 0 {
-        return Err(invalid(&key("max_scale"), &0, "at least 1"));
-    }
-    if scaling.min_scale > scaling.max_scale {
-        return Err(invalid(
-            &key("min_scale"),
-            &scaling.min_scale,
-            &format!("at most max_scale ({})", scaling.max_scale),
-        ));
-    }
-    if scaling.activation_scale == 0 || scaling.activation_scale > scaling.max_scale {
-        return Err(invalid(
-            &key("activation_scale"),
-            &scaling.activation_scale,
-            &format!("between 1 and max_scale ({})", scaling.max_scale),
-        ));
-    }
-    if scaling.target_concurrency == 0 {
-        return Err(invalid(&key("target_concurrency"), &0, "at least 1"));
-    }
-    let max_queued = s.max_queued.unwrap_or(defaults::MAX_QUEUED);
-    if max_queued == 0 {
-        return Err(invalid(&key("max_queued"), &0, "at least 1"));
-    }
+    let resolved = resolve_settings(&route.settings(), defaults, &key, invalid)?;
     let workload = match &route.process {
         Some(process) => Workload::Process(process_spec(index, process, invalid)?),
         None => {
@@ -456,13 +589,9 @@ fn route_spec(
         namespace: route.namespace.clone(),
         hosts,
         path_prefix,
-        cold_start_timeout: positive(
-            "cold_start_timeout",
-            s.cold_start_timeout,
-            defaults::COLD_START_TIMEOUT,
-        )?,
-        max_queued,
-        scaling,
+        cold_start_timeout: resolved.cold_start_timeout,
+        max_queued: resolved.max_queued,
+        scaling: resolved.scaling,
         workload,
     })
 }

@@ -45,6 +45,7 @@ pub struct Metrics {
     cold_starts: IntCounterVec,
     cold_start_duration: HistogramVec,
     scale_events: IntCounterVec,
+    config_errors: IntCounterVec,
 }
 
 /// A source of per-route gauge values, read at scrape time.
@@ -130,8 +131,17 @@ impl Metrics {
             &["route", "namespace", "direction", "result"],
         )
         .expect("valid metric");
+        let config_errors = IntCounterVec::new(
+            Opts::new(
+                "activator_config_errors_total",
+                "Invalid route configurations seen (Kubernetes annotations), by annotation key.",
+            ),
+            &["route", "namespace", "key"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn Collector>,
+            Box::new(config_errors.clone()) as Box<dyn Collector>,
+            Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(rejected.clone()),
             Box::new(cold_starts.clone()),
@@ -151,6 +161,7 @@ impl Metrics {
             cold_starts,
             cold_start_duration,
             scale_events,
+            config_errors,
         }
     }
 
@@ -184,6 +195,13 @@ impl Metrics {
             .with_label_values(&["", "", code_label(code).as_ref()])
             .inc();
         self.rejected.with_label_values(&["", "", reason]).inc();
+    }
+
+    /// Counts an invalid configuration of route `route` in `namespace` at `key`.
+    pub fn config_error(&self, route: &str, namespace: &str, key: &str) {
+        self.config_errors
+            .with_label_values(&[route, namespace, key])
+            .inc();
     }
 
     /// The registry, for encoding.
@@ -275,9 +293,8 @@ impl RouteMetrics {
         self.cold_start_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts a scale request sent to the provider.
-    pub fn scale_event(&self, direction: Direction, ok: bool) {
-        let result = if ok { "success" } else { "error" };
+    /// Counts one attempt to scale (`result`: `success`, `error` or `conflict`).
+    pub fn scale_event(&self, direction: Direction, result: &str) {
         self.metrics
             .scale_events
             .with_label_values(&[&self.name, &self.namespace, direction.as_str(), result])
@@ -305,7 +322,7 @@ impl RouteMetrics {
             let _ = m.rejected.remove_label_values(&[name, ns, reason]);
         }
         for direction in [Direction::Up, Direction::Down] {
-            for result in ["success", "error"] {
+            for result in ["success", "error", "conflict"] {
                 let _ = m
                     .scale_events
                     .remove_label_values(&[name, ns, direction.as_str(), result]);

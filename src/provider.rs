@@ -5,8 +5,10 @@
 //! and [`Route::set_problem`] with what keeps a replica from becoming ready. Deciding *when* to
 //! scale is not a provider's business (that is [`crate::activation`] and [`crate::scaler`]).
 //!
-//! Implementations: [`process`] runs local commands.
+//! Implementations: [`process`] runs local commands; [`kube`] scales Kubernetes Deployments.
 
+pub mod kube;
+pub mod probe;
 pub mod process;
 
 use std::future::Future;

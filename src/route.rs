@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -33,7 +34,8 @@ const SHUTTING_DOWN: u8 = 2;
 
 /// A route and everything that serves it.
 pub struct Route {
-    spec: RouteSpec,
+    /// Swapped whole when the route's configuration changes (annotations edited).
+    spec: ArcSwap<RouteSpec>,
     id: String,
     backends: Arc<Backends>,
     stats: Arc<RouteStats>,
@@ -62,13 +64,21 @@ impl Route {
             provider,
             activation: Activation::default(),
             closed: AtomicU8::new(OPEN),
-            spec,
+            spec: ArcSwap::from_pointee(spec),
         })
     }
 
-    /// The route's configuration.
-    pub fn spec(&self) -> &RouteSpec {
-        &self.spec
+    /// The route's configuration now.
+    pub fn spec(&self) -> arc_swap::Guard<Arc<RouteSpec>> {
+        self.spec.load()
+    }
+
+    /// Applies a changed configuration of the same route (same namespace and name) in place:
+    /// held requests keep waiting, counts and replicas carry over.
+    pub fn set_spec(&self, spec: RouteSpec) {
+        debug_assert_eq!(spec.id(), self.id);
+        self.backends.set_cap(spec.scaling.container_concurrency);
+        self.spec.store(Arc::new(spec));
     }
 
     /// `namespace/name`.
@@ -116,12 +126,13 @@ impl Route {
 
     /// The route as `/routes` shows it.
     pub fn status(&self, now: Instant) -> RouteStatus {
-        let report = self.stats.peek(now, self.spec.scaling.window);
+        let spec = self.spec();
+        let report = self.stats.peek(now, spec.scaling.window);
         RouteStatus {
-            name: self.spec.name.clone(),
-            namespace: self.spec.namespace.clone(),
-            hosts: self.spec.hosts.clone(),
-            path_prefix: self.spec.path_prefix.clone(),
+            name: spec.name.clone(),
+            namespace: spec.namespace.clone(),
+            hosts: spec.hosts.clone(),
+            path_prefix: spec.path_prefix.clone(),
             state: self.phase(),
             desired_replicas: self.desired(),
             ready_replicas: self.backends.ready_count() as u32,

@@ -50,6 +50,7 @@ pub(crate) struct FileConfig {
     pub(crate) drain_timeout: Option<HumanDuration>,
     pub(crate) scaler_tick: Option<HumanDuration>,
     pub(crate) connect_timeout: Option<HumanDuration>,
+    pub(crate) probe_interval: Option<HumanDuration>,
     #[serde(default)]
     pub(crate) defaults: RouteSettings,
     #[serde(default)]
@@ -69,25 +70,6 @@ pub(crate) struct RouteSettings {
     pub(crate) target_concurrency: Option<u32>,
     pub(crate) container_concurrency: Option<u32>,
     pub(crate) scale_window: Option<HumanDuration>,
-}
-
-impl RouteSettings {
-    /// `self` where set, else `fallback`.
-    pub(crate) fn or(&self, fallback: &RouteSettings) -> RouteSettings {
-        RouteSettings {
-            idle_timeout: self.idle_timeout.or(fallback.idle_timeout),
-            cold_start_timeout: self.cold_start_timeout.or(fallback.cold_start_timeout),
-            max_queued: self.max_queued.or(fallback.max_queued),
-            min_scale: self.min_scale.or(fallback.min_scale),
-            max_scale: self.max_scale.or(fallback.max_scale),
-            activation_scale: self.activation_scale.or(fallback.activation_scale),
-            target_concurrency: self.target_concurrency.or(fallback.target_concurrency),
-            container_concurrency: self
-                .container_concurrency
-                .or(fallback.container_concurrency),
-            scale_window: self.scale_window.or(fallback.scale_window),
-        }
-    }
 }
 
 /// One `[[routes]]` entry.

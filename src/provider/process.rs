@@ -6,7 +6,6 @@
 //! Stopping a replica first takes it out of the route's endpoints, lets its in-flight requests
 //! finish (up to the grace period), then sends SIGTERM and, after the grace period, SIGKILL.
 
-mod probe;
 mod replica;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Workload;
+use crate::metrics::Direction;
 use crate::provider::{BoxFuture, Provider, ProviderError};
 use crate::route::Route;
 use replica::Replica;
@@ -119,8 +119,20 @@ impl ProcessProvider {
         ProcessProvider::default()
     }
 
+    fn running(&self, route: &Route) -> u32 {
+        let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.get(route.id())
+            .map_or(0, |set| set.running.len() as u32)
+    }
+
     fn scale_now(&self, route: &Arc<Route>, replicas: u32) -> Result<(), ProviderError> {
-        let Workload::Process(spec) = &route.spec().workload;
+        let route_spec = route.spec();
+        let Workload::Process(spec) = &route_spec.workload else {
+            return Err(ProviderError::new(format!(
+                "route {} is not run by local processes",
+                route.id()
+            )));
+        };
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
         let set = sets
             .entry(route.id().to_owned())
@@ -168,7 +180,19 @@ impl Provider for ProcessProvider {
         route: &'a Arc<Route>,
         replicas: u32,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        Box::pin(async move { self.scale_now(route, replicas) })
+        Box::pin(async move {
+            let before = self.running(route);
+            let result = self.scale_now(route, replicas);
+            let direction = if replicas > before {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            route
+                .metrics()
+                .scale_event(direction, if result.is_ok() { "success" } else { "error" });
+            result
+        })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {

@@ -14,8 +14,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use super::ReadySet;
-use super::probe::probe;
 use crate::config::ProcessSpec;
+use crate::provider::probe::probe;
 
 /// Time between readiness probes of a starting replica.
 pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(20);

@@ -1,4 +1,4 @@
-//! Readiness probes of a local replica: an HTTP GET answered 2xx or 3xx (as a Kubernetes
+//! Readiness probes of a replica, run by the activator itself: an HTTP GET answered 2xx or 3xx (as a Kubernetes
 //! `httpGet` probe), or, without a path, a TCP connect.
 
 use std::net::SocketAddr;
@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 /// Longest a single probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Probes `addr`; the error says what failed, for a person.
-pub(crate) async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
+/// Probes `addr` (GET `path` when given, else a TCP connect); the error says what failed, for a
+/// person.
+pub async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, attempt(addr, path)).await {
         Ok(result) => result,
         Err(_) => Err(format!("probe of {addr} timed out after {PROBE_TIMEOUT:?}")),

@@ -1,0 +1,397 @@
+//! Reading a route from a Deployment's `activator.dev/*` annotations and its Service.
+//!
+//! Pure functions, no API calls: [`route_spec`] turns a Deployment and the Service it names into a
+//! [`RouteSpec`], or an [`AnnotationError`] naming the annotation, its value and what would be
+//! accepted. Defaults come from the config file's `[defaults]`, so a route from annotations and a
+//! route from the file start from the same settings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::config::file::{HumanDuration, RouteSettings};
+use crate::config::{
+    ConfigError, DirectProbe, KubeWorkload, RouteDefaults, RouteSpec, Workload,
+    normalise_host_name, parse_duration, resolve_settings,
+};
+
+/// The label that opts a Deployment in.
+pub const ENABLED_LABEL: &str = "activator.dev/enabled";
+/// The Service in front of the Deployment's pods.
+pub const SERVICE: &str = "activator.dev/service";
+/// The Service port (number or name) requests go to.
+pub const PORT: &str = "activator.dev/port";
+/// Extra hosts, comma-separated.
+pub const HOSTS: &str = "activator.dev/hosts";
+
+/// A value that cannot be used, on one annotation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {key}={value:?}: expected {expected}")]
+pub struct AnnotationError {
+    /// The annotation.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// What would be accepted.
+    pub expected: String,
+}
+
+fn error(key: &str, value: &str, expected: &str) -> AnnotationError {
+    AnnotationError {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expected: expected.to_owned(),
+    }
+}
+
+/// The annotation that sets a route setting field.
+fn annotation_of(field: &str) -> String {
+    format!("activator.dev/{}", field.replace('_', "-"))
+}
+
+/// The name of the Service a Deployment names: its annotation, else its `app` label, else its own
+/// name. Also the route's name.
+pub fn service_name(deployment: &Deployment) -> Result<String, AnnotationError> {
+    let meta = &deployment.metadata;
+    let name = match meta.annotations.as_ref().and_then(|a| a.get(SERVICE)) {
+        Some(service) => service.trim().to_owned(),
+        None => meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app"))
+            .cloned()
+            .or_else(|| meta.name.clone())
+            .unwrap_or_default(),
+    };
+    if is_dns_label(&name) {
+        Ok(name)
+    } else {
+        Err(error(SERVICE, &name, "the name of a Service (a DNS label)"))
+    }
+}
+
+/// The route a Deployment asks for, given the Service it names.
+pub fn route_spec(
+    deployment: &Deployment,
+    service: &Service,
+    defaults: &RouteDefaults,
+    domain: &str,
+) -> Result<RouteSpec, AnnotationError> {
+    let empty = BTreeMap::new();
+    let annotations = deployment.metadata.annotations.as_ref().unwrap_or(&empty);
+    let namespace = deployment
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_owned());
+    let name = service_name(deployment)?;
+    let settings = settings(annotations)?;
+    let invalid = |key: &str, value: &dyn std::fmt::Display, expected: &str| ConfigError::Invalid {
+        origin: String::new(),
+        key: key.to_owned(),
+        value: value.to_string(),
+        expected: expected.to_owned(),
+    };
+    let resolved =
+        resolve_settings(&settings, defaults, &annotation_of, &invalid).map_err(|e| match e {
+            ConfigError::Invalid {
+                key,
+                value,
+                expected,
+                ..
+            } => AnnotationError {
+                key,
+                value,
+                expected,
+            },
+            other => error("activator.dev/*", "", &other.to_string()),
+        })?;
+
+    let mut hosts = vec![format!("{name}.{namespace}.{domain}")];
+    if let Some(list) = annotations.get(HOSTS) {
+        for host in list.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            let normalised = normalise_host_name(host);
+            let bare = normalised.strip_prefix("*.").unwrap_or(&normalised);
+            if !is_host_name(bare) {
+                return Err(error(
+                    HOSTS,
+                    list,
+                    "comma-separated host names or *.suffix wildcards",
+                ));
+            }
+            if !hosts.contains(&normalised) {
+                hosts.push(normalised);
+            }
+        }
+    }
+
+    let port_name = service_port_name(service, annotations.get(PORT).map(String::as_str))?;
+    Ok(RouteSpec {
+        name: name.clone(),
+        namespace,
+        hosts,
+        path_prefix: None,
+        cold_start_timeout: resolved.cold_start_timeout,
+        max_queued: resolved.max_queued,
+        scaling: resolved.scaling,
+        workload: Workload::Kube(KubeWorkload {
+            deployment: deployment.metadata.name.clone().unwrap_or_default(),
+            service: name,
+            port_name,
+            probe: direct_probe(deployment),
+        }),
+    })
+}
+
+fn settings(annotations: &BTreeMap<String, String>) -> Result<RouteSettings, AnnotationError> {
+    let duration = |field: &str| -> Result<Option<HumanDuration>, AnnotationError> {
+        let key = annotation_of(field);
+        annotations
+            .get(&key)
+            .map(|v| {
+                parse_duration(v)
+                    .map(HumanDuration)
+                    .map_err(|_| error(&key, v, r#"a duration such as "10s", "250ms" or "2m""#))
+            })
+            .transpose()
+    };
+    let number = |field: &str| -> Result<Option<u32>, AnnotationError> {
+        let key = annotation_of(field);
+        annotations
+            .get(&key)
+            .map(|v| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| error(&key, v, "a whole number"))
+            })
+            .transpose()
+    };
+    Ok(RouteSettings {
+        idle_timeout: duration("idle_timeout")?,
+        cold_start_timeout: duration("cold_start_timeout")?,
+        max_queued: number("max_queued")?.map(u64::from),
+        min_scale: number("min_scale")?,
+        max_scale: number("max_scale")?,
+        activation_scale: number("activation_scale")?,
+        target_concurrency: number("target_concurrency")?,
+        container_concurrency: number("container_concurrency")?,
+        scale_window: duration("scale_window")?,
+    })
+}
+
+/// The EndpointSlice port name for the Service port the annotation picks (by number or name),
+/// or the Service's first port.
+fn service_port_name(service: &Service, wanted: Option<&str>) -> Result<String, AnnotationError> {
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let chosen = match wanted.map(str::trim) {
+        None => ports.first(),
+        Some(wanted) => ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(wanted) || p.port.to_string() == wanted),
+    };
+    match chosen {
+        Some(port) => Ok(port.name.clone().unwrap_or_default()),
+        None => {
+            let service_name = service.metadata.name.clone().unwrap_or_default();
+            let known: Vec<String> = ports
+                .iter()
+                .map(|p| {
+                    p.name
+                        .clone()
+                        .map_or_else(|| p.port.to_string(), |n| format!("{n} ({})", p.port))
+                })
+                .collect();
+            Err(error(
+                PORT,
+                wanted.unwrap_or(""),
+                &format!(
+                    "a port of Service {service_name}: {}",
+                    if known.is_empty() {
+                        "it has none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ))
+        }
+    }
+}
+
+/// The pod template's readinessProbe as the activator can run it: an httpGet path and port, or a
+/// TCP connect (to the probe's port, else the serving port).
+fn direct_probe(deployment: &Deployment) -> DirectProbe {
+    let containers: &[Container] = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let Some((container, probe)) = containers
+        .iter()
+        .find_map(|c| c.readiness_probe.as_ref().map(|p| (c, p)))
+    else {
+        return DirectProbe::default();
+    };
+    let port_of = |port: &IntOrString| -> Option<u16> {
+        match port {
+            IntOrString::Int(n) => u16::try_from(*n).ok(),
+            IntOrString::String(name) => container
+                .ports
+                .as_ref()?
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .and_then(|p| u16::try_from(p.container_port).ok()),
+        }
+    };
+    if let Some(http) = &probe.http_get {
+        return DirectProbe {
+            path: Some(http.path.clone().unwrap_or_else(|| "/".to_owned())),
+            port: port_of(&http.port),
+        };
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        return DirectProbe {
+            path: None,
+            port: port_of(&tcp.port),
+        };
+    }
+    DirectProbe::default()
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn deployment(yaml_annotations: &[(&str, &str)]) -> Deployment {
+        let annotations: serde_json::Map<String, serde_json::Value> = yaml_annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned())))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "helloworld-00001-deployment",
+                "namespace": "default",
+                "labels": {"app": "helloworld", "activator.dev/enabled": "true"},
+                "annotations": annotations,
+            },
+            "spec": {
+                "selector": {"matchLabels": {"app": "helloworld"}},
+                "template": {"spec": {"containers": [{
+                    "name": "echo",
+                    "image": "mendhak/http-https-echo",
+                    "ports": [{"name": "http", "containerPort": 80}],
+                    "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}},
+                }]}},
+            },
+        }))
+        .unwrap()
+    }
+
+    fn service() -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "helloworld", "namespace": "default"},
+            "spec": {"selector": {"app": "helloworld"}, "ports": [{"name": "http", "port": 80}, {"name": "admin", "port": 9000}]},
+        }))
+        .unwrap()
+    }
+
+    fn defaults() -> RouteDefaults {
+        Config::from_toml("").unwrap().defaults
+    }
+
+    #[test]
+    fn the_route_is_named_after_the_service_not_the_deployment() {
+        let spec = route_spec(
+            &deployment(&[]),
+            &service(),
+            &defaults(),
+            "127.0.0.1.nip.io",
+        )
+        .unwrap();
+        assert_eq!(spec.id(), "default/helloworld");
+        assert_eq!(spec.hosts[0], "helloworld.default.127.0.0.1.nip.io");
+        let Workload::Kube(workload) = &spec.workload else {
+            panic!("a kube workload")
+        };
+        assert_eq!(workload.deployment, "helloworld-00001-deployment");
+        assert_eq!(workload.port_name, "http");
+        assert_eq!(
+            workload.probe,
+            DirectProbe {
+                path: Some("/healthz".into()),
+                port: Some(80)
+            }
+        );
+    }
+
+    #[test]
+    fn annotations_set_the_route() {
+        let d = deployment(&[
+            ("activator.dev/idle-timeout", "90s"),
+            ("activator.dev/min-scale", "1"),
+            ("activator.dev/max-scale", "4"),
+            ("activator.dev/hosts", "hello.example.com, *.apps.test"),
+            ("activator.dev/port", "9000"),
+            ("activator.dev/container-concurrency", "2"),
+        ]);
+        let spec = route_spec(&d, &service(), &defaults(), "127.0.0.1.nip.io").unwrap();
+        assert_eq!(
+            spec.scaling.idle_timeout,
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!((spec.scaling.min_scale, spec.scaling.max_scale), (1, 4));
+        assert_eq!(spec.scaling.container_concurrency, 2);
+        assert_eq!(&spec.hosts[1..], ["hello.example.com", "*.apps.test"]);
+        let Workload::Kube(workload) = &spec.workload else {
+            panic!("a kube workload")
+        };
+        assert_eq!(workload.port_name, "admin");
+    }
+
+    #[test]
+    fn an_invalid_value_names_the_annotation_and_what_is_expected() {
+        let d = deployment(&[("activator.dev/idle-timeout", "soon")]);
+        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        assert_eq!(e.key, "activator.dev/idle-timeout");
+        assert_eq!(e.value, "soon");
+        let d = deployment(&[
+            ("activator.dev/min-scale", "5"),
+            ("activator.dev/max-scale", "2"),
+        ]);
+        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        assert_eq!(
+            (e.key.as_str(), e.value.as_str()),
+            ("activator.dev/min-scale", "5")
+        );
+        assert!(e.expected.contains("at most max_scale (2)"), "{e}");
+        let d = deployment(&[("activator.dev/port", "8443")]);
+        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        assert!(e.to_string().contains("http (80), admin (9000)"), "{e}");
+    }
+}
