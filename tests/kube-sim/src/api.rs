@@ -83,7 +83,11 @@ pub fn error_response(error: &ApiError) -> Response<Body> {
 }
 
 /// Serves connections from `listener` until `shutdown` turns true.
-pub async fn run(listener: TcpListener, context: Arc<Context>, mut shutdown: signal::Receiver<bool>) {
+pub async fn run(
+    listener: TcpListener,
+    context: Arc<Context>,
+    mut shutdown: signal::Receiver<bool>,
+) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -165,7 +169,11 @@ async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
     Ok(collected.to_bytes())
 }
 
-async fn serve(context: &Context, req: Request<Incoming>, path: &str) -> Result<Response<Body>, ApiError> {
+async fn serve(
+    context: &Context,
+    req: Request<Incoming>,
+    path: &str,
+) -> Result<Response<Body>, ApiError> {
     let target = match Route::parse(path)? {
         Route::Resource(target) => target,
         other => return discovery::document(context, &other, req.headers()),

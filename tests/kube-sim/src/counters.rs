@@ -45,7 +45,10 @@ impl Counters {
 
     /// Sets every count back to zero.
     pub fn reset(&self) {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }
 

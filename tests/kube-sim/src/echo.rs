@@ -30,11 +30,21 @@ fn query_map(query: Option<&str>) -> Map<String, Value> {
 }
 
 /// The JSON the echo server answers `request` with.
-pub fn describe(request: &hyper::http::request::Parts, body: &[u8], peer: SocketAddr, hostname: &str) -> Value {
+pub fn describe(
+    request: &hyper::http::request::Parts,
+    body: &[u8],
+    peer: SocketAddr,
+    hostname: &str,
+) -> Value {
     let headers: Map<String, Value> = request
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), json!(v.to_str().unwrap_or_default())))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                json!(v.to_str().unwrap_or_default()),
+            )
+        })
         .collect();
     let host = request
         .headers
@@ -67,9 +77,17 @@ pub fn describe(request: &hyper::http::request::Parts, body: &[u8], peer: Socket
     out
 }
 
-async fn answer(request: Request<Incoming>, peer: SocketAddr, hostname: String) -> Response<Full<Bytes>> {
+async fn answer(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    hostname: String,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let header = |name: &str| {
         parts
             .headers
@@ -129,7 +147,10 @@ pub async fn get(address: SocketAddr, path: &str) -> std::io::Result<(u16, Value
         .header(HOST, address.to_string())
         .body(http_body_util::Empty::<Bytes>::new())
         .map_err(std::io::Error::other)?;
-    let response = sender.send_request(request).await.map_err(std::io::Error::other)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(std::io::Error::other)?;
     let status = response.status().as_u16();
     let body = response
         .into_body()

@@ -93,8 +93,15 @@ pub struct Faults {
     never_ready: AtomicBool,
 }
 
-fn matches(rule_verb: &Option<String>, rule_resource: &Option<String>, verb: &str, resource: &str) -> bool {
-    rule_verb.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(verb))
+fn matches(
+    rule_verb: &Option<String>,
+    rule_resource: &Option<String>,
+    verb: &str,
+    resource: &str,
+) -> bool {
+    rule_verb
+        .as_deref()
+        .is_none_or(|v| v.eq_ignore_ascii_case(verb))
         && rule_resource.as_deref().is_none_or(|r| r == resource)
 }
 

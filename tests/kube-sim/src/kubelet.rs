@@ -97,10 +97,7 @@ impl Kubelet {
             let uid = meta::uid(&pod).to_string();
             live.insert(uid.clone());
             let terminating = meta::is_terminating(&pod);
-            let finished = matches!(
-                meta::str_at(&pod, "/status/phase"),
-                "Succeeded" | "Failed"
-            );
+            let finished = matches!(meta::str_at(&pod, "/status/phase"), "Succeeded" | "Failed");
             match workers.get(&uid) {
                 Some(worker) if terminating => {
                     let grace = pod
@@ -118,7 +115,11 @@ impl Kubelet {
                 }
                 Some(_) => {}
                 None if terminating => {
-                    let key = Key::new(resource("", "pods"), meta::namespace(&pod), meta::name(&pod));
+                    let key = Key::new(
+                        resource("", "pods"),
+                        meta::namespace(&pod),
+                        meta::name(&pod),
+                    );
                     let _ = self.store.remove(&key);
                 }
                 None if finished => {}
@@ -150,7 +151,11 @@ impl Kubelet {
     }
 
     async fn run_pod(self: Arc<Self>, pod: Arc<Value>, mut orders: watch::Receiver<Order>) {
-        let key = Key::new(resource("", "pods"), meta::namespace(&pod), meta::name(&pod));
+        let key = Key::new(
+            resource("", "pods"),
+            meta::namespace(&pod),
+            meta::name(&pod),
+        );
         let uid = meta::uid(&pod).to_string();
         let Some(container) = pod.pointer("/spec/containers/0").cloned() else {
             self.write(&key, &uid, |p| p["status"]["phase"] = json!("Failed"));
@@ -161,8 +166,18 @@ impl Kubelet {
             .and_then(Value::as_u64)
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(0);
-        let Some(ip) = self.processes.allocate_address(self.config.pod_network, port) else {
-            self.waiting(&key, &uid, &container, "ContainerCreating", "no free pod address", 0);
+        let Some(ip) = self
+            .processes
+            .allocate_address(self.config.pod_network, port)
+        else {
+            self.waiting(
+                &key,
+                &uid,
+                &container,
+                "ContainerCreating",
+                "no free pod address",
+                0,
+            );
             self.idle_until_deleted(&key, &mut orders).await;
             return;
         };
@@ -171,12 +186,21 @@ impl Kubelet {
         let command = match command_for(&self.config, &container) {
             Ok(command) => command,
             Err(error) => {
-                self.waiting(&key, &uid, &container, "ErrImagePull", &error.to_string(), 0);
+                self.waiting(
+                    &key,
+                    &uid,
+                    &container,
+                    "ErrImagePull",
+                    &error.to_string(),
+                    0,
+                );
                 self.idle_until_deleted(&key, &mut orders).await;
                 return;
             }
         };
-        let log = self.work_dir.join(format!("{}_{}_{uid}.log", key.namespace, key.name));
+        let log = self
+            .work_dir
+            .join(format!("{}_{}_{uid}.log", key.namespace, key.name));
         let probe = Probe::from_container(&container, &self.config);
         let mut restarts = 0u32;
         loop {
@@ -192,7 +216,14 @@ impl Kubelet {
                 Ok(child) => child,
                 Err(error) => {
                     let message = error.to_string();
-                    self.waiting(&key, &uid, &container, "CreateContainerError", &message, restarts);
+                    self.waiting(
+                        &key,
+                        &uid,
+                        &container,
+                        "CreateContainerError",
+                        &message,
+                        restarts,
+                    );
                     self.idle_until_deleted(&key, &mut orders).await;
                     return;
                 }
@@ -200,7 +231,10 @@ impl Kubelet {
             // `Child::wait` closes stdin; keep it open for as long as the process runs.
             let _stdin = child.stdin.take();
             let pid = child.id().unwrap_or(0);
-            if !self.processes.register(&key.namespace, &key.name, pid, &log) {
+            if !self
+                .processes
+                .register(&key.namespace, &key.name, pid, &log)
+            {
                 return;
             }
             let started = meta::now();
@@ -221,7 +255,15 @@ impl Kubelet {
                 set_ready(p, false);
             });
             let outcome = self
-                .supervise(&key, &uid, child, probe.as_ref(), ip, &container, &mut orders)
+                .supervise(
+                    &key,
+                    &uid,
+                    child,
+                    probe.as_ref(),
+                    ip,
+                    &container,
+                    &mut orders,
+                )
                 .await;
             self.processes.unregister(&key.namespace, &key.name);
             let code = match outcome {
@@ -254,7 +296,9 @@ impl Kubelet {
                 return;
             }
             restarts += 1;
-            let backoff = self.config.scaled(f64::min(10.0 * 2f64.powi(restarts as i32 - 1), 300.0));
+            let backoff = self
+                .config
+                .scaled(f64::min(10.0 * 2f64.powi(restarts as i32 - 1), 300.0));
             self.write(&key, &uid, |p| {
                 let status = &mut p["status"]["containerStatuses"][0];
                 status["lastState"] = terminated.clone();
@@ -310,9 +354,11 @@ impl Kubelet {
                     return Outcome::Stopped;
                 }
                 Order::Terminate(grace) => {
-                    self.processes.signal(&key.namespace, &key.name, Signal::SIGTERM);
+                    self.processes
+                        .signal(&key.namespace, &key.name, Signal::SIGTERM);
                     if tokio::time::timeout(grace, child.wait()).await.is_err() {
-                        self.processes.signal(&key.namespace, &key.name, Signal::SIGKILL);
+                        self.processes
+                            .signal(&key.namespace, &key.name, Signal::SIGKILL);
                         let _ = child.wait().await;
                     }
                     return Outcome::Stopped;
@@ -346,7 +392,15 @@ impl Kubelet {
         }
     }
 
-    fn waiting(&self, key: &Key, uid: &str, container: &Value, reason: &str, message: &str, restarts: u32) {
+    fn waiting(
+        &self,
+        key: &Key,
+        uid: &str,
+        container: &Value,
+        reason: &str,
+        message: &str,
+        restarts: u32,
+    ) {
         self.write(key, uid, |p| {
             p["status"]["containerStatuses"] = json!([container_status(
                 container,
@@ -410,8 +464,10 @@ fn set_ready(pod: &mut Value, ready: bool) {
         return;
     };
     for condition in conditions {
-        if matches!(condition["type"].as_str(), Some("Ready" | "ContainersReady"))
-            && condition["status"] != value
+        if matches!(
+            condition["type"].as_str(),
+            Some("Ready" | "ContainersReady")
+        ) && condition["status"] != value
         {
             condition["status"] = json!(value);
             condition["lastTransitionTime"] = json!(now);
@@ -426,7 +482,13 @@ fn set_ready(pod: &mut Value, ready: bool) {
     }
 }
 
-fn container_status(container: &Value, state: Value, ready: bool, restarts: u32, id: &str) -> Value {
+fn container_status(
+    container: &Value,
+    state: Value,
+    ready: bool,
+    restarts: u32,
+    id: &str,
+) -> Value {
     let image = meta::str_at(container, "/image");
     let mut status = json!({
         "name": container["name"],

@@ -26,7 +26,9 @@ pub enum Deleted {
 /// # Errors
 /// `NotFound`.
 pub fn delete(store: &Store, key: &Key, grace: Option<i64>) -> Result<Deleted, StoreError> {
-    let current = store.get(key).ok_or_else(|| StoreError::NotFound(key.clone()))?;
+    let current = store
+        .get(key)
+        .ok_or_else(|| StoreError::NotFound(key.clone()))?;
     let resource = key.resource;
     let has_finalizers = current
         .pointer("/metadata/finalizers")

@@ -91,7 +91,10 @@ pub fn new_uid() -> String {
         8 | (b[8] & 0x3),
         b[8] >> 4,
         b[9],
-        b[10..].iter().map(|x| format!("{x:02x}")).collect::<String>()
+        b[10..]
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<String>()
     )
 }
 

@@ -241,6 +241,9 @@ mod tests {
         let by_kind = ResourceType::by_kind("apps/v1", "Deployment");
         assert!(by_path.is_some());
         assert_eq!(by_path, by_kind);
-        assert_eq!(by_path.map(ResourceType::qualified).as_deref(), Some("deployments.apps"));
+        assert_eq!(
+            by_path.map(ResourceType::qualified).as_deref(),
+            Some("deployments.apps")
+        );
     }
 }

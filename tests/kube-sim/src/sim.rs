@@ -88,7 +88,9 @@ impl Sim {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("binding {}", config.listen)))?;
-        let address = listener.local_addr().map_err(io("reading the bound address"))?;
+        let address = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
         let (work_dir, owns_work_dir) = match &config.work_dir {
             Some(dir) => (dir.clone(), false),
             None => (
@@ -100,7 +102,8 @@ impl Sim {
                 true,
             ),
         };
-        std::fs::create_dir_all(&work_dir).map_err(io(format!("creating {}", work_dir.display())))?;
+        std::fs::create_dir_all(&work_dir)
+            .map_err(io(format!("creating {}", work_dir.display())))?;
         let kubeconfig = config
             .kubeconfig_path
             .clone()
@@ -109,7 +112,8 @@ impl Sim {
 
         let store = Arc::new(Store::new(config.history_limit));
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let mut object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            let mut object =
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
             let _ = api::defaults::apply(namespaces(), &mut object);
             let _ = store.create(namespaces(), object);
         }
@@ -133,8 +137,18 @@ impl Sim {
         let tasks = vec![
             tokio::spawn(api::run(listener, context.clone(), stop.clone())),
             tokio::spawn(kubelet.run(stop.clone())),
-            tokio::spawn(controllers::run_loop(store.clone(), tick, stop.clone(), deployment::reconcile)),
-            tokio::spawn(controllers::run_loop(store.clone(), tick, stop.clone(), endpointslice::reconcile)),
+            tokio::spawn(controllers::run_loop(
+                store.clone(),
+                tick,
+                stop.clone(),
+                deployment::reconcile,
+            )),
+            tokio::spawn(controllers::run_loop(
+                store.clone(),
+                tick,
+                stop.clone(),
+                endpointslice::reconcile,
+            )),
             tokio::spawn(controllers::run_loop(store, tick, stop, gc::reconcile)),
         ];
         tracing::info!(%address, kubeconfig = %kubeconfig.display(), "kube-sim started");
@@ -225,7 +239,10 @@ impl Sim {
             if meta::str_at(&slice, "/metadata/labels/kubernetes.io~1service-name") != service {
                 continue;
             }
-            let port = slice.pointer("/ports/0/port").and_then(Value::as_u64).unwrap_or(0);
+            let port = slice
+                .pointer("/ports/0/port")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
             for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
                 if endpoint.pointer("/conditions/ready") != Some(&json!(true)) {
                     continue;

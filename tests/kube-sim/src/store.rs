@@ -347,10 +347,7 @@ impl Store {
             };
         }
         md.insert("resourceVersion".into(), json!(rv.to_string()));
-        md.insert(
-            "generation".into(),
-            json!(generation + i64::from(bumped)),
-        );
+        md.insert("generation".into(), json!(generation + i64::from(bumped)));
         let next = Arc::new(next);
         state.objects.insert(key.clone(), next.clone());
         self.record(
@@ -458,7 +455,10 @@ mod tests {
     fn every_write_gets_a_higher_resource_version() {
         let store = store_with_default_namespace();
         let pods = resource("", "pods");
-        let a = store.create(pods, json!({"metadata": {"name": "a", "namespace": "default"}}));
+        let a = store.create(
+            pods,
+            json!({"metadata": {"name": "a", "namespace": "default"}}),
+        );
         let a = a.map(|a| a["metadata"]["resourceVersion"].clone());
         let key = Key::new(pods, "default", "a");
         let b = store.modify::<StoreError>(&key, |o| {
@@ -480,7 +480,10 @@ mod tests {
         let store = store_with_default_namespace();
         let old = store.resource_version();
         store.expire_history();
-        assert!(matches!(store.watch(Some(old)), Err(StoreError::Expired { .. })));
+        assert!(matches!(
+            store.watch(Some(old)),
+            Err(StoreError::Expired { .. })
+        ));
         assert!(store.watch(Some(store.resource_version())).is_ok());
     }
 
@@ -488,7 +491,10 @@ mod tests {
     fn objects_in_a_missing_namespace_are_refused() {
         let store = store_with_default_namespace();
         let pods = resource("", "pods");
-        let created = store.create(pods, json!({"metadata": {"name": "a", "namespace": "nope"}}));
+        let created = store.create(
+            pods,
+            json!({"metadata": {"name": "a", "namespace": "nope"}}),
+        );
         assert!(matches!(created, Err(StoreError::NamespaceNotFound(_))));
     }
 }

@@ -27,7 +27,9 @@ fn lease(name: &str) -> Lease {
 
 /// One raw HTTP/1.1 exchange; returns the response head and body.
 async fn http(address: SocketAddr, method: &str, path: &str, body: &str) -> (String, String) {
-    let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -51,7 +53,13 @@ async fn injected_errors_answer_with_a_status_and_retry_after() {
         retry_after_seconds: Some(3),
         count: Some(1),
     });
-    let (head, body) = http(sim.address(), "GET", "/apis/coordination.k8s.io/v1/namespaces/default/leases", "").await;
+    let (head, body) = http(
+        sim.address(),
+        "GET",
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+        "",
+    )
+    .await;
     assert!(head.starts_with("http/1.1 429"), "{head}");
     assert!(head.contains("retry-after: 3"), "{head}");
     let status: Value = serde_json::from_str(&body).expect("a Status");
@@ -100,7 +108,10 @@ async fn latency_delays_matching_requests() {
 async fn a_conflict_fault_fails_only_the_next_update_of_that_object() {
     let sim = start().await;
     let leases: Api<Lease> = Api::default_namespaced(sim.client().expect("client"));
-    leases.create(&PostParams::default(), &lease("l")).await.expect("create");
+    leases
+        .create(&PostParams::default(), &lease("l"))
+        .await
+        .expect("create");
     sim.faults().conflict_next_update(ConflictFault {
         resource: "leases".into(),
         namespace: "default".into(),
@@ -111,15 +122,25 @@ async fn a_conflict_fault_fails_only_the_next_update_of_that_object() {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (409, "Conflict")),
         other => panic!("expected 409, got {other:?}"),
     }
-    leases.patch("l", &PatchParams::default(), &patch).await.expect("second patch");
+    leases
+        .patch("l", &PatchParams::default(), &patch)
+        .await
+        .expect("second patch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_never_ready_kubelet_keeps_endpoints_unready_until_lifted_over_http() {
     let sim = start().await;
-    let (head, _) = http(sim.address(), "PUT", "/sim/faults/never-ready", r#"{"enabled":true}"#).await;
+    let (head, _) = http(
+        sim.address(),
+        "PUT",
+        "/sim/faults/never-ready",
+        r#"{"enabled":true}"#,
+    )
+    .await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    sim.apply_yaml(include_str!("../manifests/helloworld.yaml")).expect("apply");
+    sim.apply_yaml(include_str!("../manifests/helloworld.yaml"))
+        .expect("apply");
     sim.wait_for("a running pod behind an unready endpoint", WAIT, |sim| {
         let running = sim
             .list("pods", Some("default"))
@@ -127,7 +148,9 @@ async fn a_never_ready_kubelet_keeps_endpoints_unready_until_lifted_over_http() 
             .any(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object());
         let slices = sim.list("endpointslices", Some("default"));
         let unready = slices.iter().any(|s| {
-            s["endpoints"].as_array().is_some_and(|e| e.len() == 1 && e[0]["conditions"]["ready"] == false)
+            s["endpoints"]
+                .as_array()
+                .is_some_and(|e| e.len() == 1 && e[0]["conditions"]["ready"] == false)
         });
         running && unready
     })
@@ -139,7 +162,9 @@ async fn a_never_ready_kubelet_keeps_endpoints_unready_until_lifted_over_http() 
     assert_eq!(rules["neverReady"], true);
     let (head, _) = http(sim.address(), "DELETE", "/sim/faults", "").await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    sim.wait_for_ready_endpoints("default", "helloworld", 1, WAIT).await.expect("ready");
+    sim.wait_for_ready_endpoints("default", "helloworld", 1, WAIT)
+        .await
+        .expect("ready");
 
     let (_, counters) = http(sim.address(), "GET", "/sim/counters", "").await;
     let counters: Value = serde_json::from_str(&counters).expect("counters");
@@ -157,13 +182,25 @@ async fn the_http_control_api_injects_errors_and_one_off_faults() {
         Err(kube::Error::Api(s)) => assert_eq!((s.code, s.reason.as_str()), (500, "InternalError")),
         other => panic!("expected 500, got {other:?}"),
     }
-    leases.create(&PostParams::default(), &lease("x")).await.expect("create");
+    leases
+        .create(&PostParams::default(), &lease("x"))
+        .await
+        .expect("create");
     for path in ["/sim/faults/close-watches", "/sim/faults/expire-history"] {
         let (head, _) = http(sim.address(), "POST", path, "").await;
         assert!(head.starts_with("http/1.1 200"), "{path}: {head}");
     }
     let (head, _) = http(sim.address(), "POST", "/sim/pods/default/nope/crash", "").await;
     assert!(head.starts_with("http/1.1 404"), "{head}");
-    let (head, _) = http(sim.address(), "GET", "/apis/apps/v1/namespaces/default/replicasets", "").await;
-    assert!(head.starts_with("http/1.1 404"), "unserved resources are 404: {head}");
+    let (head, _) = http(
+        sim.address(),
+        "GET",
+        "/apis/apps/v1/namespaces/default/replicasets",
+        "",
+    )
+    .await;
+    assert!(
+        head.starts_with("http/1.1 404"),
+        "unserved resources are 404: {head}"
+    );
 }

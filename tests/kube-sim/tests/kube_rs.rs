@@ -46,9 +46,18 @@ async fn objects_are_created_read_listed_and_refused_as_kubernetes_does() {
     let sim = start().await;
     let leases: Api<Lease> = Api::default_namespaced(sim.client().expect("client"));
     let pp = PostParams::default();
-    leases.create(&pp, &lease("a", "x", json!({"tier": "web"}))).await.expect("create a");
-    leases.create(&pp, &lease("b", "x", json!({"tier": "db"}))).await.expect("create b");
-    leases.create(&pp, &lease("c", "x", json!({}))).await.expect("create c");
+    leases
+        .create(&pp, &lease("a", "x", json!({"tier": "web"})))
+        .await
+        .expect("create a");
+    leases
+        .create(&pp, &lease("b", "x", json!({"tier": "db"})))
+        .await
+        .expect("create b");
+    leases
+        .create(&pp, &lease("c", "x", json!({})))
+        .await
+        .expect("create c");
 
     let (code, reason) = api_error(leases.create(&pp, &lease("a", "x", json!({}))).await);
     assert_eq!((code, reason.as_str()), (409, "AlreadyExists"));
@@ -59,12 +68,19 @@ async fn objects_are_created_read_listed_and_refused_as_kubernetes_does() {
     generated.metadata.generate_name = Some("gen-".into());
     let generated = leases.create(&pp, &generated).await.expect("generateName");
     let name = generated.metadata.name.unwrap_or_default();
-    assert!(name.starts_with("gen-") && name.len() == "gen-".len() + 5, "{name}");
+    assert!(
+        name.starts_with("gen-") && name.len() == "gen-".len() + 5,
+        "{name}"
+    );
     assert!(generated.metadata.uid.is_some());
     assert!(generated.metadata.creation_timestamp.is_some());
 
     let names = |list: kube::core::ObjectList<Lease>| {
-        let mut names: Vec<String> = list.items.into_iter().filter_map(|l| l.metadata.name).collect();
+        let mut names: Vec<String> = list
+            .items
+            .into_iter()
+            .filter_map(|l| l.metadata.name)
+            .collect();
         names.sort();
         names
     };
@@ -78,17 +94,28 @@ async fn objects_are_created_read_listed_and_refused_as_kubernetes_does() {
         ("!tier", vec!["c", name.as_str()]),
     ];
     for (selector, expected) in cases {
-        let listed = leases.list(&ListParams::default().labels(selector)).await.expect("list");
+        let listed = leases
+            .list(&ListParams::default().labels(selector))
+            .await
+            .expect("list");
         let mut expected: Vec<String> = expected.into_iter().map(String::from).collect();
         expected.sort();
         assert_eq!(names(listed), expected, "{selector}");
     }
-    let by_field = leases.list(&ListParams::default().fields("metadata.name=b")).await.expect("list");
+    let by_field = leases
+        .list(&ListParams::default().fields("metadata.name=b"))
+        .await
+        .expect("list");
     assert_eq!(names(by_field), vec!["b"]);
-    let bad = leases.list(&ListParams::default().fields("spec.holderIdentity=x")).await;
+    let bad = leases
+        .list(&ListParams::default().fields("spec.holderIdentity=x"))
+        .await;
     assert_eq!(api_error(bad).0, 400);
 
-    leases.delete("c", &DeleteParams::default()).await.expect("delete");
+    leases
+        .delete("c", &DeleteParams::default())
+        .await
+        .expect("delete");
     assert_eq!(api_error(leases.get("c").await).0, 404);
 }
 
@@ -102,7 +129,10 @@ async fn an_update_with_a_stale_resource_version_gets_409_conflict() {
         .expect("create");
     let mut fresh = created.clone();
     fresh.spec.get_or_insert_default().holder_identity = Some("two".into());
-    let replaced = leases.replace("l", &PostParams::default(), &fresh).await.expect("replace");
+    let replaced = leases
+        .replace("l", &PostParams::default(), &fresh)
+        .await
+        .expect("replace");
     assert!(
         replaced.metadata.resource_version > created.metadata.resource_version,
         "versions increase"
@@ -112,18 +142,26 @@ async fn an_update_with_a_stale_resource_version_gets_409_conflict() {
     let (code, reason) = api_error(leases.replace("l", &PostParams::default(), &stale).await);
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
     let now = leases.get("l").await.expect("get");
-    assert_eq!(now.spec.and_then(|s| s.holder_identity).as_deref(), Some("two"));
+    assert_eq!(
+        now.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("two")
+    );
 }
 
 #[tokio::test]
 async fn patch_scale_changes_replicas_and_is_counted_once() {
     let sim = start().await;
-    sim.apply_yaml(include_str!("../manifests/helloworld.yaml")).expect("apply");
+    sim.apply_yaml(include_str!("../manifests/helloworld.yaml"))
+        .expect("apply");
     let deployments: Api<Deployment> = Api::default_namespaced(sim.client().expect("client"));
     let name = "helloworld-00001-deployment";
     let before = deployments.get(name).await.expect("get");
     let scale = deployments
-        .patch_scale(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .patch_scale(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
         .await
         .expect("patch scale");
     assert_eq!(scale.spec.and_then(|s| s.replicas), Some(3));
@@ -131,7 +169,9 @@ async fn patch_scale_changes_replicas_and_is_counted_once() {
     assert_eq!(counters.count("patch", "deployments/scale"), 1);
     assert_eq!(counters.count("patch", "deployments"), 0);
 
-    sim.wait_for_ready_endpoints("default", "helloworld", 3, WAIT).await.expect("3 ready");
+    sim.wait_for_ready_endpoints("default", "helloworld", 3, WAIT)
+        .await
+        .expect("3 ready");
     sim.wait_for("status to follow", WAIT, |sim| {
         let d = sim.get("deployments", "default", name).unwrap_or_default();
         d["status"]["readyReplicas"] == 3 && d["status"]["availableReplicas"] == 3
@@ -143,12 +183,18 @@ async fn patch_scale_changes_replicas_and_is_counted_once() {
     assert_eq!(generation(&after), generation(&before) + 1);
     let status = after.status.clone().expect("status");
     assert_eq!(status.observed_generation, Some(generation(&after)));
-    assert_eq!((status.replicas, status.updated_replicas), (Some(3), Some(3)));
+    assert_eq!(
+        (status.replicas, status.updated_replicas),
+        (Some(3), Some(3))
+    );
     let got = deployments.get_scale(name).await.expect("get scale");
     assert_eq!(got.status.map(|s| s.replicas), Some(3));
 
     let pods: Api<Pod> = Api::default_namespaced(sim.client().expect("client"));
-    let listed = pods.list(&ListParams::default().labels("app=helloworld")).await.expect("pods");
+    let listed = pods
+        .list(&ListParams::default().labels("app=helloworld"))
+        .await
+        .expect("pods");
     let mut ips: Vec<String> = listed
         .items
         .iter()
@@ -163,12 +209,14 @@ async fn patch_scale_changes_replicas_and_is_counted_once() {
 fn spawn_watcher(api: Api<Lease>) -> mpsc::UnboundedReceiver<watcher::Event<Lease>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         while let Some(event) = stream.next().await {
-            if let Ok(event) = event {
-                if tx.send(event).is_err() {
-                    return;
-                }
+            if let Ok(event) = event
+                && tx.send(event).is_err()
+            {
+                return;
             }
         }
     });
@@ -183,10 +231,10 @@ fn holder(lease: &Lease) -> Option<String> {
 async fn expect_holder(events: &mut mpsc::UnboundedReceiver<watcher::Event<Lease>>, who: &str) {
     let seen = tokio::time::timeout(WAIT, async {
         while let Some(event) = events.recv().await {
-            if let watcher::Event::Apply(l) | watcher::Event::InitApply(l) = event {
-                if holder(&l).as_deref() == Some(who) {
-                    return;
-                }
+            if let watcher::Event::Apply(l) | watcher::Event::InitApply(l) = event
+                && holder(&l).as_deref() == Some(who)
+            {
+                return;
             }
         }
         panic!("the watcher ended");
@@ -197,7 +245,9 @@ async fn expect_holder(events: &mut mpsc::UnboundedReceiver<watcher::Event<Lease
 
 async fn set_holder(api: &Api<Lease>, who: &str) {
     let patch = Patch::Merge(json!({"spec": {"holderIdentity": who}}));
-    api.patch("l", &PatchParams::default(), &patch).await.expect("patch");
+    api.patch("l", &PatchParams::default(), &patch)
+        .await
+        .expect("patch");
 }
 
 #[tokio::test]
@@ -223,7 +273,10 @@ async fn a_watcher_survives_a_closed_watch_and_an_expired_history_without_missin
     sim.close_watches();
     set_holder(&leases, "third").await;
     expect_holder(&mut events, "third").await;
-    assert!(sim.counters().count("list", "leases") > lists_before, "the watcher re-listed");
+    assert!(
+        sim.counters().count("list", "leases") > lists_before,
+        "the watcher re-listed"
+    );
 
     set_holder(&leases, "fourth").await;
     expect_holder(&mut events, "fourth").await;
@@ -251,14 +304,21 @@ async fn a_reflector_store_follows_the_server_through_faults() {
     }
     sim.expire_watch_history();
     sim.close_watches();
-    leases.delete("a", &DeleteParams::default()).await.expect("delete");
+    leases
+        .delete("a", &DeleteParams::default())
+        .await
+        .expect("delete");
     leases
         .create(&PostParams::default(), &lease("c", "x", json!({})))
         .await
         .expect("create");
     let converged = tokio::time::timeout(WAIT, async {
         loop {
-            let mut names: Vec<String> = reader.state().iter().filter_map(|l| l.metadata.name.clone()).collect();
+            let mut names: Vec<String> = reader
+                .state()
+                .iter()
+                .filter_map(|l| l.metadata.name.clone())
+                .collect();
             names.sort();
             if names == ["b", "c"] {
                 return;
@@ -268,5 +328,9 @@ async fn a_reflector_store_follows_the_server_through_faults() {
     })
     .await;
     task.abort();
-    assert!(converged.is_ok(), "the reflector holds b and c: {:?}", reader.state());
+    assert!(
+        converged.is_ok(),
+        "the reflector holds b and c: {:?}",
+        reader.state()
+    );
 }

@@ -48,11 +48,20 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
     }
     let sim = start().await;
     let created = sim.kubectl(&["create", "-f", SEED]).await.expect("create");
-    assert!(created.contains("deployment.apps/helloworld-00001-deployment created"), "{created}");
+    assert!(
+        created.contains("deployment.apps/helloworld-00001-deployment created"),
+        "{created}"
+    );
     assert!(created.contains("service/helloworld created"), "{created}");
 
     let replicas = sim
-        .kubectl(&["get", "deployment", DEPLOYMENT, "-o", "jsonpath={.spec.replicas}"])
+        .kubectl(&[
+            "get",
+            "deployment",
+            DEPLOYMENT,
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
         .await
         .expect("get jsonpath");
     assert_eq!(replicas, "1");
@@ -68,8 +77,15 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
         .wait_for_ready_endpoints("default", "helloworld", 2, WAIT)
         .await
         .expect("two ready endpoints");
-    assert_ne!(endpoints[0].ip(), endpoints[1].ip(), "pods have distinct addresses");
-    assert!(endpoints.iter().all(|e| e.port() == 80), "pods share the container port");
+    assert_ne!(
+        endpoints[0].ip(),
+        endpoints[1].ip(),
+        "pods have distinct addresses"
+    );
+    assert!(
+        endpoints.iter().all(|e| e.port() == 80),
+        "pods share the container port"
+    );
     let mut hostnames = Vec::new();
     for endpoint in &endpoints {
         let body = echo_answers(*endpoint).await;
@@ -77,12 +93,27 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
         assert_eq!(body["method"], "GET");
         assert_eq!(body["query"]["from"], "test");
         assert!(body["headers"]["host"].is_string());
-        hostnames.push(body["os"]["hostname"].as_str().unwrap_or_default().to_string());
+        hostnames.push(
+            body["os"]["hostname"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
-    assert_ne!(hostnames[0], hostnames[1], "each answer comes from its own pod");
+    assert_ne!(
+        hostnames[0], hostnames[1],
+        "each answer comes from its own pod"
+    );
 
     let slices = sim
-        .kubectl(&["get", "endpointslices", "-l", "kubernetes.io/service-name=helloworld", "-o", "json"])
+        .kubectl(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=helloworld",
+            "-o",
+            "json",
+        ])
         .await
         .expect("get endpointslices");
     let slices: Value = serde_json::from_str(&slices).expect("JSON");
@@ -97,17 +128,41 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
     assert_eq!(ready.len(), 2);
     assert!(ready.iter().all(|e| e["targetRef"]["kind"] == "Pod"));
 
-    let pods = sim.kubectl(&["get", "pods", "-l", "app=helloworld"]).await.expect("get pods");
-    assert_eq!(pods.lines().filter(|l| l.starts_with(DEPLOYMENT)).count(), 2, "{pods}");
+    let pods = sim
+        .kubectl(&["get", "pods", "-l", "app=helloworld"])
+        .await
+        .expect("get pods");
+    assert_eq!(
+        pods.lines().filter(|l| l.starts_with(DEPLOYMENT)).count(),
+        2,
+        "{pods}"
+    );
 
-    sim.kubectl(&["annotate", "deployment", DEPLOYMENT, "activator.dev/idle-timeout=10s"])
-        .await
-        .expect("annotate");
-    sim.kubectl(&["label", "deployment", DEPLOYMENT, "activator.dev/enabled=true"])
-        .await
-        .expect("label");
+    sim.kubectl(&[
+        "annotate",
+        "deployment",
+        DEPLOYMENT,
+        "activator.dev/idle-timeout=10s",
+    ])
+    .await
+    .expect("annotate");
+    sim.kubectl(&[
+        "label",
+        "deployment",
+        DEPLOYMENT,
+        "activator.dev/enabled=true",
+    ])
+    .await
+    .expect("label");
     let enabled = sim
-        .kubectl(&["get", "deployments", "-l", "activator.dev/enabled=true", "-o", "jsonpath={.items[*].metadata.annotations}"])
+        .kubectl(&[
+            "get",
+            "deployments",
+            "-l",
+            "activator.dev/enabled=true",
+            "-o",
+            "jsonpath={.items[*].metadata.annotations}",
+        ])
         .await
         .expect("get by label");
     assert!(enabled.contains("activator.dev/idle-timeout"), "{enabled}");
@@ -115,21 +170,32 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
         .await
         .expect("strategic patch");
     let env = sim
-        .kubectl(&["get", "deployment", DEPLOYMENT, "-o", "jsonpath={.spec.template.spec.containers[0].env[*].name}"])
+        .kubectl(&[
+            "get",
+            "deployment",
+            DEPLOYMENT,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+        ])
         .await
         .expect("get env");
     assert_eq!(env, "HTTP_PORT EXTRA");
 
     sim.kubectl(&["delete", "-f", SEED]).await.expect("delete");
-    sim.wait_for("every pod to be gone", WAIT, |sim| sim.list("pods", Some("default")).is_empty())
-        .await
-        .expect("pods gone");
+    sim.wait_for("every pod to be gone", WAIT, |sim| {
+        sim.list("pods", Some("default")).is_empty()
+    })
+    .await
+    .expect("pods gone");
     for endpoint in &endpoints {
         assert!(
             tokio::net::TcpStream::connect(endpoint).await.is_err(),
             "the process behind {endpoint} is gone"
         );
     }
-    let left = sim.kubectl(&["get", "pods", "-o", "name"]).await.expect("get pods");
+    let left = sim
+        .kubectl(&["get", "pods", "-o", "name"])
+        .await
+        .expect("get pods");
     assert_eq!(left.trim(), "");
 }

@@ -58,7 +58,11 @@ fn endpoints(sim: &Sim) -> Vec<Value> {
 
 fn conditions(endpoint: &Value) -> (bool, bool, bool) {
     let c = &endpoint["conditions"];
-    (c["ready"] == true, c["serving"] == true, c["terminating"] == true)
+    (
+        c["ready"] == true,
+        c["serving"] == true,
+        c["terminating"] == true,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +75,8 @@ async fn a_pod_is_ready_only_once_its_readiness_probe_passes() {
         "initialDelaySeconds": 1,
         "periodSeconds": 1,
     }});
-    sim.apply_yaml(&manifest("mendhak/http-https-echo", 1, probe, 30)).expect("apply");
+    sim.apply_yaml(&manifest("mendhak/http-https-echo", 1, probe, 30))
+        .expect("apply");
 
     sim.wait_for("a running, unready endpoint", WAIT, |sim| {
         let pods = sim.list("pods", Some("default"));
@@ -86,7 +91,9 @@ async fn a_pod_is_ready_only_once_its_readiness_probe_passes() {
     assert_eq!(slice["ports"][0]["port"], 8080);
 
     std::fs::write(&marker, b"ok").expect("marker");
-    let ready = sim.wait_for_ready_endpoints("default", "web", 1, WAIT).await;
+    let ready = sim
+        .wait_for_ready_endpoints("default", "web", 1, WAIT)
+        .await;
     let _ = std::fs::remove_file(&marker);
     ready.expect("ready after the probe passes");
     sim.wait_for("deployment readyReplicas", WAIT, |sim| {
@@ -101,15 +108,19 @@ async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
     // This image ignores SIGTERM, so the pod stays terminating until the grace period ends.
     let stubborn = format!("trap '' TERM; exec {ECHO} --exit-on-stdin-eof");
     let sim = start(SimConfig::default().image("example/stubborn", &stubborn)).await;
-    sim.apply_yaml(&manifest("example/stubborn:1.0", 2, json!({}), 300)).expect("apply");
+    sim.apply_yaml(&manifest("example/stubborn:1.0", 2, json!({}), 300))
+        .expect("apply");
     let before = sim
         .wait_for_ready_endpoints("default", "web", 2, WAIT)
         .await
         .expect("two ready");
 
-    sim.apply_yaml(&manifest("example/stubborn:1.0", 1, json!({}), 300)).expect("scale down");
+    sim.apply_yaml(&manifest("example/stubborn:1.0", 1, json!({}), 300))
+        .expect("scale down");
     sim.wait_for("a terminating endpoint", WAIT, |sim| {
-        endpoints(sim).iter().any(|e| conditions(e) == (false, true, true))
+        endpoints(sim)
+            .iter()
+            .any(|e| conditions(e) == (false, true, true))
     })
     .await
     .expect("terminating endpoint: ready false, serving true, terminating true");
@@ -119,7 +130,10 @@ async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
         .filter(|p| p["metadata"]["deletionTimestamp"].is_string())
         .collect();
     assert_eq!(terminating.len(), 1);
-    assert_eq!(terminating[0]["metadata"]["deletionGracePeriodSeconds"], 300);
+    assert_eq!(
+        terminating[0]["metadata"]["deletionGracePeriodSeconds"],
+        300
+    );
 
     sim.wait_for("one pod and one endpoint", WAIT, |sim| {
         sim.list("pods", Some("default")).len() == 1 && endpoints(sim).len() == 1
@@ -130,7 +144,10 @@ async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
     assert_eq!(after.len(), 1);
     let gone: Vec<_> = before.iter().filter(|e| !after.contains(e)).collect();
     assert_eq!(gone.len(), 1);
-    assert!(tokio::net::TcpStream::connect(gone[0]).await.is_err(), "its process was killed");
+    assert!(
+        tokio::net::TcpStream::connect(gone[0]).await.is_err(),
+        "its process was killed"
+    );
     let status = sim.get("deployments", "default", "web").unwrap_or_default()["status"].clone();
     assert_eq!(status["replicas"], 1);
 }
@@ -138,8 +155,11 @@ async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_pod_process_is_restarted() {
     let sim = start(SimConfig::default()).await;
-    sim.apply_yaml(&manifest("mendhak/http-https-echo", 1, json!({}), 30)).expect("apply");
-    sim.wait_for_ready_endpoints("default", "web", 1, WAIT).await.expect("ready");
+    sim.apply_yaml(&manifest("mendhak/http-https-echo", 1, json!({}), 30))
+        .expect("apply");
+    sim.wait_for_ready_endpoints("default", "web", 1, WAIT)
+        .await
+        .expect("ready");
     let pod = sim.list("pods", Some("default"))[0]["metadata"]["name"]
         .as_str()
         .unwrap_or_default()
@@ -152,15 +172,21 @@ async fn a_crashed_pod_process_is_restarted() {
     })
     .await
     .expect("restarted");
-    sim.wait_for_ready_endpoints("default", "web", 1, WAIT).await.expect("ready again");
+    sim.wait_for_ready_endpoints("default", "web", 1, WAIT)
+        .await
+        .expect("ready again");
     let last = sim.get("pods", "default", &pod).unwrap_or_default();
-    assert_eq!(last["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 137);
+    assert_eq!(
+        last["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"],
+        137
+    );
 }
 
 #[tokio::test]
 async fn an_image_without_a_command_waits_in_err_image_pull() {
     let sim = start(SimConfig::default()).await;
-    sim.apply_yaml(&manifest("example/unknown", 1, json!({}), 30)).expect("apply");
+    sim.apply_yaml(&manifest("example/unknown", 1, json!({}), 30))
+        .expect("apply");
     sim.wait_for("ErrImagePull", WAIT, |sim| {
         sim.list("pods", Some("default")).iter().any(|p| {
             p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImagePull"

@@ -26,7 +26,11 @@ pub fn apply(resource: &ResourceType, object: &mut Value) -> Result<(), ApiError
             if let Some(spec) = object.get_mut("spec") {
                 pod_spec(spec);
             }
-            set_default(object, "status", json!({"phase": "Pending", "qosClass": "BestEffort"}));
+            set_default(
+                object,
+                "status",
+                json!({"phase": "Pending", "qosClass": "BestEffort"}),
+            );
             Ok(())
         }
         "Service" => {
@@ -68,7 +72,8 @@ fn deployment(resource: &ResourceType, object: &mut Value) -> Result<(), ApiErro
         .pointer("/selector/matchLabels")
         .and_then(Value::as_object)
         .map(LabelSelector::from_match_labels);
-    let template = json!({"metadata": spec.pointer("/template/metadata").cloned().unwrap_or_default()});
+    let template =
+        json!({"metadata": spec.pointer("/template/metadata").cloned().unwrap_or_default()});
     match selector {
         Some(s) if !s.is_empty() && s.matches(&template) => Ok(()),
         Some(s) if !s.is_empty() => Err(ApiError::invalid(
@@ -95,7 +100,10 @@ fn pod_spec(spec: &mut Value) {
     };
     for c in containers {
         let image = meta::str_at(c, "/image");
-        let tagged = image.rsplit('/').next().is_some_and(|last| last.contains(':'));
+        let tagged = image
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'));
         let pull = if tagged && !image.ends_with(":latest") {
             "IfNotPresent"
         } else {

@@ -68,7 +68,11 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
 ///
 /// # Errors
 /// 404 for groups and versions the simulator does not serve.
-pub fn document(context: &Context, route: &Route, _headers: &HeaderMap) -> Result<Response<Body>, ApiError> {
+pub fn document(
+    context: &Context,
+    route: &Route,
+    _headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
     let body = match route {
         Route::Version => json!({
             "major": VERSION.0,
@@ -149,7 +153,10 @@ fn openapi_document(group_version: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     for r in ResourceType::in_group_version(group, version) {
         let path = if r.namespaced {
-            format!("/{group_version}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+            format!(
+                "/{group_version}/namespaces/{{namespace}}/{}/{{name}}",
+                r.plural
+            )
         } else {
             format!("/{group_version}/{}/{{name}}", r.plural)
         };

@@ -70,7 +70,9 @@ pub fn apply(kind: PatchKind, base: &Value, patch: &Value) -> Result<Value, ApiE
         }
         PatchKind::Strategic => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("strategic merge patch must be an object"));
+                return Err(ApiError::bad_request(
+                    "strategic merge patch must be an object",
+                ));
             }
             strategic_merge(&mut target, patch, "");
         }
@@ -81,8 +83,13 @@ pub fn apply(kind: PatchKind, base: &Value, patch: &Value) -> Result<Value, ApiE
 /// The merge key of a list field, as the Kubernetes types declare (`patchMergeKey`).
 fn merge_key(field: &str, items: &[Value]) -> Option<&'static str> {
     Some(match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes"
-        | "imagePullSecrets" | "resourceClaims" => "name",
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => "name",
         "volumeMounts" => "mountPath",
         "volumeDevices" => "devicePath",
         "conditions" => "type",
@@ -127,7 +134,8 @@ fn strategic_merge(target: &mut Value, patch: &Value, _field: &str) {
     }
     for (key, value) in patch_map {
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Value::Array(remove)) = (target_map.get_mut(field), value)
+            if let (Some(Value::Array(list)), Value::Array(remove)) =
+                (target_map.get_mut(field), value)
             {
                 list.retain(|v| !remove.contains(v));
             }
@@ -148,7 +156,9 @@ fn strategic_merge(target: &mut Value, patch: &Value, _field: &str) {
                 }
             }
             Value::Array(items) => {
-                let slot = target_map.entry(key.clone()).or_insert(Value::Array(Vec::new()));
+                let slot = target_map
+                    .entry(key.clone())
+                    .or_insert(Value::Array(Vec::new()));
                 merge_list(slot, items, key);
             }
             scalar => {

@@ -128,7 +128,10 @@ pub fn matching(context: &Context, call: &Call, filter: &Filter) -> (Vec<Arc<Val
     let (items, rv) = context
         .store
         .list(call.target.resource, call.target.namespace.as_deref());
-    (items.into_iter().filter(|o| filter.matches(o)).collect(), rv)
+    (
+        items.into_iter().filter(|o| filter.matches(o)).collect(),
+        rv,
+    )
 }
 
 /// GET of a collection.

@@ -183,14 +183,13 @@ impl Route {
         let served = |plural: &str| {
             ResourceType::find(group, version, plural).ok_or_else(ApiError::no_route)
         };
-        let target = |resource, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| {
-            Target {
+        let target =
+            |resource, namespace: Option<&str>, name: Option<&&str>, sub: Option<&&str>| Target {
                 resource,
                 namespace: namespace.map(str::to_string),
                 name: name.map(|n| (*n).to_string()),
                 subresource: sub.map(|s| (*s).to_string()),
-            }
-        };
+            };
         let target = match rest {
             [] => {
                 return Ok(Self::Resources {
@@ -214,10 +213,10 @@ impl Route {
             }
             _ => return Err(ApiError::no_route()),
         };
-        if let Some(sub) = &target.subresource {
-            if target.resource.subresource(sub).is_none() {
-                return Err(ApiError::no_route());
-            }
+        if let Some(sub) = &target.subresource
+            && target.resource.subresource(sub).is_none()
+        {
+            return Err(ApiError::no_route());
         }
         Ok(Self::Resource(target))
     }

@@ -42,7 +42,11 @@ impl ApiError {
 
     /// 404 NotFound for a path the server does not serve.
     pub fn no_route() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     /// 405 MethodNotAllowed.
@@ -50,7 +54,9 @@ impl ApiError {
         Self::new(
             405,
             "MethodNotAllowed",
-            format!("the server does not allow this method on the requested resource ({verb} {what})"),
+            format!(
+                "the server does not allow this method on the requested resource ({verb} {what})"
+            ),
         )
     }
 
@@ -59,7 +65,9 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
         )
     }
 
@@ -137,13 +145,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match &error {
-            StoreError::NotFound(key) => Self::with_details(
-                404,
-                "NotFound",
-                error.to_string(),
-                key.resource,
-                &key.name,
-            ),
+            StoreError::NotFound(key) => {
+                Self::with_details(404, "NotFound", error.to_string(), key.resource, &key.name)
+            }
             StoreError::AlreadyExists(key) => Self::with_details(
                 409,
                 "AlreadyExists",

@@ -38,7 +38,9 @@ impl hyper::body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
     }
 }
 
@@ -63,7 +65,10 @@ fn bookmark(resource: &ResourceType, rv: u64, initial_end: bool) -> Bytes {
 /// modifications into ADDED or DELETED, as the API server's watch cache does).
 fn seen_as(change: &Change, filter: &Filter) -> Option<&'static str> {
     let now = filter.matches(&change.object);
-    let before = change.previous.as_deref().is_some_and(|p| filter.matches(p));
+    let before = change
+        .previous
+        .as_deref()
+        .is_some_and(|p| filter.matches(p));
     match (change.kind, before, now) {
         (ChangeKind::Added, _, true) => Some("ADDED"),
         (ChangeKind::Deleted, true, _) => Some("DELETED"),
@@ -81,9 +86,10 @@ pub fn start(context: &Context, call: &Call) -> Result<Response<Body>, ApiError>
     let rv_param = call.query.str("resourceVersion");
     let since = match rv_param {
         "" | "0" => None,
-        rv => Some(rv.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resource version {rv:?}"))
-        })?),
+        rv => Some(
+            rv.parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?,
+        ),
     };
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut response = Response::new(ChannelBody(rx).boxed());
@@ -154,7 +160,13 @@ impl Stream {
                 }
             }
             seen = rv;
-            if self.initial_end && self.tx.send(bookmark(self.resource, rv, true)).await.is_err() {
+            if self.initial_end
+                && self
+                    .tx
+                    .send(bookmark(self.resource, rv, true))
+                    .await
+                    .is_err()
+            {
                 return;
             }
         }

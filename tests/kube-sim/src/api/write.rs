@@ -17,10 +17,15 @@ use crate::store::{Key, Store};
 
 fn check_type(resource: &ResourceType, object: &mut Value) -> Result<(), ApiError> {
     if !object.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let api_version = resource.api_version();
-    for (field, expected) in [("apiVersion", api_version.as_str()), ("kind", resource.kind)] {
+    for (field, expected) in [
+        ("apiVersion", api_version.as_str()),
+        ("kind", resource.kind),
+    ] {
         match object.get(field).and_then(Value::as_str) {
             None | Some("") => object[field] = json!(expected),
             Some(sent) if sent == expected => {}
@@ -34,7 +39,11 @@ fn check_type(resource: &ResourceType, object: &mut Value) -> Result<(), ApiErro
     Ok(())
 }
 
-fn check_namespace(resource: &ResourceType, call: &Call, object: &mut Value) -> Result<(), ApiError> {
+fn check_namespace(
+    resource: &ResourceType,
+    call: &Call,
+    object: &mut Value,
+) -> Result<(), ApiError> {
     if !resource.namespaced {
         return Ok(());
     }
@@ -133,7 +142,11 @@ fn create_value(context: &Context, call: &Call, mut object: Value) -> Result<Val
     Ok((*context.store.create(resource, object)?).clone())
 }
 
-fn create_object(context: &Context, call: &Call, object: Value) -> Result<Response<Body>, ApiError> {
+fn create_object(
+    context: &Context,
+    call: &Call,
+    object: Value,
+) -> Result<Response<Body>, ApiError> {
     let created = create_value(context, call, object)?;
     Ok(json_response(StatusCode::CREATED, &created))
 }
@@ -243,11 +256,19 @@ fn delete_one(context: &Context, key: &Key, options: &DeleteOptions) -> Result<V
         error
     };
     if !options.uid.is_empty() && options.uid != meta::uid(&current) {
-        return Err(precondition_failed("UID", &options.uid, meta::uid(&current)));
+        return Err(precondition_failed(
+            "UID",
+            &options.uid,
+            meta::uid(&current),
+        ));
     }
     let rv = meta::str_at(&current, "/metadata/resourceVersion");
     if !options.resource_version.is_empty() && options.resource_version != rv {
-        return Err(precondition_failed("ResourceVersion", &options.resource_version, rv));
+        return Err(precondition_failed(
+            "ResourceVersion",
+            &options.resource_version,
+            rv,
+        ));
     }
     match lifecycle::delete(store, key, options.grace)? {
         Deleted::Marked(object) => Ok((*object).clone()),
@@ -273,7 +294,11 @@ pub fn delete_collection(context: &Context, call: &Call) -> Result<Response<Body
     let (items, rv) = matching(context, call, &filter);
     let mut deleted = Vec::new();
     for item in items {
-        let key = Key::new(call.target.resource, meta::namespace(&item), meta::name(&item));
+        let key = Key::new(
+            call.target.resource,
+            meta::namespace(&item),
+            meta::name(&item),
+        );
         match delete_one(context, &key, &options) {
             Ok(_) => deleted.push((*item).clone()),
             Err(e) if e.code == 404 => {}
@@ -300,7 +325,11 @@ pub fn apply(context: &Context, mut object: Value) -> Result<Value, ApiError> {
     let api_version = meta::str_at(&object, "/apiVersion").to_string();
     let kind = meta::str_at(&object, "/kind").to_string();
     let resource = ResourceType::by_kind(&api_version, &kind).ok_or_else(|| {
-        ApiError::new(404, "NotFound", format!("no resource for {api_version} {kind}"))
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("no resource for {api_version} {kind}"),
+        )
     })?;
     let namespace = match (resource.namespaced, meta::namespace(&object)) {
         (false, _) => None,
@@ -328,8 +357,8 @@ pub fn apply(context: &Context, mut object: Value) -> Result<Value, ApiError> {
         return create_value(context, &call, object);
     }
     meta::metadata_mut(&mut object).remove("resourceVersion");
-    let updated = context
-        .store
-        .modify(&key, |current| merge_write(resource, None, current, object.clone()).map(Some))?;
+    let updated = context.store.modify(&key, |current| {
+        merge_write(resource, None, current, object.clone()).map(Some)
+    })?;
     Ok((*updated).clone())
 }

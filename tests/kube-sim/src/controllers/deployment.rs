@@ -32,7 +32,10 @@ pub fn reconcile(store: &Store) {
 pub fn is_ready(pod: &Value) -> bool {
     pod.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// A short stable hash of the pod template, spelled like Kubernetes' hashes.
@@ -53,7 +56,10 @@ fn template_hash(template: &Value) -> String {
 
 fn reconcile_one(store: &Store, deployment: &Value, pods: &[Arc<Value>]) {
     let uid = meta::uid(deployment);
-    let template = deployment.pointer("/spec/template").cloned().unwrap_or_default();
+    let template = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_default();
     let hash = template_hash(&template);
     let desired = deployment
         .pointer("/spec/replicas")
@@ -109,7 +115,10 @@ fn create_pod(store: &Store, deployment: &Value, template: &Value, hash: &str) {
     if let Some(annotations) = template.pointer("/metadata/annotations") {
         metadata.insert("annotations".into(), annotations.clone());
     }
-    metadata.insert("ownerReferences".into(), json!([meta::controller_ref(deployment)]));
+    metadata.insert(
+        "ownerReferences".into(),
+        json!([meta::controller_ref(deployment)]),
+    );
     let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -117,10 +126,10 @@ fn create_pod(store: &Store, deployment: &Value, template: &Value, hash: &str) {
         "spec": template.get("spec").cloned().unwrap_or_default(),
     });
     let pods = resource("", "pods");
-    if defaults::apply(pods, &mut pod).is_ok() {
-        if let Err(error) = store.create(pods, pod) {
-            tracing::warn!(%error, "deployment controller could not create a pod");
-        }
+    if defaults::apply(pods, &mut pod).is_ok()
+        && let Err(error) = store.create(pods, pod)
+    {
+        tracing::warn!(%error, "deployment controller could not create a pod");
     }
 }
 
@@ -129,7 +138,13 @@ fn delete_pod(store: &Store, pod: &Value) {
     let _ = lifecycle::delete(store, &key, None);
 }
 
-fn write_status(store: &Store, deployment: &Value, active: &[&Arc<Value>], hash: &str, desired: usize) {
+fn write_status(
+    store: &Store,
+    deployment: &Value,
+    active: &[&Arc<Value>],
+    hash: &str,
+    desired: usize,
+) {
     let hash_pointer = format!("/metadata/labels/{HASH_LABEL}");
     let replicas = active.len();
     let updated = active
@@ -146,7 +161,9 @@ fn write_status(store: &Store, deployment: &Value, active: &[&Arc<Value>], hash:
             .get("conditions")
             .and_then(Value::as_array)
             .and_then(|c| c.iter().find(|c| c["type"] == kind).cloned());
-        let same = old.as_ref().is_some_and(|o| o["status"] == status && o["reason"] == reason);
+        let same = old
+            .as_ref()
+            .is_some_and(|o| o["status"] == status && o["reason"] == reason);
         let now = meta::now();
         let (transition, update) = match &old {
             Some(o) if same => (o["lastTransitionTime"].clone(), o["lastUpdateTime"].clone()),
@@ -189,7 +206,11 @@ fn write_status(store: &Store, deployment: &Value, active: &[&Arc<Value>], hash:
     if status == previous {
         return;
     }
-    let key = Key::new(resource("apps", "deployments"), meta::namespace(deployment), name);
+    let key = Key::new(
+        resource("apps", "deployments"),
+        meta::namespace(deployment),
+        name,
+    );
     let uid = meta::uid(deployment).to_string();
     let _ = store.modify::<StoreError>(&key, |d| {
         if meta::uid(d) != uid {

@@ -51,7 +51,10 @@ pub fn reconcile(store: &Store) {
 
 /// A service port's target port number for a pod, resolving named ports.
 fn target_port(service_port: &Value, pod: Option<&Value>) -> Option<i64> {
-    match service_port.get("targetPort").or_else(|| service_port.get("port"))? {
+    match service_port
+        .get("targetPort")
+        .or_else(|| service_port.get("port"))?
+    {
         Value::Number(n) => n.as_i64(),
         Value::String(name) => pod?
             .pointer("/spec/containers")?

@@ -66,7 +66,8 @@ impl Probe {
             } else if let Some(tcp) = self.spec.get("tcpSocket") {
                 let port = resolve_port(tcp.get("port"), container)?;
                 TcpStream::connect((ip, port)).await.ok().map(|_| true)
-            } else if let Some(exec) = self.spec.pointer("/exec/command").and_then(Value::as_array) {
+            } else if let Some(exec) = self.spec.pointer("/exec/command").and_then(Value::as_array)
+            {
                 let words: Vec<&str> = exec.iter().filter_map(Value::as_str).collect();
                 let (program, args) = words.split_first()?;
                 let status = tokio::process::Command::new(program)

@@ -23,7 +23,9 @@ pub(crate) enum StartError {
     #[error("image {0:?} has no command mapping (use --image NAME=COMMAND)")]
     UnknownImage(String),
     /// The echo server binary was not found.
-    #[error("kube-sim-echo was not found next to the executable or on PATH; build it (cargo build -p kube-sim --bins) or set KUBE_SIM_ECHO")]
+    #[error(
+        "kube-sim-echo was not found next to the executable or on PATH; build it (cargo build -p kube-sim --bins) or set KUBE_SIM_ECHO"
+    )]
     EchoMissing,
     /// Spawning failed.
     #[error("starting {command:?}: {source}")]
@@ -170,7 +172,10 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Child, StartError> {
         .into_iter()
         .flatten()
     {
-        let value = match var.pointer("/valueFrom/fieldRef/fieldPath").and_then(Value::as_str) {
+        let value = match var
+            .pointer("/valueFrom/fieldRef/fieldPath")
+            .and_then(Value::as_str)
+        {
             Some("status.podIP") => ip.clone(),
             Some("metadata.name") => launch.name.to_string(),
             Some("metadata.namespace") => launch.namespace.to_string(),
@@ -256,17 +261,13 @@ impl ProcessTable {
     /// The log of a pod's process so far.
     pub fn log(&self, namespace: &str, name: &str) -> String {
         let key = (namespace.to_string(), name.to_string());
-        let path = self
-            .running()
-            .get(&key)
-            .map(|r| r.log.clone())
-            .or_else(|| {
-                self.logs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&key)
-                    .cloned()
-            });
+        let path = self.running().get(&key).map(|r| r.log.clone()).or_else(|| {
+            self.logs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned()
+        });
         path.and_then(|p| std::fs::read_to_string(p).ok())
             .unwrap_or_default()
     }
@@ -320,9 +321,15 @@ mod tests {
 
     #[test]
     fn image_names_lose_registry_tag_and_digest() {
-        assert_eq!(image_name("mendhak/http-https-echo:31"), "mendhak/http-https-echo");
+        assert_eq!(
+            image_name("mendhak/http-https-echo:31"),
+            "mendhak/http-https-echo"
+        );
         assert_eq!(image_name("docker.io/library/nginx:1.27"), "nginx");
-        assert_eq!(image_name("localhost:5000/app@sha256:abc"), "localhost:5000/app");
+        assert_eq!(
+            image_name("localhost:5000/app@sha256:abc"),
+            "localhost:5000/app"
+        );
     }
 
     #[test]
