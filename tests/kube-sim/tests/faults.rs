@@ -1,24 +1,18 @@
 //! Fault injection, through the library and through the HTTP control API: error statuses with
 //! Retry-After, latency, one-shot conflicts, and a kubelet that never marks pods ready.
 
+#[path = "support/start.rs"]
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube_sim::{ConflictFault, ErrorFault, Latency, Sim, SimConfig};
+use kube_sim::{ConflictFault, ErrorFault, Latency};
 use serde_json::{Value, json};
+use support::{WAIT, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn start() -> Sim {
-    let config = SimConfig {
-        echo_command: Some(env!("CARGO_BIN_EXE_kube-sim-echo").to_string()),
-        ..SimConfig::default().time_scale(0.01)
-    };
-    Sim::start(config).await.expect("the simulator starts")
-}
 
 fn lease(name: &str) -> Lease {
     serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"holderIdentity": "a"}}))

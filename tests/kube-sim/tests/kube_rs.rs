@@ -2,6 +2,9 @@
 //! errors, optimistic concurrency, the scale subresource, and watchers that survive closed
 //! watches and expired history.
 
+#[path = "support/start.rs"]
+mod support;
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -10,19 +13,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube_sim::{Sim, SimConfig};
 use serde_json::json;
+use support::{WAIT, start};
 use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn start() -> Sim {
-    let config = SimConfig {
-        echo_command: Some(env!("CARGO_BIN_EXE_kube-sim-echo").to_string()),
-        ..SimConfig::default().time_scale(0.01)
-    };
-    Sim::start(config).await.expect("the simulator starts")
-}
 
 fn lease(name: &str, holder: &str, labels: serde_json::Value) -> Lease {
     serde_json::from_value(json!({

@@ -1,22 +1,16 @@
 //! The real `kubectl` against the simulator: create, get, scale, annotate, label, patch and
 //! delete of the seed's helloworld manifest, with real echo processes behind the Service.
 
+#[path = "support/start.rs"]
+mod support;
+
 use std::time::Duration;
 
-use kube_sim::{Sim, SimConfig};
 use serde_json::Value;
+use support::{WAIT, start};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/helloworld.yaml");
 const DEPLOYMENT: &str = "helloworld-00001-deployment";
-const WAIT: Duration = Duration::from_secs(30);
-
-async fn start() -> Sim {
-    let config = SimConfig {
-        echo_command: Some(env!("CARGO_BIN_EXE_kube-sim-echo").to_string()),
-        ..SimConfig::default().time_scale(0.01)
-    };
-    Sim::start(config).await.expect("the simulator starts")
-}
 
 fn kubectl_available() -> bool {
     let found = std::process::Command::new("kubectl")

@@ -1,21 +1,12 @@
 //! Pods as the kubelet runs them: readiness decided by the probe, graceful termination on
 //! scale-down with terminating endpoints, restarts after a crash, and images without a command.
 
-use std::time::Duration;
+#[path = "support/start.rs"]
+mod support;
 
 use kube_sim::{Sim, SimConfig};
 use serde_json::{Value, json};
-
-const WAIT: Duration = Duration::from_secs(30);
-const ECHO: &str = env!("CARGO_BIN_EXE_kube-sim-echo");
-
-async fn start(config: SimConfig) -> Sim {
-    let config = SimConfig {
-        echo_command: Some(ECHO.to_string()),
-        ..config.time_scale(0.01)
-    };
-    Sim::start(config).await.expect("the simulator starts")
-}
+use support::{ECHO, WAIT, start, start_with};
 
 /// A Deployment `web` and Service `web` running `image` on port 8080.
 fn manifest(image: &str, replicas: u32, extra_container: Value, grace: u32) -> String {
@@ -67,7 +58,7 @@ fn conditions(endpoint: &Value) -> (bool, bool, bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_is_ready_only_once_its_readiness_probe_passes() {
-    let sim = start(SimConfig::default()).await;
+    let sim = start().await;
     let marker = std::env::temp_dir().join(format!("kube-sim-ready-{}", std::process::id()));
     let _ = std::fs::remove_file(&marker);
     let probe = json!({"readinessProbe": {
@@ -107,7 +98,7 @@ async fn a_pod_is_ready_only_once_its_readiness_probe_passes() {
 async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
     // This image ignores SIGTERM, so the pod stays terminating until the grace period ends.
     let stubborn = format!("trap '' TERM; exec {ECHO} --exit-on-stdin-eof");
-    let sim = start(SimConfig::default().image("example/stubborn", &stubborn)).await;
+    let sim = start_with(SimConfig::default().image("example/stubborn", &stubborn)).await;
     sim.apply_yaml(&manifest("example/stubborn:1.0", 2, json!({}), 300))
         .expect("apply");
     let before = sim
@@ -154,7 +145,7 @@ async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_pod_process_is_restarted() {
-    let sim = start(SimConfig::default()).await;
+    let sim = start().await;
     sim.apply_yaml(&manifest("mendhak/http-https-echo", 1, json!({}), 30))
         .expect("apply");
     sim.wait_for_ready_endpoints("default", "web", 1, WAIT)
@@ -184,7 +175,7 @@ async fn a_crashed_pod_process_is_restarted() {
 
 #[tokio::test]
 async fn an_image_without_a_command_waits_in_err_image_pull() {
-    let sim = start(SimConfig::default()).await;
+    let sim = start().await;
     sim.apply_yaml(&manifest("example/unknown", 1, json!({}), 30))
         .expect("apply");
     sim.wait_for("ErrImagePull", WAIT, |sim| {
