@@ -17,6 +17,7 @@ use crate::admin::{Admin, Health};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::provider::Provider;
+use crate::provider::kube::discovery::Discovery;
 use crate::provider::process::ProcessProvider;
 use crate::proxy::Proxy;
 use crate::route::{Closed, Route};
@@ -34,6 +35,7 @@ pub struct App {
     table: Arc<RouteTable>,
     provider: Arc<dyn Provider>,
     health: Arc<Health>,
+    discovery: Option<Discovery>,
 }
 
 impl std::fmt::Debug for dyn Provider {
@@ -64,6 +66,25 @@ impl App {
             table,
             provider,
             health: Arc::new(Health::default()),
+            discovery: None,
+        }
+    }
+
+    /// An activator serving the routes of Deployments labelled `activator.dev/enabled=true`, found
+    /// and scaled through `client`. `/readyz` turns ready once the watch caches have synced.
+    pub fn kube(config: Config, client: kube::Client) -> App {
+        let metrics = Metrics::new();
+        let table = Arc::new(RouteTable::new(Vec::new()));
+        metrics.register_gauges(table.clone());
+        let (discovery, provider) =
+            Discovery::new(client, &config, Arc::clone(&table), metrics.clone());
+        App {
+            config,
+            metrics,
+            table,
+            provider,
+            health: Arc::new(Health::default()),
+            discovery: Some(discovery),
         }
     }
 
@@ -85,6 +106,7 @@ impl App {
             table,
             provider,
             health,
+            discovery,
         } = self;
         let (stop, stopped) = watch::channel(false);
         let wait_stop = |mut rx: watch::Receiver<bool>| async move {
@@ -102,7 +124,15 @@ impl App {
             config.scaler_tick,
             wait_stop(stopped.clone()),
         ));
-        health.set_loaded();
+        let discovery_task = match discovery {
+            Some(discovery) => Some(tokio::spawn(
+                discovery.run(Arc::clone(&health), wait_stop(stopped.clone())),
+            )),
+            None => {
+                health.set_loaded();
+                None
+            }
+        };
 
         let proxy_service = Proxy::new(Arc::clone(&table), metrics.clone(), config.connect_timeout);
         let (drain_began, mut draining) = watch::channel(false);
@@ -135,6 +165,9 @@ impl App {
 
         let _ = stop.send(true);
         let _ = scaler_task.await;
+        if let Some(task) = discovery_task {
+            let _ = task.await;
+        }
         provider.shutdown().await;
         let _ = admin_task.await;
         tracing::info!("stopped");

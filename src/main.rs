@@ -63,10 +63,22 @@ fn main() -> ExitCode {
             listen = %proxy.local_addr().map_or(config.listen, |a| a),
             admin = %admin.local_addr().map_or(config.admin_listen, |a| a),
             routes = config.routes.len(),
+            kube = config.kube.is_some(),
             domain = %config.domain,
             "activator started"
         );
-        App::new(config).run(proxy, admin, signal()).await;
+        let app = if config.kube.is_some() {
+            match kube::Client::try_default().await {
+                Ok(client) => App::kube(config, client),
+                Err(error) => {
+                    eprintln!("activator: --kube: cannot set up a Kubernetes client (in-cluster or KUBECONFIG): {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        } else {
+            App::new(config)
+        };
+        app.run(proxy, admin, signal()).await;
         ExitCode::SUCCESS
     })
 }

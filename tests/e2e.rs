@@ -6,6 +6,7 @@ mod e2e {
 
     mod activation;
     mod binary;
+    mod manifests;
     mod proxying;
     mod routing;
     mod scaling;
