@@ -227,7 +227,9 @@ impl Route {
                 }
                 Err(error) => {
                     tracing::warn!(route = %self.id(), from = applied, to = desired, %error, "scale failed");
-                    self.set_problem(format!("scaling to {desired} replicas failed: {error}"));
+                    if desired > 0 {
+                        self.set_problem(format!("scaling to {desired} replicas failed: {error}"));
+                    }
                     return;
                 }
             }

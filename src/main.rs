@@ -68,7 +68,14 @@ fn main() -> ExitCode {
             "activator started"
         );
         let app = if config.kube.is_some() {
-            match kube::Client::try_default().await {
+            let client = match kube::Config::infer().await {
+                Ok(kube_config) => activator::provider::kube::client(kube_config),
+                Err(error) => {
+                    eprintln!("activator: --kube: no Kubernetes configuration (in-cluster or KUBECONFIG): {error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match client {
                 Ok(client) => App::kube(config, client),
                 Err(error) => {
                     eprintln!("activator: --kube: cannot set up a Kubernetes client (in-cluster or KUBECONFIG): {error}");

@@ -6,6 +6,7 @@ mod e2e {
 
     mod activation;
     mod binary;
+    mod kube;
     mod manifests;
     mod proxying;
     mod routing;

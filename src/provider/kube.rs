@@ -54,6 +54,7 @@ impl std::fmt::Debug for KubeProvider {
 enum Attempt {
     Done,
     Conflict,
+    TooMany(String),
     Retry(String),
     Fatal(String),
 }
@@ -191,10 +192,20 @@ impl KubeProvider {
                     }
                     tracing::info!(route = %route.id(), "scale write conflicted without a replica change; retrying");
                 }
+                Attempt::TooMany(why) if Instant::now() < deadline => {
+                    tracing::warn!(route = %route.id(), %why, "scale write throttled (429); retrying");
+                    tokio::time::sleep(backoff.max(TOO_MANY_REQUESTS_BACKOFF)).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
                 Attempt::Retry(why) if Instant::now() < deadline => {
                     tracing::warn!(route = %route.id(), %why, retry_in_ms = backoff.as_millis() as u64, "scale write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Attempt::TooMany(why) => {
+                    return Err(ProviderError::new(format!(
+                        "scaling deployments/{name} to {replicas}: 429 {why}"
+                    )));
                 }
                 Attempt::Retry(why) | Attempt::Fatal(why) => {
                     return Err(ProviderError::new(format!(
@@ -206,10 +217,22 @@ impl KubeProvider {
     }
 }
 
+/// A client for the activator: kube-rs's own retry layer is off, because the provider retries
+/// scale writes itself and counts every attempt (kube-rs would retry 429/503/504 unseen). Watches
+/// have their own backoff.
+pub fn client(mut config: kube::Config) -> Result<kube::Client, kube::Error> {
+    config.default_retry = false;
+    kube::Client::try_from(config)
+}
+
+/// A 429 carries `Retry-After`, which `kube::Error` does not expose; wait at least this long.
+const TOO_MANY_REQUESTS_BACKOFF: Duration = Duration::from_secs(1);
+
 fn classify(error: &kube::Error) -> Attempt {
     match error {
         kube::Error::Api(status) if status.code == 409 => Attempt::Conflict,
-        kube::Error::Api(status) if status.code == 429 || status.code >= 500 => {
+        kube::Error::Api(status) if status.code == 429 => Attempt::TooMany(status.message.clone()),
+        kube::Error::Api(status) if status.code >= 500 => {
             Attempt::Retry(format!("{} {}", status.code, status.message))
         }
         kube::Error::Api(status) => Attempt::Fatal(format!("{} {}", status.code, status.message)),

@@ -1,6 +1,7 @@
 //! Sending a request to a replica: one pooled HTTP/1.1 client shared by all requests, bodies
-//! streamed both ways, protocol upgrades tunnelled, and a short retry while a replica refuses
-//! connections before any byte of the request was sent.
+//! streamed both ways, protocol upgrades tunnelled, and a short retry (on another lease, so
+//! possibly another replica) while a replica refuses connections before any byte of the request
+//! was sent, or when an idempotent request without a body failed before any response.
 //!
 //! Retrying needs the request body back after a failed connect. The client drops the request on
 //! a connect error, so the body travels wrapped in an [`UpstreamBody`] that, when dropped without
@@ -93,10 +94,17 @@ impl Upstream {
                 Err(error) => {
                     let addr = lease.endpoint().addr();
                     drop(lease);
-                    let retry =
-                        attempt < CONNECT_ATTEMPTS && error.is_connect() && is_refused(&error);
+                    let refused = error.is_connect() && is_refused(&error);
+                    // An idempotent request without a body that failed before any response (the
+                    // replica died, or the pooled connection to it already had) is safe to send
+                    // again, as nginx's default `proxy_next_upstream error` does.
+                    let replayable = !error.is_connect()
+                        && !upgrade
+                        && parts.method.is_idempotent()
+                        && reclaim.had_no_body();
+                    let retry = attempt < CONNECT_ATTEMPTS && (refused || replayable);
                     if retry && let Some(untouched) = reclaim.take_back() {
-                        tracing::debug!(route = %route.id(), %addr, attempt, "connection refused; retrying");
+                        tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica failed before answering; retrying");
                         body = untouched;
                         attempt += 1;
                         tokio::time::sleep(backoff).await;
@@ -218,6 +226,11 @@ pub struct UpstreamBody {
 pub(crate) struct Reclaim(Option<oneshot::Receiver<Incoming>>);
 
 impl Reclaim {
+    /// Whether the request had no body at all.
+    fn had_no_body(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// `Some(body)` if the body can be sent again: `Some(None)` for a request without a body.
     fn take_back(&mut self) -> Option<Option<Incoming>> {
         match self.0.take() {

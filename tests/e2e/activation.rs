@@ -246,7 +246,12 @@ async fn a_replica_dying_mid_request_gives_502_and_is_restarted() {
     let h = host("fragile");
     let first = activator.get(&h, "/").await.json()["pid"].as_u64().unwrap();
 
-    let answer = activator.get(&h, "/exit/3").await;
+    // A POST is not replayed: the replica died with it, so the client learns so.
+    let request = http::Request::post(format!("http://{}/exit/3", activator.proxy))
+        .header("host", &h)
+        .body(Default::default())
+        .unwrap();
+    let answer = activator.send(request).await;
     assert_eq!(answer.status, 502);
     assert_eq!(answer.headers["x-activator-error"], "upstream");
     assert!(
@@ -291,4 +296,24 @@ async fn held_requests_get_503_shutting_down_when_the_drain_time_runs_out() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["x-activator-error"], "shutting_down");
     assert_eq!(response.headers()["retry-after"], "1");
+}
+
+#[tokio::test]
+async fn an_idempotent_request_to_a_replica_that_just_died_is_replayed() {
+    let activator = Activator::start(&echo_route("fragile", "")).await;
+    let h = host("fragile");
+    for _ in 0..5 {
+        let pid = activator.get(&h, "/").await.json()["pid"].as_u64().unwrap();
+        // Kill the replica behind the activator's back: its pooled connection is now dead.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        super::support::wait_process_gone(pid).await;
+        let answer = activator.get(&h, "/").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_ne!(answer.json()["pid"].as_u64().unwrap(), pid);
+    }
+    activator.stop().await;
 }

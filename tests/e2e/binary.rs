@@ -51,23 +51,10 @@ impl Running {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let started = loop {
-            let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-                .await
-                .expect("the activator logs its start")
-                .unwrap()
-                .expect("the activator runs");
-            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if event["message"] == "activator started" {
-                break event;
-            }
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let addr = |key: &str| started[key].as_str().unwrap().parse().unwrap();
+        let (proxy, admin) = started_addresses(&mut child).await;
         Running {
-            proxy: addr("listen"),
-            admin: addr("admin"),
+            proxy,
+            admin,
             child,
             _config: config,
         }
@@ -78,15 +65,7 @@ impl Running {
     }
 
     async fn get(&self, to: SocketAddr, host: &str, path: &str) -> (u16, String) {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-        let request = Request::get(format!("http://{to}{path}"))
-            .header("host", host)
-            .body(Full::default())
-            .unwrap();
-        let response = client.request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
+        get(to, host, path).await
     }
 
     /// VmHWM (peak resident memory) in KiB.
@@ -98,6 +77,39 @@ impl Running {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     }
+}
+
+/// Reads a started activator's JSON log up to its start line and returns its proxy and admin
+/// addresses; the rest of the log is drained in the background.
+pub(super) async fn started_addresses(child: &mut Child) -> (SocketAddr, SocketAddr) {
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let started = loop {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("the activator logs its start")
+            .unwrap()
+            .expect("the activator runs");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "activator started" {
+            break event;
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let addr = |key: &str| started[key].as_str().unwrap().parse().unwrap();
+    (addr("listen"), addr("admin"))
+}
+
+/// GET `path` from `to` with `Host: host`: the status and the body as text.
+pub(super) async fn get(to: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::get(format!("http://{to}{path}"))
+        .header("host", host)
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]
@@ -188,7 +200,7 @@ async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero()
     wait_process_gone(replica).await;
 }
 
-async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
+pub(super) async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client
         .get(format!("http://{admin}{path}").parse().unwrap())

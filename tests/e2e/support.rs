@@ -84,11 +84,15 @@ impl Activator {
         };
         let config =
             Config::from_toml(&toml).unwrap_or_else(|e| panic!("test config invalid: {e}\n{toml}"));
+        Activator::start_app(App::new(config)).await
+    }
+
+    /// Runs `app` on two fresh 127.0.0.1:0 listeners.
+    pub async fn start_app(app: App) -> Activator {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
-        let app = App::new(config);
         let task = tokio::spawn(app.run(proxy, admin, async move {
             let _ = stop.await;
         }));

@@ -1,0 +1,468 @@
+//! Kubernetes mode against kube-sim: a real API server over HTTP, the real kube-rs client and the
+//! real kubectl, with pods that are real processes on their own 127.x.y.z addresses.
+
+use std::time::{Duration, Instant};
+
+use activator::app::App;
+use activator::config::{Config, KubeSettings};
+use futures_util::future::join_all;
+use kube_sim::faults::{ConflictFault, ErrorFault, Latency};
+use kube_sim::{ImageMapping, Sim, SimConfig};
+
+use super::support::{Activator, echo, host, metric};
+
+const DEPLOYMENT: &str = "helloworld-00001-deployment";
+
+/// The seed example with a short idle timeout.
+fn helloworld(idle_timeout: &str) -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/examples/helloworld.yaml"
+    ))
+    .unwrap()
+    .replace(
+        "activator.dev/idle-timeout: \"60s\"",
+        &format!("activator.dev/idle-timeout: {idle_timeout:?}"),
+    )
+}
+
+/// A Deployment + Service like the seed's, named `name`, with extra annotations and a readiness
+/// path.
+fn workload(name: &str, annotations: &[(&str, &str)], ready_path: &str) -> String {
+    let extra: String = annotations
+        .iter()
+        .map(|(k, v)| format!("    {k}: {v:?}\n"))
+        .collect();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}-deployment
+  namespace: default
+  labels: {{app: {name}, activator.dev/enabled: "true"}}
+  annotations:
+    activator.dev/service: {name}
+{extra}spec:
+  replicas: 0
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+        - name: echo
+          image: mendhak/http-https-echo
+          ports: [{{name: http, containerPort: 80}}]
+          readinessProbe: {{httpGet: {{path: {ready_path}, port: http}}, periodSeconds: 10}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+"#
+    )
+}
+
+/// A simulator whose echo image runs `activator-echo` on the pod's address.
+async fn sim(time_scale: f64) -> Sim {
+    let config = SimConfig {
+        time_scale,
+        images: vec![ImageMapping {
+            image: "mendhak/http-https-echo".into(),
+            command: format!("exec {} --bind {{ip}} --port {{port}}", echo()),
+        }],
+        ..SimConfig::default()
+    };
+    Sim::start(config).await.expect("kube-sim starts")
+}
+
+/// An activator in Kubernetes mode against `sim`, ready once its caches synced.
+async fn activator(sim: &Sim, toml: &str) -> Activator {
+    // The activator's log appears with a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("activator=debug")
+        .try_init();
+    let toml = if toml.contains("scaler_tick") {
+        toml.to_owned()
+    } else {
+        format!("scaler_tick = \"50ms\"\n{toml}")
+    };
+    let mut config = Config::from_toml(&toml).unwrap();
+    config.kube = Some(KubeSettings {
+        namespace: None,
+        probe_interval: Duration::from_millis(25),
+    });
+    // Built as the binary builds it (kube-rs's own retries off), from the simulator's kubeconfig.
+    let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
+    let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = activator::provider::kube::client(kube_config).unwrap();
+    let activator = Activator::start_app(App::kube(config, client)).await;
+    super::support::wait_until("the activator is ready", || async {
+        activator.admin("/readyz").await.status == 200
+    })
+    .await;
+    activator
+}
+
+fn replicas(sim: &Sim, deployment: &str) -> i64 {
+    sim.get("deployments", "default", deployment)
+        .and_then(|d| {
+            d.pointer("/spec/replicas")
+                .and_then(serde_json::Value::as_i64)
+        })
+        .unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn the_seed_walkthrough_cold_starts_serves_scales_to_zero_and_cold_starts_again() {
+    let sim = sim(0.01).await;
+    let manifest = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(manifest.path(), helloworld("1s")).unwrap();
+    sim.kubectl(&["apply", "-f", manifest.path().to_str().unwrap()])
+        .await
+        .expect("kubectl apply");
+
+    // The real binary, as an operator runs it.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_activator"))
+        .args([
+            "--kube",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env("KUBECONFIG", sim.kubeconfig_path())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (proxy, admin) = super::binary::started_addresses(&mut child).await;
+    super::support::wait_until("ready", || async {
+        super::binary::admin_status(admin, "/readyz").await == Some(200)
+    })
+    .await;
+
+    let h = host("helloworld");
+    let (status, body) = super::binary::get(proxy, &h, "/").await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        echo["headers"]["host"], h,
+        "the replica sees the original Host"
+    );
+    let jsonpath = [
+        "get",
+        "deployment",
+        DEPLOYMENT,
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ];
+    assert_eq!(sim.kubectl(&jsonpath).await.unwrap().trim(), "1");
+    let pod_pid = echo["pid"].as_u64().unwrap();
+
+    sim.wait_for("the idle scale to zero", Duration::from_secs(20), |sim| {
+        replicas(sim, DEPLOYMENT) == 0
+    })
+    .await
+    .unwrap();
+    assert_eq!(sim.kubectl(&jsonpath).await.unwrap().trim(), "0");
+    super::support::wait_process_gone(pod_pid).await;
+
+    let (status, body) = super::binary::get(proxy, &h, "/").await;
+    assert_eq!(status, 200, "the next request cold-starts it again: {body}");
+    assert_ne!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["pid"]
+            .as_u64()
+            .unwrap(),
+        pod_pid
+    );
+    let _ = child.kill().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_cold_requests_need_exactly_one_scale_patch() {
+    let sim = sim(0.01).await;
+    // A target far above the burst leaves the scale-up to activation alone.
+    sim.apply_yaml(&helloworld("60s").replace(
+        "activator.dev/max-scale: \"3\"",
+        "activator.dev/max-scale: \"3\"\n    activator.dev/target-concurrency: \"1000\"",
+    ))
+    .unwrap();
+    let activator = activator(&sim, "").await;
+    sim.reset_counters();
+
+    let h = host("helloworld");
+    let answers = join_all((0..500).map(|_| activator.get(&h, "/"))).await;
+    assert!(answers.iter().all(|a| a.status == 200), "all served");
+    assert_eq!(
+        sim.counters().count("patch", "deployments/scale"),
+        1,
+        "{:?}",
+        sim.counters()
+    );
+    assert_eq!(
+        sim.counters().count("update", "deployments"),
+        0,
+        "never a write of the whole Deployment"
+    );
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn direct_probes_serve_before_a_slow_kubelet_marks_the_pod_ready() {
+    // Real time, readiness every 2s: the kubelet's first probe finds the process still starting,
+    // so it marks the pod Ready only ~2s later.
+    let sim = sim(1.0).await;
+    sim.apply_yaml(&helloworld("60s").replace("periodSeconds: 10", "periodSeconds: 2"))
+        .unwrap();
+    let activator = activator(&sim, "").await;
+
+    let started = Instant::now();
+    let answer = activator.get(&host("helloworld"), "/").await;
+    let served_after = started.elapsed();
+    assert_eq!(answer.status, 200);
+    sim.wait_for_ready_endpoints("default", "helloworld", 1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let kubelet_after = started.elapsed();
+    println!(
+        "first response after {served_after:?}; kubelet marked the pod Ready after {kubelet_after:?} ({:?} later)",
+        kubelet_after - served_after
+    );
+    assert!(
+        served_after < kubelet_after,
+        "served {served_after:?}, kubelet ready {kubelet_after:?}"
+    );
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn scale_errors_are_retried_while_held_requests_wait() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("60s")).unwrap();
+    let activator = activator(&sim, "").await;
+    for status in [500, 429] {
+        sim.faults().add_error(ErrorFault {
+            verb: Some("patch".into()),
+            resource: Some("deployments/scale".into()),
+            status,
+            share: 1.0,
+            retry_after_seconds: Some(0),
+            count: Some(1),
+        });
+    }
+    let h = host("helloworld");
+    let answers = join_all((0..20).map(|_| activator.get(&h, "/"))).await;
+    assert!(
+        answers.iter().all(|a| a.status == 200),
+        "{:?}",
+        answers.iter().map(|a| a.status).collect::<Vec<_>>()
+    );
+    let metrics = activator.metrics().await;
+    let attempts = |result: &str| {
+        metric(
+            &metrics,
+            &format!(
+                r#"activator_scale_events_total{{direction="up",result="{result}",route="helloworld"}}"#
+            ),
+        )
+    };
+    assert_eq!(
+        (attempts("error"), attempts("success")),
+        (2.0, 1.0),
+        "{:?}\n{metrics}",
+        sim.counters()
+    );
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn closed_and_expired_watches_lose_no_request_and_state_recovers() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("60s")).unwrap();
+    let activator = activator(&sim, "").await;
+    let h = host("helloworld");
+    assert_eq!(activator.get(&h, "/").await.status, 200);
+
+    sim.close_watches();
+    sim.expire_watch_history();
+    // A change made while the watches were down must still reach the activator.
+    sim.kubectl(&["scale", "deployment", DEPLOYMENT, "--replicas=2"])
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        assert_eq!(activator.get(&h, "/").await.status, 200);
+    }
+    activator
+        .wait_route("helloworld", "at two replicas", |r| {
+            r.desired_replicas == 2 && r.ready_replicas == 2
+        })
+        .await;
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_conflicting_scale_down_keeps_the_pod_for_the_request_that_arrives_meanwhile() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("300ms")).unwrap();
+    let activator = activator(&sim, "").await;
+    let h = host("helloworld");
+    assert_eq!(activator.get(&h, "/").await.status, 200);
+
+    // The scale-down write is slow and will meet a conflict: a request arrives while it is in flight.
+    sim.faults().add_latency(Latency {
+        verb: Some("patch".into()),
+        resource: Some("deployments/scale".into()),
+        millis: 500,
+    });
+    sim.faults().conflict_next_update(ConflictFault {
+        resource: "deployments".into(),
+        namespace: "default".into(),
+        name: DEPLOYMENT.into(),
+    });
+    activator
+        .wait_route("helloworld", "scaling down", |r| r.desired_replicas == 0)
+        .await;
+    let answer = activator.get(&h, "/").await;
+    assert_eq!(answer.status, 200);
+
+    let metrics = activator.metrics().await;
+    let conflict =
+        r#"activator_scale_events_total{direction="down",result="conflict",route="helloworld"}"#;
+    assert_eq!(metric(&metrics, conflict), 1.0, "{metrics}");
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"activator_cold_starts_total{route="helloworld"}"#
+        ),
+        1.0,
+        "served by the running pod"
+    );
+    assert_eq!(replicas(&sim, DEPLOYMENT), 1, "not scaled to zero");
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn scaling_to_zero_by_hand_holds_requests_and_reactivates() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("60s")).unwrap();
+    let activator = activator(&sim, "").await;
+    let h = host("helloworld");
+    assert_eq!(activator.get(&h, "/").await.status, 200);
+
+    let traffic = async {
+        let mut statuses = Vec::new();
+        for _ in 0..40 {
+            statuses.push(activator.get(&h, "/").await.status);
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        statuses
+    };
+    let by_hand = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sim.kubectl(&["scale", "deployment", DEPLOYMENT, "--replicas=0"])
+            .await
+            .unwrap();
+    };
+    let (statuses, ()) = tokio::join!(traffic, by_hand);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    sim.wait_for("re-activated", Duration::from_secs(10), |sim| {
+        replicas(sim, DEPLOYMENT) >= 1
+    })
+    .await
+    .unwrap();
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_deployment_answers_404_and_its_held_requests_503() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&workload("stuck", &[], "/status/503"))
+        .unwrap();
+    let activator = activator(&sim, "").await;
+    let h = host("stuck");
+    let held = {
+        let (client, proxy, h) = (activator.client.clone(), activator.proxy, h.clone());
+        tokio::spawn(async move {
+            let request = http::Request::get(format!("http://{proxy}/"))
+                .header("host", h)
+                .body(Default::default())
+                .unwrap();
+            client.request(request).await.unwrap()
+        })
+    };
+    activator
+        .wait_route("stuck", "holding one", |r| r.queued == 1)
+        .await;
+    sim.kubectl(&["delete", "deployment", "stuck-deployment"])
+        .await
+        .unwrap();
+
+    let response = held.await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["x-activator-error"], "route_removed");
+    super::support::wait_until("the route is gone", || async {
+        activator.get(&h, "/").await.status == 404
+    })
+    .await;
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invalid_annotation_is_reported_and_other_routes_are_unaffected() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&workload("good", &[], "/")).unwrap();
+    sim.apply_yaml(&workload(
+        "bad",
+        &[("activator.dev/idle-timeout", "soon")],
+        "/",
+    ))
+    .unwrap();
+    let activator = activator(&sim, "").await;
+
+    assert_eq!(activator.get(&host("good"), "/").await.status, 200);
+    assert_eq!(
+        activator.get(&host("bad"), "/").await.status,
+        404,
+        "the invalid route is not served"
+    );
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(sim.client().unwrap(), "default");
+    super::support::wait_until("a Warning event naming the annotation", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("InvalidAnnotation")
+                    && e.type_.as_deref() == Some("Warning")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some("bad-deployment")
+                    && e.note.as_deref().is_some_and(|n| {
+                        n.contains("activator.dev/idle-timeout") && n.contains("soon")
+                    })
+            })
+    })
+    .await;
+    let metrics = activator.metrics().await;
+    let counted = r#"activator_config_errors_total{key="activator.dev/idle-timeout",namespace="default",route="bad"}"#;
+    assert_eq!(metric(&metrics, counted), 1.0, "{metrics}");
+    activator.stop().await;
+    sim.shutdown().await;
+}
