@@ -466,3 +466,85 @@ async fn an_invalid_annotation_is_reported_and_other_routes_are_unaffected() {
     activator.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_edited_annotation_applies_in_place() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("60s")).unwrap();
+    let activator = activator(&sim, "").await;
+    let h = host("helloworld");
+    let pid = activator.get(&h, "/").await.json()["pid"].as_u64().unwrap();
+    assert_eq!(activator.get("hello.example.test", "/").await.status, 404);
+
+    sim.kubectl(&[
+        "annotate",
+        "deployment",
+        DEPLOYMENT,
+        "activator.dev/hosts=hello.example.test",
+    ])
+    .await
+    .unwrap();
+    super::support::wait_until("the new host is served", || async {
+        activator.get("hello.example.test", "/").await.status == 200
+    })
+    .await;
+    let answer = activator.get("hello.example.test", "/").await;
+    assert_eq!(
+        answer.json()["pid"].as_u64().unwrap(),
+        pid,
+        "the same pod serves: no restart"
+    );
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_older_deployment_keeps_a_contested_host() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&workload(
+        "first",
+        &[("activator.dev/hosts", "shared.test")],
+        "/",
+    ))
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has second precision
+    sim.apply_yaml(&workload(
+        "second",
+        &[("activator.dev/hosts", "shared.test")],
+        "/",
+    ))
+    .unwrap();
+    let activator = activator(&sim, "").await;
+
+    let answer = activator.get("shared.test", "/").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        activator.route("first").await.requests_total,
+        1,
+        "the older route answered"
+    );
+    assert_eq!(
+        activator.get(&host("second"), "/").await.status,
+        200,
+        "its own host still works"
+    );
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(sim.client().unwrap(), "default");
+    super::support::wait_until("a HostConflict event on the younger Deployment", || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("HostConflict")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some("second-deployment")
+                    && e.note.as_deref().is_some_and(|n| n.contains("shared.test"))
+            })
+    })
+    .await;
+    activator.stop().await;
+    sim.shutdown().await;
+}
