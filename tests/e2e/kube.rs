@@ -79,6 +79,11 @@ async fn sim(time_scale: f64) -> Sim {
 
 /// An activator in Kubernetes mode against `sim`, ready once its caches synced.
 async fn activator(sim: &Sim, toml: &str) -> Activator {
+    activator_in(sim, toml, None).await
+}
+
+/// Like [`activator`], watching only `namespace` when given.
+async fn activator_in(sim: &Sim, toml: &str, namespace: Option<&str>) -> Activator {
     // The activator's log appears with a failing test's output.
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -91,7 +96,7 @@ async fn activator(sim: &Sim, toml: &str) -> Activator {
     };
     let mut config = Config::from_toml(&toml).unwrap();
     config.kube = Some(KubeSettings {
-        namespace: None,
+        namespace: namespace.map(str::to_owned),
         probe_interval: Duration::from_millis(25),
     });
     // Built as the binary builds it (kube-rs's own retries off), from the simulator's kubeconfig.
@@ -218,10 +223,11 @@ async fn five_hundred_concurrent_cold_requests_need_exactly_one_scale_patch() {
 
 #[tokio::test]
 async fn direct_probes_serve_before_a_slow_kubelet_marks_the_pod_ready() {
-    // Real time, readiness every 2s: the kubelet's first probe finds the process still starting,
-    // so it marks the pod Ready only ~2s later.
+    // Real time, a kubelet probing every 2s after a 2s initial delay: it marks the pod Ready ~2s
+    // after start, however fast the process starts.
     let sim = sim(1.0).await;
-    sim.apply_yaml(&helloworld("60s").replace("periodSeconds: 10", "periodSeconds: 2"))
+    let slow_kubelet = "periodSeconds: 2\n            initialDelaySeconds: 2";
+    sim.apply_yaml(&helloworld("60s").replace("periodSeconds: 10", slow_kubelet))
         .unwrap();
     let activator = activator(&sim, "").await;
 
@@ -545,6 +551,32 @@ async fn the_older_deployment_keeps_a_contested_host() {
             })
     })
     .await;
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_namespace_restriction_ignores_other_namespaces() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
+        .unwrap();
+    sim.apply_yaml(&helloworld("60s")).unwrap();
+    sim.apply_yaml(&helloworld("60s").replace("namespace: default", "namespace: shop"))
+        .unwrap();
+    let activator = activator_in(&sim, "", Some("shop")).await;
+    assert_eq!(
+        activator
+            .get("helloworld.shop.127.0.0.1.nip.io", "/")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(activator.get(&host("helloworld"), "/").await.status, 404);
+    assert_eq!(
+        replicas(&sim, DEPLOYMENT),
+        0,
+        "the default namespace is left alone"
+    );
     activator.stop().await;
     sim.shutdown().await;
 }
