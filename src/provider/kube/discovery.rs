@@ -193,6 +193,10 @@ impl Discovery {
     /// Recomputes routes, replica counts and endpoints from the caches.
     fn reconcile(&mut self) {
         let mut deployments = self.deployments.0.state();
+        // Forget problems reported for Deployments that are gone, so the set does not grow forever.
+        let live: HashSet<String> = deployments.iter().filter_map(|d| d.uid()).collect();
+        self.reported
+            .retain(|key| key.split('/').next().is_some_and(|uid| live.contains(uid)));
         // Oldest first: on a conflict, the older Deployment keeps the host.
         deployments.sort_by(|a, b| {
             (
@@ -293,6 +297,14 @@ impl Discovery {
     }
 
     fn apply(&mut self, wanted: BTreeMap<String, (RouteSpec, Arc<Deployment>)>) {
+        // Slices by (namespace, service), built once per pass rather than scanned per route.
+        let mut slices: HashMap<(String, String), Vec<Arc<EndpointSlice>>> = HashMap::new();
+        for slice in self.slices.0.state() {
+            if let Some(service) = slice.labels().get("kubernetes.io/service-name") {
+                let key = (slice.namespace().unwrap_or_default(), service.clone());
+                slices.entry(key).or_default().push(slice);
+            }
+        }
         let mut changed = false;
         for (id, endpoints) in self.routes.iter() {
             if !wanted.contains_key(id) {
@@ -325,7 +337,12 @@ impl Discovery {
                 }
             };
             self.observe_replicas(&endpoints, &deployment);
-            self.publish_endpoints(&endpoints, &spec);
+            let key = (spec.namespace.clone(), service_of(&spec));
+            publish_endpoints(
+                &endpoints,
+                &spec,
+                slices.get(&key).map_or(&[], Vec::as_slice),
+            );
         }
         if changed {
             let routes = self
@@ -354,63 +371,6 @@ impl Discovery {
                 .route()
                 .observe_replicas(u32::try_from(replicas).unwrap_or(0));
         }
-    }
-
-    fn publish_endpoints(&self, endpoints: &Arc<RouteEndpoints>, spec: &RouteSpec) {
-        let Workload::Kube(workload) = &spec.workload else {
-            return;
-        };
-        let mut ready = Vec::new();
-        let mut pending = Vec::new();
-        for slice in self.slices.0.state() {
-            let labels = slice.labels();
-            if slice.namespace().as_deref() != Some(spec.namespace.as_str())
-                || labels.get("kubernetes.io/service-name").map(String::as_str)
-                    != Some(workload.service.as_str())
-            {
-                continue;
-            }
-            let Some(port) = slice
-                .ports
-                .as_ref()
-                .and_then(|ports| {
-                    ports
-                        .iter()
-                        .find(|p| p.name.clone().unwrap_or_default() == workload.port_name)
-                })
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok())
-            else {
-                continue;
-            };
-            for endpoint in &slice.endpoints {
-                let conditions = endpoint.conditions.as_ref();
-                if conditions.and_then(|c| c.terminating).unwrap_or(false) {
-                    continue;
-                }
-                let Some(ip) = endpoint
-                    .addresses
-                    .first()
-                    .and_then(|a| a.parse::<IpAddr>().ok())
-                else {
-                    continue;
-                };
-                let serve = SocketAddr::new(ip, port);
-                // A nil `ready` means unknown, which consumers should treat as ready.
-                if conditions.and_then(|c| c.ready).unwrap_or(true) {
-                    ready.push(serve);
-                } else {
-                    let probe = SocketAddr::new(ip, workload.probe.port.unwrap_or(port));
-                    pending.push(Pending {
-                        serve,
-                        probe,
-                        path: workload.probe.path.clone(),
-                    });
-                }
-            }
-        }
-        ready.sort();
-        endpoints.update(ready, pending);
     }
 
     /// Logs, counts and posts a Warning Event for a problem, once per Deployment version.
@@ -451,6 +411,70 @@ impl Discovery {
             }
         });
     }
+}
+
+/// The Service a Kubernetes route's pods sit behind.
+fn service_of(spec: &RouteSpec) -> String {
+    match &spec.workload {
+        Workload::Kube(workload) => workload.service.clone(),
+        Workload::Process(_) => String::new(),
+    }
+}
+
+/// Publishes a route's endpoints from its Service's EndpointSlices: ready ones take requests,
+/// terminating ones none, and the rest are probed directly.
+fn publish_endpoints(
+    endpoints: &Arc<RouteEndpoints>,
+    spec: &RouteSpec,
+    slices: &[Arc<EndpointSlice>],
+) {
+    let Workload::Kube(workload) = &spec.workload else {
+        return;
+    };
+    let mut ready = Vec::new();
+    let mut pending = Vec::new();
+    for slice in slices {
+        let Some(port) = slice
+            .ports
+            .as_ref()
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| p.name.clone().unwrap_or_default() == workload.port_name)
+            })
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for endpoint in &slice.endpoints {
+            let conditions = endpoint.conditions.as_ref();
+            if conditions.and_then(|c| c.terminating).unwrap_or(false) {
+                continue;
+            }
+            let Some(ip) = endpoint
+                .addresses
+                .first()
+                .and_then(|a| a.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let serve = SocketAddr::new(ip, port);
+            // A nil `ready` means unknown, which consumers should treat as ready.
+            if conditions.and_then(|c| c.ready).unwrap_or(true) {
+                ready.push(serve);
+            } else {
+                let probe = SocketAddr::new(ip, workload.probe.port.unwrap_or(port));
+                pending.push(Pending {
+                    serve,
+                    probe,
+                    path: workload.probe.path.clone(),
+                });
+            }
+        }
+    }
+    ready.sort();
+    endpoints.update(ready, pending);
 }
 
 /// Drives one reflector's watch stream, marking the state dirty on every event.
