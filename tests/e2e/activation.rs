@@ -278,16 +278,7 @@ async fn held_requests_get_503_shutting_down_when_the_drain_time_runs_out() {
         never_ready("stuck", "cold_start_timeout = \"20s\"")
     );
     let activator = Activator::start(&config).await;
-    let held = {
-        let (client, proxy, h) = (activator.client.clone(), activator.proxy, host("stuck"));
-        tokio::spawn(async move {
-            let request = http::Request::get(format!("http://{proxy}/"))
-                .header("host", h)
-                .body(Default::default())
-                .unwrap();
-            client.request(request).await.unwrap()
-        })
-    };
+    let held = activator.spawn_get(&host("stuck"), "/");
     activator
         .wait_route("stuck", "holding one", |r| r.queued == 1)
         .await;

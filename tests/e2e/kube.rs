@@ -113,6 +113,26 @@ async fn activator_in(sim: &Sim, toml: &str, namespace: Option<&str>) -> Activat
     activator
 }
 
+/// Waits for a Warning Event with `reason` about Deployment `regarding` whose note names every
+/// one of `mentions` (read through events.k8s.io/v1, where the activator posts it).
+async fn wait_for_event(sim: &Sim, reason: &str, regarding: &str, mentions: &[&str]) {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(sim.client().unwrap(), "default");
+    let what = format!("a {reason} event on {regarding}");
+    super::support::wait_until(&what, || async {
+        let list = events.list(&Default::default()).await.unwrap();
+        list.items.iter().any(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| mentions.iter().all(|m| n.contains(m)))
+        })
+    })
+    .await;
+}
+
 fn replicas(sim: &Sim, deployment: &str) -> i64 {
     sim.get("deployments", "default", deployment)
         .and_then(|d| {
@@ -400,16 +420,7 @@ async fn a_deleted_deployment_answers_404_and_its_held_requests_503() {
         .unwrap();
     let activator = activator(&sim, "").await;
     let h = host("stuck");
-    let held = {
-        let (client, proxy, h) = (activator.client.clone(), activator.proxy, h.clone());
-        tokio::spawn(async move {
-            let request = http::Request::get(format!("http://{proxy}/"))
-                .header("host", h)
-                .body(Default::default())
-                .unwrap();
-            client.request(request).await.unwrap()
-        })
-    };
+    let held = activator.spawn_get(&h, "/");
     activator
         .wait_route("stuck", "holding one", |r| r.queued == 1)
         .await;
@@ -446,25 +457,12 @@ async fn an_invalid_annotation_is_reported_and_other_routes_are_unaffected() {
         404,
         "the invalid route is not served"
     );
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
-        kube::Api::namespaced(sim.client().unwrap(), "default");
-    super::support::wait_until("a Warning event naming the annotation", || async {
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("InvalidAnnotation")
-                    && e.type_.as_deref() == Some("Warning")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                        == Some("bad-deployment")
-                    && e.note.as_deref().is_some_and(|n| {
-                        n.contains("activator.dev/idle-timeout") && n.contains("soon")
-                    })
-            })
-    })
+    wait_for_event(
+        &sim,
+        "InvalidAnnotation",
+        "bad-deployment",
+        &["activator.dev/idle-timeout", "soon"],
+    )
     .await;
     let metrics = activator.metrics().await;
     let counted = r#"activator_config_errors_total{key="activator.dev/idle-timeout",namespace="default",route="bad"}"#;
@@ -534,23 +532,7 @@ async fn the_older_deployment_keeps_a_contested_host() {
         200,
         "its own host still works"
     );
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
-        kube::Api::namespaced(sim.client().unwrap(), "default");
-    super::support::wait_until("a HostConflict event on the younger Deployment", || async {
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|e| {
-                e.reason.as_deref() == Some("HostConflict")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                        == Some("second-deployment")
-                    && e.note.as_deref().is_some_and(|n| n.contains("shared.test"))
-            })
-    })
-    .await;
+    wait_for_event(&sim, "HostConflict", "second-deployment", &["shared.test"]).await;
     activator.stop().await;
     sim.shutdown().await;
 }

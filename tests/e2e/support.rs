@@ -116,6 +116,25 @@ impl Activator {
         .await
     }
 
+    /// Sends a GET in the background (for a request that will be held) and returns its handle.
+    pub fn spawn_get(
+        &self,
+        host: &str,
+        path: &str,
+    ) -> JoinHandle<http::Response<hyper::body::Incoming>> {
+        let request = Request::get(format!("http://{}{path}", self.proxy))
+            .header("host", host)
+            .body(Full::default())
+            .unwrap();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            client
+                .request(request)
+                .await
+                .expect("the activator answers")
+        })
+    }
+
     /// Sends a request to the proxy and reads the answer whole.
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Answer {
         let response = self

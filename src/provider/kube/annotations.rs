@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::file::{HumanDuration, RouteSettings};
 use crate::config::{
-    ConfigError, DirectProbe, KubeWorkload, RouteDefaults, RouteSpec, Workload,
-    normalise_host_name, parse_duration, resolve_settings,
+    ConfigError, DirectProbe, KubeWorkload, RouteDefaults, RouteSpec, Workload, is_dns_label,
+    is_host_name, normalise_host_name, parse_duration, resolve_settings,
 };
 
 /// The label that opts a Deployment in.
@@ -263,24 +263,6 @@ fn direct_probe(deployment: &Deployment) -> DirectProbe {
         };
     }
     DirectProbe::default()
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_host_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 #[cfg(test)]
