@@ -73,6 +73,10 @@ pub(crate) struct RouteSettings {
 }
 
 /// One `[[routes]]` entry.
+///
+/// The route settings are listed here again rather than `#[serde(flatten)]`ed from
+/// [`RouteSettings`]: serde cannot combine `flatten` with `deny_unknown_fields`, and a misspelt key
+/// must stay an error.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileRoute {
