@@ -239,18 +239,37 @@ impl Route {
         }
     }
 
-    /// Takes note of a replica count set outside the activator (`kubectl scale`, an HPA, or the
-    /// provider's own view after a conflict). Requests held while the count fell to zero
-    /// re-activate the route.
+    /// Takes note of the replica count the workload has now, as a watch reports it. Ignored
+    /// while a scale write of the activator's own is pending (the report predates it). A count set
+    /// by someone else (`kubectl scale`, an HPA) is adopted: above zero it reopens the route, and
+    /// at zero with requests held it re-activates the route.
     pub fn observe_replicas(self: &Arc<Self>, replicas: u32) {
-        let mut state = self.activation.state();
-        self.activation.applied.store(replicas, Ordering::Release);
-        if state.desired == replicas {
+        let state = self.activation.state();
+        if state.desired != self.activation.applied.load(Ordering::Acquire) {
             return;
         }
+        drop(state);
+        self.adopt_replicas(replicas);
+    }
+
+    /// Adopts `replicas` as both desired and applied: what the workload runs, decided elsewhere
+    /// (observed, or re-read after a conflicting write).
+    pub fn adopt_replicas(self: &Arc<Self>, replicas: u32) {
+        let mut state = self.activation.state();
+        self.activation.applied.store(replicas, Ordering::Release);
         let before = state.desired;
         state.desired = replicas;
         drop(state);
+        if replicas > 0 && !self.backends().is_open() {
+            self.backends().open_gate();
+        }
+        if before == replicas {
+            return;
+        }
+        if replicas > before {
+            // Someone started replicas: give them a whole idle timeout before scaling them away.
+            self.stats().mark_active();
+        }
         tracing::info!(route = %self.id(), from = before, to = replicas, "replicas changed outside the activator");
         if replicas == 0 && self.stats().queued_now() > 0 {
             self.activate(Instant::now());

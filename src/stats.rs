@@ -106,6 +106,11 @@ impl RouteStats {
         self.last_activity.store(now as u64 + 1, Ordering::Relaxed);
     }
 
+    /// Counts now as activity (the idle clock restarts), without a request.
+    pub fn mark_active(&self) {
+        self.touch(self.nanos(Instant::now()));
+    }
+
     /// Requests held or in flight, read with the ordering the scale-to-zero decision needs.
     pub fn open_now(&self) -> u64 {
         self.open.load(Ordering::SeqCst).max(0) as u64

@@ -98,7 +98,11 @@ impl KubeProvider {
         ))
     }
 
-    async fn scale_deployment(&self, route: &Route, replicas: u32) -> Result<(), ProviderError> {
+    async fn scale_deployment(
+        &self,
+        route: &Arc<Route>,
+        replicas: u32,
+    ) -> Result<(), ProviderError> {
         let spec = route.spec();
         let Workload::Kube(workload) = &spec.workload else {
             return Err(ProviderError::new(format!(
@@ -184,6 +188,10 @@ impl KubeProvider {
                             .and_then(|s| s.replicas)
                             .map_or(0, |r| u32::try_from(r).unwrap_or(0))
                     });
+                    if let Some(now) = seen.filter(|now| *now != current) {
+                        // Their count wins: adopt it, so that the scaler does not write over it.
+                        route.adopt_replicas(now);
+                    }
                     if seen.is_some_and(|now| now != current) || route.desired() != replicas {
                         return Err(ProviderError::new(format!(
                             "deployments/{name} was scaled by someone else meanwhile ({current} → {}); keeping their change",

@@ -562,3 +562,40 @@ async fn a_namespace_restriction_ignores_other_namespaces() {
     activator.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_route_scaled_up_by_hand_after_going_idle_serves_at_once() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("1s")).unwrap();
+    let activator = activator(&sim, "").await;
+    let h = host("helloworld");
+    assert_eq!(activator.get(&h, "/").await.status, 200);
+    sim.wait_for("idle at zero", Duration::from_secs(10), |sim| {
+        replicas(sim, DEPLOYMENT) == 0
+    })
+    .await
+    .unwrap();
+
+    sim.kubectl(&["scale", "deployment", DEPLOYMENT, "--replicas=2"])
+        .await
+        .unwrap();
+    activator
+        .wait_route("helloworld", "at two ready replicas", |r| {
+            r.ready_replicas == 2
+        })
+        .await;
+    let answer = activator.get(&h, "/").await;
+    assert_eq!(answer.status, 200);
+    let metrics = activator.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"activator_cold_starts_total{route="helloworld"}"#
+        ),
+        1.0,
+        "served by the pods someone else started, without a cold start"
+    );
+    assert_eq!(replicas(&sim, DEPLOYMENT), 2, "their count is kept");
+    activator.stop().await;
+    sim.shutdown().await;
+}
