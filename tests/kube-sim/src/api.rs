@@ -3,6 +3,7 @@
 //! turns an [`ApiError`] into an HTTP response.
 
 pub mod control;
+pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod patch;

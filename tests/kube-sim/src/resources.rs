@@ -212,6 +212,22 @@ impl ResourceType {
         }
     }
 
+    /// The resource whose stored objects this one serves: itself, except for `events.k8s.io`
+    /// Events, which are a second view of the core Events (one stored object, two APIs, as in
+    /// Kubernetes, converted on the way in and out by [`crate::api::convert`]).
+    pub fn storage(&'static self) -> &'static ResourceType {
+        if self.group == "events.k8s.io" && self.plural == "events" {
+            return Self::find("", "v1", "events").unwrap_or(self);
+        }
+        self
+    }
+
+    /// Whether objects are stored under this resource (rather than under another it is a
+    /// view of).
+    pub fn is_stored(&'static self) -> bool {
+        std::ptr::eq(self.storage(), self)
+    }
+
     /// Looks up a subresource by name.
     pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
         self.subresources.iter().find(|s| s.name == name)
@@ -245,5 +261,14 @@ mod tests {
             by_path.map(ResourceType::qualified).as_deref(),
             Some("deployments.apps")
         );
+    }
+
+    #[test]
+    fn both_event_apis_share_the_core_storage() {
+        let core = ResourceType::find("", "v1", "events").expect("core events");
+        let view = ResourceType::find("events.k8s.io", "v1", "events").expect("events.k8s.io");
+        assert!(std::ptr::eq(view.storage(), core));
+        assert!(core.is_stored());
+        assert!(!view.is_stored());
     }
 }

@@ -204,6 +204,15 @@ impl FieldSelector {
         Ok(Self(requirements))
     }
 
+    /// The same selector on other field names: each label replaced by `stored(label)`, for
+    /// resources whose selectable labels differ from the stored fields they select on.
+    pub fn relabelled(mut self, stored: impl Fn(&str) -> &str) -> Self {
+        for r in &mut self.0 {
+            r.key = stored(&r.key).to_string();
+        }
+        self
+    }
+
     /// Whether the object's fields satisfy the selector; a missing field compares as "".
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|r| {

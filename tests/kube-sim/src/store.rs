@@ -34,10 +34,11 @@ pub struct Key {
 }
 
 impl Key {
-    /// Builds a key.
+    /// Builds a key. A resource that is a view of another (`events.k8s.io` Events) is keyed by
+    /// the resource its objects are stored under.
     pub fn new(resource: &'static ResourceType, namespace: &str, name: &str) -> Self {
         Self {
-            resource,
+            resource: resource.storage(),
             namespace: namespace.to_string(),
             name: name.to_string(),
         }
@@ -200,11 +201,13 @@ impl Store {
     }
 
     /// Every object of a type, in one namespace or in all (`None`), with the list's version.
+    /// Objects are as stored: for a view (`events.k8s.io` Events), in the stored form.
     pub fn list(
         &self,
         resource: &'static ResourceType,
         namespace: Option<&str>,
     ) -> (Vec<Arc<Value>>, u64) {
+        let resource = resource.storage();
         let state = self.lock();
         let items = state
             .objects
@@ -250,7 +253,7 @@ impl Store {
         })
     }
 
-    /// Stores a new object. An empty name is generated from `metadata.generateName`; `uid`,
+    /// Stores a new object, in its stored form. An empty name is generated from `metadata.generateName`; `uid`,
     /// `creationTimestamp`, `generation` and `resourceVersion` are stamped.
     ///
     /// # Errors

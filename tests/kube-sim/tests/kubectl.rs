@@ -7,21 +7,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{WAIT, start};
+use support::{WAIT, kubectl_available, start};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/helloworld.yaml");
 const DEPLOYMENT: &str = "helloworld-00001-deployment";
-
-fn kubectl_available() -> bool {
-    let found = std::process::Command::new("kubectl")
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("kubectl is not on PATH; skipping");
-    }
-    found
-}
 
 async fn echo_answers(address: std::net::SocketAddr) -> Value {
     // The pod is Ready as soon as its process runs (it has no readiness probe), which can be

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::request::{Query, Target};
 use super::status::ApiError;
-use super::{Body, Call, Context, full, json_response, scale};
+use super::{Body, Call, Context, convert, full, json_response, scale};
 use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::Key;
@@ -23,7 +23,7 @@ pub fn key(target: &Target) -> Key {
     )
 }
 
-/// Label and field selectors of a list or watch.
+/// Label and field selectors of a list or watch, matched against stored objects.
 pub struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
@@ -59,6 +59,9 @@ fn selectable_fields(resource: &ResourceType) -> &'static [&'static str] {
             "regarding.namespace",
             "regarding.name",
             "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
             "reason",
             "reportingController",
             "type",
@@ -87,7 +90,8 @@ impl Filter {
         }
         Ok(Self {
             labels: LabelSelector::parse(query.str("labelSelector"))?,
-            fields: FieldSelector::parse(&fields, &supported)?,
+            fields: FieldSelector::parse(&fields, &supported)?
+                .relabelled(|label| convert::field_label(target.resource, label)),
             namespace: target.namespace.clone(),
         })
     }
@@ -119,11 +123,15 @@ pub fn get(context: &Context, call: &Call) -> Result<Response<Body>, ApiError> {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             Ok(response)
         }
-        _ => Ok(json_response(StatusCode::OK, &object)),
+        _ => Ok(json_response(
+            StatusCode::OK,
+            &convert::present(call.target.resource, &object),
+        )),
     }
 }
 
-/// The objects a list or watch of `target` starts from, and the version they are at.
+/// The objects a list or watch of `target` starts from (as stored), and the version they are
+/// at.
 pub fn matching(context: &Context, call: &Call, filter: &Filter) -> (Vec<Arc<Value>>, u64) {
     let (items, rv) = context
         .store
@@ -143,7 +151,10 @@ pub fn list(context: &Context, call: &Call) -> Result<Response<Body>, ApiError> 
         "kind": format!("{}List", resource.kind),
         "apiVersion": resource.api_version(),
         "metadata": {"resourceVersion": rv.to_string()},
-        "items": items.iter().map(|o| (**o).clone()).collect::<Vec<_>>(),
+        "items": items
+            .iter()
+            .map(|o| convert::present(resource, o).into_owned())
+            .collect::<Vec<_>>(),
     });
     Ok(json_response(StatusCode::OK, &list))
 }

@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::read::{Filter, matching};
 use super::status::ApiError;
-use super::{Body, Call, Context};
+use super::{Body, Call, Context, convert};
 use crate::resources::ResourceType;
 use crate::store::{Change, ChangeKind, StoreError, Subscription};
 
@@ -155,6 +155,7 @@ impl Stream {
         let mut seen = since;
         if let Some((objects, rv)) = initial {
             for object in objects {
+                let object = convert::present(self.resource, &object);
                 if self.tx.send(event("ADDED", &object)).await.is_err() {
                     return;
                 }
@@ -208,11 +209,14 @@ impl Stream {
             return true;
         }
         *seen = change.rv;
-        if !std::ptr::eq(change.key.resource, self.resource) {
+        if !std::ptr::eq(change.key.resource, self.resource.storage()) {
             return true;
         }
         match seen_as(change, &self.filter) {
-            Some(kind) => self.tx.send(event(kind, &change.object)).await.is_ok(),
+            Some(kind) => {
+                let object = convert::present(self.resource, &change.object);
+                self.tx.send(event(kind, &object)).await.is_ok()
+            }
             None => true,
         }
     }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::patch::{self, PatchKind};
 use super::read::{Filter, key, matching};
 use super::status::{self, ApiError};
-use super::{Body, Call, Context, defaults, json_response, scale};
+use super::{Body, Call, Context, convert, defaults, json_response, scale};
 use crate::lifecycle::{self, Deleted};
 use crate::meta;
 use crate::resources::ResourceType;
@@ -67,7 +67,8 @@ fn conflict_on_stale(key: &Key, sent: &Value, current: &Value) -> Result<(), Api
     Ok(())
 }
 
-/// The object to store when `incoming` is written to `current` through `subresource`.
+/// The object to store when `incoming` (as `resource` presents it) is written to `current` (as
+/// stored) through `subresource`.
 fn merge_write(
     resource: &'static ResourceType,
     subresource: Option<&str>,
@@ -83,6 +84,8 @@ fn merge_write(
         }
         _ => {
             check_type(resource, &mut incoming)?;
+            let mut incoming = convert::to_storage(resource, incoming);
+            let resource = resource.storage();
             if resource.subresource("status").is_some() {
                 match current.get("status") {
                     Some(s) => incoming["status"] = s.clone(),
@@ -106,11 +109,12 @@ fn merge_write(
     }
 }
 
-/// What a successful write answers with: the object, or its `Scale` view.
+/// What a successful write answers with: the object as the request's API presents it, or its
+/// `Scale` view.
 fn written(call: &Call, code: StatusCode, object: &Value) -> Response<Body> {
     match call.target.subresource.as_deref() {
         Some("scale") => json_response(code, &scale::to_scale(object)),
-        _ => json_response(code, object),
+        _ => json_response(code, &convert::present(call.target.resource, object)),
     }
 }
 
@@ -126,11 +130,13 @@ fn finish_if_finalized(store: &Store, key: &Key, object: &Value) {
     }
 }
 
-/// Validates, defaults and stores a new object.
+/// Validates, defaults and stores a new object, returning it as stored.
 fn create_value(context: &Context, call: &Call, mut object: Value) -> Result<Value, ApiError> {
     let resource = call.target.resource;
     check_type(resource, &mut object)?;
     check_namespace(resource, call, &mut object)?;
+    let mut object = convert::to_storage(resource, object);
+    let resource = resource.storage();
     if resource.subresource("status").is_some()
         && resource.kind != "Namespace"
         && let Some(map) = object.as_object_mut()
@@ -148,7 +154,7 @@ fn create_object(
     object: Value,
 ) -> Result<Response<Body>, ApiError> {
     let created = create_value(context, call, object)?;
-    Ok(json_response(StatusCode::CREATED, &created))
+    Ok(written(call, StatusCode::CREATED, &created))
 }
 
 /// POST to a collection.
@@ -174,7 +180,7 @@ pub fn update(context: &Context, call: &Call) -> Result<Response<Body>, ApiError
     let updated = context.store.modify(&key, |current| {
         conflict_on_stale(&key, &body, current)?;
         take_injected_conflict(context, &key)?;
-        merge_write(key.resource, subresource, current, body.clone()).map(Some)
+        merge_write(call.target.resource, subresource, current, body.clone()).map(Some)
     })?;
     finish_if_finalized(&context.store, &key, &updated);
     Ok(written(call, StatusCode::OK, &updated))
@@ -204,12 +210,12 @@ pub fn patch(context: &Context, call: &Call) -> Result<Response<Body>, ApiError>
     let updated = context.store.modify(&key, |current| {
         let base = match subresource {
             Some("scale") => scale::to_scale(current),
-            _ => current.clone(),
+            _ => convert::present(call.target.resource, current).into_owned(),
         };
         let patched = patch::apply(kind, &base, &body)?;
         conflict_on_stale(&key, &patched, &base)?;
         take_injected_conflict(context, &key)?;
-        merge_write(key.resource, subresource, current, patched).map(Some)
+        merge_write(call.target.resource, subresource, current, patched).map(Some)
     })?;
     finish_if_finalized(&context.store, &key, &updated);
     Ok(written(call, StatusCode::OK, &updated))
@@ -284,6 +290,10 @@ pub fn delete(context: &Context, call: &Call) -> Result<Response<Body>, ApiError
     }
     let options = DeleteOptions::new(call)?;
     let body = delete_one(context, &key(&call.target), &options)?;
+    let body = match body["kind"].as_str() {
+        Some("Status") => body,
+        _ => convert::present(call.target.resource, &body).into_owned(),
+    };
     Ok(json_response(StatusCode::OK, &body))
 }
 
@@ -300,7 +310,7 @@ pub fn delete_collection(context: &Context, call: &Call) -> Result<Response<Body
             meta::name(&item),
         );
         match delete_one(context, &key, &options) {
-            Ok(_) => deleted.push((*item).clone()),
+            Ok(_) => deleted.push(convert::present(call.target.resource, &item).into_owned()),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),
         }
@@ -316,8 +326,8 @@ pub fn delete_collection(context: &Context, call: &Call) -> Result<Response<Body
 }
 
 /// Creates `object`, or replaces the existing object of that name (keeping its status), as
-/// `kubectl apply` would for a whole manifest. Namespaced objects without a namespace go to
-/// `default`.
+/// `kubectl apply` would for a whole manifest, returning it as stored. Namespaced objects
+/// without a namespace go to `default`.
 ///
 /// # Errors
 /// 404 for kinds the simulator does not serve, or any error create or update would give.

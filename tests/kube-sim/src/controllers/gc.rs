@@ -15,6 +15,7 @@ use crate::store::{Key, Store, namespaces};
 pub fn reconcile(store: &Store) {
     let all: Vec<_> = RESOURCES
         .iter()
+        .filter(|r| r.is_stored())
         .flat_map(|r| store.list(r, None).0.into_iter().map(move |o| (r, o)))
         .collect();
     let uids: HashSet<&str> = all.iter().map(|(_, o)| meta::uid(o)).collect();

@@ -1,5 +1,6 @@
 //! Starting a simulator for the integration tests: a hundred times faster than real time, with
-//! the echo server this crate just built standing in for `mendhak/http-https-echo`.
+//! the echo server this crate just built standing in for `mendhak/http-https-echo`; and whether
+//! `kubectl` is there for the tests that run it.
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
@@ -26,4 +27,16 @@ pub async fn start_with(config: SimConfig) -> Sim {
 /// Starts a simulator with the default configuration.
 pub async fn start() -> Sim {
     start_with(SimConfig::default()).await
+}
+
+/// Whether `kubectl` is on `PATH`; says so when it is not, so the test can skip.
+pub fn kubectl_available() -> bool {
+    let found = std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("kubectl is not on PATH; skipping");
+    }
+    found
 }
