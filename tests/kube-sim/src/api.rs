@@ -7,6 +7,7 @@ pub mod convert;
 pub mod defaults;
 pub mod discovery;
 pub mod patch;
+pub mod protobuf;
 pub mod read;
 pub mod request;
 pub mod scale;
@@ -127,11 +128,15 @@ pub struct Call {
 }
 
 impl Call {
-    /// The body parsed as JSON (YAML is accepted too, as the API server does).
+    /// The body parsed as JSON (YAML and Kubernetes' protobuf are accepted too, as the API
+    /// server does).
     ///
     /// # Errors
-    /// 400 when it does not parse.
+    /// 400 when it does not parse; 415 for protobuf the simulator cannot decode.
     pub fn json_body(&self) -> Result<Value, ApiError> {
+        if protobuf::is_protobuf(&self.content_type) {
+            return protobuf::decode(&self.body);
+        }
         if self.content_type.contains("yaml") {
             return serde_yaml::from_slice(&self.body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));

@@ -182,3 +182,66 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
         .expect("get pods");
     assert_eq!(left.trim(), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_generators_send_protobuf_that_the_server_decodes() {
+    if !kubectl_available() {
+        return;
+    }
+    let sim = start().await;
+    // kubectl 1.32's typed clients POST `application/vnd.kubernetes.protobuf` for these.
+    let created = sim
+        .kubectl(&["create", "namespace", "other"])
+        .await
+        .expect("create namespace");
+    assert_eq!(created.trim(), "namespace/other created");
+    assert_eq!(sim.counters().count("create", "namespaces"), 1);
+    let namespace = sim
+        .kubectl(&["get", "namespace", "other", "-o", "json"])
+        .await
+        .expect("get namespace");
+    let namespace: Value = serde_json::from_str(&namespace).expect("JSON");
+    assert_eq!(namespace["status"]["phase"], "Active");
+    assert_eq!(namespace["spec"]["finalizers"][0], "kubernetes");
+    assert_eq!(
+        namespace["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "other"
+    );
+
+    sim.kubectl(&[
+        "create",
+        "deployment",
+        "web",
+        "--namespace=other",
+        "--image=nginx:1.27",
+        "--replicas=0",
+        "--port=8080",
+    ])
+    .await
+    .expect("create deployment");
+    let deployment = sim.get("deployments", "other", "web").expect("stored");
+    assert_eq!(
+        deployment["spec"]["replicas"], 0,
+        "a pointer's zero is kept"
+    );
+    assert_eq!(deployment["spec"]["selector"]["matchLabels"]["app"], "web");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "RollingUpdate");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "nginx:1.27");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+
+    sim.kubectl(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "--namespace=other",
+        "--tcp=80:http",
+    ])
+    .await
+    .expect("create service");
+    let service = sim.get("services", "other", "web").expect("stored");
+    assert_eq!(service["spec"]["ports"][0]["port"], 80);
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
+    assert_eq!(service["spec"]["selector"]["app"], "web");
+}

@@ -43,8 +43,11 @@ pub fn apply(resource: &ResourceType, object: &mut Value) -> Result<(), ApiError
                 .entry("labels")
                 .or_insert_with(|| json!({}));
             set_default(labels, "kubernetes.io/metadata.name", json!(name));
-            set_default(object, "spec", json!({"finalizers": ["kubernetes"]}));
-            set_default(object, "status", json!({"phase": "Active"}));
+            // An empty `spec` or `status` (as kubectl's generators send) is filled too.
+            set_default(object, "spec", json!({}));
+            set_default(&mut object["spec"], "finalizers", json!(["kubernetes"]));
+            set_default(object, "status", json!({}));
+            set_default(&mut object["status"], "phase", json!("Active"));
             Ok(())
         }
         _ => Ok(()),
@@ -60,11 +63,16 @@ fn deployment(resource: &ResourceType, object: &mut Value) -> Result<(), ApiErro
     set_default(spec, "replicas", json!(1));
     set_default(spec, "revisionHistoryLimit", json!(10));
     set_default(spec, "progressDeadlineSeconds", json!(600));
-    set_default(
-        spec,
-        "strategy",
-        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
-    );
+    // An empty strategy (as `kubectl create deployment` sends) defaults like a missing one.
+    set_default(spec, "strategy", json!({}));
+    set_default(&mut spec["strategy"], "type", json!("RollingUpdate"));
+    if spec["strategy"]["type"] == "RollingUpdate" {
+        set_default(
+            &mut spec["strategy"],
+            "rollingUpdate",
+            json!({"maxUnavailable": "25%", "maxSurge": "25%"}),
+        );
+    }
     if let Some(pod) = spec.pointer_mut("/template/spec") {
         pod_spec(pod);
     }
