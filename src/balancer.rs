@@ -19,12 +19,15 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use tokio::sync::Notify;
 
+use crate::proxy::pool::Pool;
+
 /// One replica address requests can be sent to.
 #[derive(Debug)]
 pub struct Endpoint {
     addr: SocketAddr,
     authority: Authority,
     in_flight: AtomicU32,
+    pool: Pool,
 }
 
 impl Endpoint {
@@ -37,6 +40,7 @@ impl Endpoint {
             addr,
             authority,
             in_flight: AtomicU32::new(0),
+            pool: Pool::default(),
         }
     }
 
@@ -48,6 +52,11 @@ impl Endpoint {
     /// The address as a URI authority (pre-rendered once, not per request).
     pub fn authority(&self) -> &Authority {
         &self.authority
+    }
+
+    /// The replica's idle connections.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Requests leased to this endpoint now.

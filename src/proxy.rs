@@ -5,6 +5,7 @@
 
 pub mod forward;
 pub mod headers;
+pub(crate) mod pool;
 pub mod respond;
 
 use std::convert::Infallible;

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The activator binary, built by `cargo bench` with the bench profile.
-pub fn activator_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_activator")
+/// The activator binary: `$BENCH_ACTIVATOR_BIN` if set (to compare another build), else the one
+/// `cargo bench` built with the bench profile.
+pub fn activator_binary() -> String {
+    std::env::var("BENCH_ACTIVATOR_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_activator").to_owned())
 }
 
 /// The echo backend binary.

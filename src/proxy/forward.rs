@@ -1,12 +1,14 @@
-//! Sending a request to a replica: one pooled HTTP/1.1 client shared by all requests, bodies
-//! streamed both ways, protocol upgrades tunnelled, and a short retry (on another lease, so
-//! possibly another replica) while a replica refuses connections before any byte of the request
-//! was sent, or when an idempotent request without a body failed before any response.
+//! Sending a request to a replica: a connection from the replica's [`Pool`] (or a new one),
+//! bodies streamed both ways, protocol upgrades tunnelled, and a short retry while a replica
+//! refuses connections.
 //!
-//! Retrying needs the request body back after a failed connect. The client drops the request on
-//! a connect error, so the body travels wrapped in an [`UpstreamBody`] that, when dropped without
-//! ever having been polled, hands the untouched body back through a oneshot channel. A body that
-//! was polled even once is never retried.
+//! Retries, each on a fresh lease (so possibly another replica): a refused connect happens before
+//! the request exists, and a pooled connection that closed before taking the request hands it
+//! back untouched, so both retry the very same request, body unread. An idempotent request
+//! without a body that failed before any response is replayed from a copy of its head. Any other
+//! request whose sending had begun is never retried.
+//!
+//! A connection goes back to its pool once its response body has been read to the end.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
@@ -19,14 +21,12 @@ use http::{Request, Response, StatusCode, Uri, request};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::oneshot;
+use hyper_util::rt::TokioIo;
 
 use crate::balancer::Lease;
 use crate::body::BoxBody;
 use crate::proxy::headers;
+use crate::proxy::pool::{self, Connection};
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
 use crate::stats::RequestGuard;
@@ -36,25 +36,18 @@ const CONNECT_ATTEMPTS: u32 = 6;
 /// First pause between attempts; doubles each time (5, 10, 20, 40, 80 ms).
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 
-/// The client all requests to replicas share.
+/// How requests reach replicas. Connections themselves live in each endpoint's [`Pool`].
+///
+/// [`Pool`]: crate::proxy::pool::Pool
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    connect_timeout: Duration,
 }
 
 impl Upstream {
-    /// A pooled client whose connects give up after `connect_timeout`.
+    /// Requests whose new connections give up after `connect_timeout`.
     pub fn new(connect_timeout: Duration) -> Upstream {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .set_host(false)
-            .build(connector);
-        Upstream { client }
+        Upstream { connect_timeout }
     }
 
     /// Forwards one request of `route` and returns the replica's response, whose body keeps the
@@ -75,11 +68,21 @@ impl Upstream {
             None
         };
         headers::prepare_request(&mut parts, client_ip, upgrade);
+        // An idempotent request without a body that fails before any response (the replica died,
+        // or the pooled connection to it already had) is safe to send again, as nginx's default
+        // `proxy_next_upstream error` does: such a request keeps its head to rebuild it from.
+        // Any other request moves its head to the replica.
+        let replayable = !upgrade && parts.method.is_idempotent() && body.is_end_stream();
+        let (mut outgoing, replay) = if replayable {
+            (upstream_request(&parts, UpstreamBody::empty()), Some(parts))
+        } else {
+            let body = UpstreamBody::new(body);
+            (upstream_request_moving(parts, body), None)
+        };
 
-        let mut body = Some(body);
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
-        let (mut response, lease) = loop {
+        let (mut response, lease, connection) = loop {
             let lease = route
                 .acquire()
                 .await
@@ -87,41 +90,55 @@ impl Upstream {
                     route: route.id().to_owned(),
                     source,
                 })?;
-            let (upstream_body, mut reclaim) = UpstreamBody::new(body.take());
-            let request = upstream_request(&parts, &lease, upstream_body);
-            match self.client.request(request).await {
-                Ok(response) => break (response, lease),
-                Err(error) => {
-                    let addr = lease.endpoint().addr();
-                    drop(lease);
-                    let refused = error.is_connect() && is_refused(&error);
-                    // An idempotent request without a body that failed before any response (the
-                    // replica died, or the pooled connection to it already had) is safe to send
-                    // again, as nginx's default `proxy_next_upstream error` does.
-                    let replayable = !error.is_connect()
-                        && !upgrade
-                        && parts.method.is_idempotent()
-                        && reclaim.had_no_body();
-                    let retry = attempt < CONNECT_ATTEMPTS && (refused || replayable);
-                    if retry && let Some(untouched) = reclaim.take_back() {
-                        tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica failed before answering; retrying");
-                        body = untouched;
-                        attempt += 1;
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
-                        continue;
+            let endpoint = lease.endpoint();
+            let addr = endpoint.addr();
+            let mut connection = match endpoint.pool().checkout().await {
+                Some(pooled) => pooled,
+                None => match pool::connect(addr, self.connect_timeout).await {
+                    Ok(fresh) => fresh,
+                    Err(error) => {
+                        drop(lease);
+                        if attempt < CONNECT_ATTEMPTS && error.is_refused() {
+                            tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica refused the connection; retrying");
+                            attempt += 1;
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                            continue;
+                        }
+                        return Err(upstream_error(route, addr, &error));
                     }
-                    return Err(ProxyError::Upstream {
-                        route: route.id().to_owned(),
-                        addr,
-                        detail: describe(&error),
-                    });
+                },
+            };
+            match connection.try_send_request(outgoing).await {
+                Ok(response) => break (response, lease, connection),
+                Err(mut failed) => {
+                    drop(lease);
+                    if attempt < CONNECT_ATTEMPTS {
+                        // Handed back unsent: the pooled connection closed before taking it.
+                        if let Some(unsent) = failed.take_message() {
+                            tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error(), "connection closed before the request was sent; retrying");
+                            attempt += 1;
+                            outgoing = unsent;
+                            continue;
+                        }
+                        if let Some(head) = &replay {
+                            tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error(), "replica failed before answering; retrying");
+                            attempt += 1;
+                            outgoing = upstream_request(head, UpstreamBody::empty());
+                            tokio::time::sleep(backoff).await;
+                            backoff *= 2;
+                            continue;
+                        }
+                    }
+                    return Err(upstream_error(route, addr, failed.error()));
                 }
             }
         };
 
         let status = response.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection now belongs to the tunnel; it never goes back to the pool.
+            drop(connection);
             headers::strip_hop_by_hop(response.headers_mut(), true);
             route.metrics().response(status.as_u16(), arrived.elapsed());
             let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -135,39 +152,99 @@ impl Upstream {
             route: Arc::clone(route),
             status: status.as_u16(),
             arrived,
-            _open: (guard, lease),
+            open: (guard, lease),
         };
         Ok(response.map(|incoming| {
             Tracked {
                 inner: incoming,
-                _done: done,
+                connection: Some(connection),
+                ended: false,
+                done,
             }
             .boxed()
         }))
     }
 }
 
-fn upstream_request(
-    parts: &request::Parts,
-    lease: &Lease,
-    body: UpstreamBody,
-) -> Request<UpstreamBody> {
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(lease.endpoint().authority().clone());
-    uri.path_and_query = Some(
-        parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    );
+fn upstream_error(
+    route: &Route,
+    addr: std::net::SocketAddr,
+    error: &(dyn StdError + 'static),
+) -> ProxyError {
+    ProxyError::Upstream {
+        route: route.id().to_owned(),
+        addr,
+        detail: describe(error),
+    }
+}
+
+/// The request as the replica gets it, built from a copy of `parts`: origin-form URI, HTTP/1.1,
+/// the rewritten headers.
+fn upstream_request(parts: &request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+    *request.uri_mut() = origin_form(&parts.uri);
     *request.version_mut() = parts.version;
     *request.headers_mut() = parts.headers.clone();
     request
+}
+
+/// Like [`upstream_request`], moving `parts` instead of copying them.
+fn upstream_request_moving(parts: request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
+    let mut request = Request::new(body);
+    *request.uri_mut() = origin_form(&parts.uri);
+    *request.method_mut() = parts.method;
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers;
+    request
+}
+
+/// The path and query of `uri`, as an HTTP/1.1 request line to an origin server carries them.
+fn origin_form(uri: &Uri) -> Uri {
+    Uri::from(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    )
+}
+
+/// A request body on its way to a replica: the client's, or none (a replayed request).
+#[derive(Debug)]
+pub struct UpstreamBody(Option<Incoming>);
+
+impl UpstreamBody {
+    fn new(body: Incoming) -> UpstreamBody {
+        UpstreamBody(Some(body))
+    }
+
+    fn empty() -> UpstreamBody {
+        UpstreamBody(None)
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.0.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
 }
 
 /// Copies bytes both ways between the client's and the replica's upgraded connections, keeping
@@ -190,17 +267,6 @@ async fn tunnel(
     drop(open);
 }
 
-fn is_refused(error: &(dyn StdError + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        source = e.source();
-    }
-    false
-}
-
 /// The innermost useful description of a client error ("connection refused", "connection reset").
 fn describe(error: &(dyn StdError + 'static)) -> String {
     let mut parts = Vec::new();
@@ -215,96 +281,13 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A request body on its way to a replica; see the module docs for the hand-back.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    inner: Option<Incoming>,
-    hand_back: Option<oneshot::Sender<Incoming>>,
-}
-
-/// Receives a body handed back unpolled.
-pub(crate) struct Reclaim(Option<oneshot::Receiver<Incoming>>);
-
-impl Reclaim {
-    /// Whether the request had no body at all.
-    fn had_no_body(&self) -> bool {
-        self.0.is_none()
-    }
-
-    /// `Some(body)` if the body can be sent again: `Some(None)` for a request without a body.
-    fn take_back(&mut self) -> Option<Option<Incoming>> {
-        match self.0.take() {
-            None => Some(None),
-            Some(mut rx) => rx.try_recv().ok().map(Some),
-        }
-    }
-}
-
-impl UpstreamBody {
-    fn new(body: Option<Incoming>) -> (UpstreamBody, Reclaim) {
-        match body {
-            Some(body) if !body.is_end_stream() => {
-                let (tx, rx) = oneshot::channel();
-                (
-                    UpstreamBody {
-                        inner: Some(body),
-                        hand_back: Some(tx),
-                    },
-                    Reclaim(Some(rx)),
-                )
-            }
-            _ => (
-                UpstreamBody {
-                    inner: None,
-                    hand_back: None,
-                },
-                Reclaim(None),
-            ),
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        self.hand_back = None;
-        match self.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        if let (Some(tx), Some(body)) = (self.hand_back.take(), self.inner.take()) {
-            let _ = tx.send(body);
-        }
-    }
-}
-
 /// What a response body carries until it has been sent: the open request, the endpoint lease,
 /// and what the response metrics need.
 struct Done<T> {
     route: Arc<Route>,
     status: u16,
     arrived: Instant,
-    _open: T,
+    open: T,
 }
 
 impl<T> Drop for Done<T> {
@@ -315,10 +298,13 @@ impl<T> Drop for Done<T> {
     }
 }
 
-/// The replica's response body, streamed as it comes.
+/// The replica's response body, streamed as it comes; once it has ended, its connection goes
+/// back to the endpoint's pool.
 struct Tracked {
     inner: Incoming,
-    _done: Done<(RequestGuard, Lease)>,
+    connection: Option<Connection>,
+    ended: bool,
+    done: Done<(RequestGuard, Lease)>,
 }
 
 impl Body for Tracked {
@@ -329,7 +315,11 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -338,5 +328,16 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        // A body dropped before its end leaves the connection mid-response: let it close.
+        if (self.ended || self.inner.is_end_stream())
+            && let Some(connection) = self.connection.take()
+        {
+            self.done.open.1.endpoint().pool().put(connection);
+        }
     }
 }
