@@ -18,7 +18,8 @@
 //! Run with `cargo bench --bench load`; BENCHMARKS.md has the commands and the results.
 //! Knobs (environment): `LOAD_ROUNDS` (3), `LOAD_SECONDS` (3), `LOAD_RATE` (5000 req/s),
 //! `LOAD_PROXY_CPUS` (0), `LOAD_GENERATOR_CPUS` (1), `LOAD_BACKEND_CPUS` (1), `LOAD_TARGETS`
-//! and `LOAD_WORKLOADS` (comma-separated names, default all).
+//! and `LOAD_WORKLOADS` (comma-separated names, default all), and `LOAD_BASELINE_BIN`: another
+//! activator build to run as the target `baseline` (with its own replica), to compare builds.
 
 #[path = "support/harness.rs"]
 mod harness;
@@ -96,33 +97,17 @@ fn main() {
     let scratch = Scratch::new("load");
 
     // The activator and its one replica; every other target uses that same replica.
-    let activator = ActivatorProc::start(
+    let (activator, backend) = start_activator(
+        &harness::activator_binary(),
         &scratch,
-        "",
-        &echo_route(
-            "echo",
-            &["127.0.0.1"],
-            "min_scale = 1\nmax_scale = 1\nidle_timeout = \"1h\"",
-        ),
-        Some(&proxy_cpus),
+        &proxy_cpus,
+        &backend_cpus,
     );
-    let ready = wait_for_line(&activator.log, "replica ready", Duration::from_secs(30));
-    let backend: SocketAddr = serde_json::from_str::<Value>(&ready)
+    // Optionally another build of the activator (with its own replica), to compare builds.
+    let baseline_scratch = Scratch::new("load-baseline");
+    let baseline = std::env::var("LOAD_BASELINE_BIN")
         .ok()
-        .and_then(|line| line["addr"].as_str()?.parse().ok())
-        .unwrap_or_else(|| panic!("no replica address in {ready}"));
-    let stats = http_get(backend, "127.0.0.1", "/__stats").expect("backend stats");
-    let backend_pid = serde_json::from_slice::<Value>(&stats.body).expect("stats JSON")["pid"]
-        .as_u64()
-        .expect("backend pid") as u32;
-    let repinned = Command::new("taskset")
-        .args(["-a", "-p", "-c", &backend_cpus, &backend_pid.to_string()])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        repinned,
-        "cannot pin the backend (pid {backend_pid}) to CPUs {backend_cpus}"
-    );
+        .map(|binary| start_activator(&binary, &baseline_scratch, &proxy_cpus, &backend_cpus).0);
 
     let nginx_port = harness::free_port();
     let nginx_conf = scratch.path("nginx.conf");
@@ -182,6 +167,11 @@ fn main() {
             cpu_pids: vec![activator.pid()],
         },
         Target {
+            name: "baseline",
+            addr: baseline.as_ref().map_or(activator.proxy, |b| b.proxy),
+            cpu_pids: baseline.as_ref().map_or_else(Vec::new, |b| vec![b.pid()]),
+        },
+        Target {
             name: "nginx",
             addr: nginx_addr,
             cpu_pids: nginx_pids,
@@ -195,6 +185,7 @@ fn main() {
     let wanted_targets = env_list("LOAD_TARGETS");
     let targets: Vec<Target> = all_targets
         .into_iter()
+        .filter(|t| t.name != "baseline" || baseline.is_some())
         .filter(|t| {
             wanted_targets
                 .as_ref()
@@ -300,6 +291,48 @@ fn main() {
     println!("\nresults written to {}", path.display());
     drop((nginx_proc, haproxy_proc));
     activator.proc.stop(Duration::from_secs(5));
+    if let Some(baseline) = baseline {
+        baseline.proc.stop(Duration::from_secs(5));
+    }
+}
+
+/// Starts `binary` as an activator with one warm route, `127.0.0.1`, whose one replica (the echo
+/// backend) is moved to `backend_cpus`; returns it and the replica's address.
+fn start_activator(
+    binary: &str,
+    scratch: &Scratch,
+    proxy_cpus: &str,
+    backend_cpus: &str,
+) -> (ActivatorProc, SocketAddr) {
+    let activator = ActivatorProc::start_binary(
+        binary,
+        scratch,
+        "",
+        &echo_route(
+            "echo",
+            &["127.0.0.1"],
+            "min_scale = 1\nmax_scale = 1\nidle_timeout = \"1h\"",
+        ),
+        Some(proxy_cpus),
+    );
+    let ready = wait_for_line(&activator.log, "replica ready", Duration::from_secs(30));
+    let backend: SocketAddr = serde_json::from_str::<Value>(&ready)
+        .ok()
+        .and_then(|line| line["addr"].as_str()?.parse().ok())
+        .unwrap_or_else(|| panic!("no replica address in {ready}"));
+    let stats = http_get(backend, "127.0.0.1", "/__stats").expect("backend stats");
+    let backend_pid = serde_json::from_slice::<Value>(&stats.body).expect("stats JSON")["pid"]
+        .as_u64()
+        .expect("backend pid") as u32;
+    let repinned = Command::new("taskset")
+        .args(["-a", "-p", "-c", backend_cpus, &backend_pid.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        repinned,
+        "cannot pin the backend (pid {backend_pid}) to CPUs {backend_cpus}"
+    );
+    (activator, backend)
 }
 
 struct Generator {
@@ -423,6 +456,9 @@ fn summarise(
             "p99_vs_haproxy": ratio("haproxy", "p99_ms"),
             "cpu_vs_nginx": ratio("nginx", "cpu_seconds_per_100k"),
             "cpu_vs_haproxy": ratio("haproxy", "cpu_seconds_per_100k"),
+            "rps_vs_baseline": ratio("baseline", "requests_per_second"),
+            "p99_vs_baseline": ratio("baseline", "p99_ms"),
+            "cpu_vs_baseline": ratio("baseline", "cpu_seconds_per_100k"),
         });
         out.insert(
             workload.name.to_owned(),
@@ -477,6 +513,14 @@ fn print_table(report: &Value) {
             show("cpu_vs_nginx"),
             show("cpu_vs_haproxy"),
         );
+        if ratios["rps_vs_baseline"].is_f64() {
+            println!(
+                "  activator vs baseline build: req/s {}x, p99 {}x, CPU {}x",
+                show("rps_vs_baseline"),
+                show("p99_vs_baseline"),
+                show("cpu_vs_baseline"),
+            );
+        }
     }
 }
 

@@ -280,6 +280,17 @@ impl ActivatorProc {
     /// Starts the activator on two free ports with `routes` (TOML `[[routes]]` tables and any
     /// top-level keys before them), pinned to `cpus`, and waits until `/readyz` answers 200.
     pub fn start(scratch: &Scratch, top: &str, routes: &str, cpus: Option<&str>) -> ActivatorProc {
+        ActivatorProc::start_binary(&activator_binary(), scratch, top, routes, cpus)
+    }
+
+    /// Like [`ActivatorProc::start`], running `binary` (another build, to compare).
+    pub fn start_binary(
+        binary: &str,
+        scratch: &Scratch,
+        top: &str,
+        routes: &str,
+        cpus: Option<&str>,
+    ) -> ActivatorProc {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = scratch.path("activator.toml");
@@ -292,7 +303,7 @@ impl ActivatorProc {
         let config_arg = config.to_string_lossy().into_owned();
         let mut command = pinned(
             cpus,
-            activator_binary(),
+            binary,
             &["--config", &config_arg, "--log-format", "json"],
         );
         command.env("RUST_LOG", "info");
