@@ -26,7 +26,7 @@ use hyper_util::rt::TokioIo;
 use crate::balancer::Lease;
 use crate::body::BoxBody;
 use crate::proxy::headers;
-use crate::proxy::pool::{self, Connection};
+use crate::proxy::pool::Connection;
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
 use crate::stats::RequestGuard;
@@ -94,7 +94,11 @@ impl Upstream {
             let addr = endpoint.addr();
             let mut connection = match endpoint.pool().checkout().await {
                 Some(pooled) => pooled,
-                None => match pool::connect(addr, self.connect_timeout).await {
+                None => match endpoint
+                    .pool()
+                    .connect_or_reuse(addr, self.connect_timeout)
+                    .await
+                {
                     Ok(fresh) => fresh,
                     Err(error) => {
                         drop(lease);

@@ -15,6 +15,7 @@ use std::time::Duration;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::proxy::forward::UpstreamBody;
@@ -33,6 +34,8 @@ pub(crate) struct Pool {
     // Oldest first (connections are pushed as they become idle); held only to push or pop, never
     // across an await.
     idle: Mutex<Vec<Idle>>,
+    /// Signalled when a connection comes back, for requests still waiting on a new one.
+    returned: Notify,
 }
 
 struct Idle {
@@ -72,6 +75,30 @@ impl Pool {
         }
     }
 
+    /// A new connection to `addr`, or a connection another request returns while that one is
+    /// still being made, whichever comes first: when a burst of requests all open connections
+    /// at once and the replica's accept queue overflows, a request whose connect is stuck
+    /// waiting for a SYN retransmission (a second) takes the first connection that frees up.
+    pub(crate) async fn connect_or_reuse(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        // Boxed: connecting is the rare path, and inline its state would enlarge every request's
+        // future, held ones included.
+        let mut connecting = Box::pin(connect(addr, timeout));
+        loop {
+            tokio::select! {
+                made = &mut connecting => return made,
+                () = self.returned.notified() => {
+                    if let Some(connection) = self.checkout().await {
+                        return Ok(connection);
+                    }
+                }
+            }
+        }
+    }
+
     /// Keeps `connection` for a later request (after its response body ended).
     pub(crate) fn put(&self, connection: Connection) {
         if connection.is_closed() {
@@ -86,6 +113,8 @@ impl Pool {
                 connection,
                 since: now,
             });
+            drop(idle);
+            self.returned.notify_one();
         }
     }
 }
