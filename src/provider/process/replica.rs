@@ -17,8 +17,13 @@ use super::ReadySet;
 use crate::config::ProcessSpec;
 use crate::provider::probe::probe;
 
-/// Time between readiness probes of a starting replica.
+/// Time between readiness probes of a starting replica, once it has been starting for a while.
 pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(20);
+/// Pause between probes during a replica's first [`EAGER_PROBING`]: a process that listens within
+/// milliseconds is found within a millisecond, not a whole period later. A refused connect on
+/// loopback costs microseconds.
+const EAGER_PROBE_PAUSE: Duration = Duration::from_millis(1);
+const EAGER_PROBING: Duration = Duration::from_millis(50);
 /// First pause before restarting a replica that exited; doubles up to [`MAX_RESTART_BACKOFF`].
 const FIRST_RESTART_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
@@ -113,7 +118,7 @@ impl Replica {
     async fn run(&self, mut child: Child, addr: SocketAddr) -> Outcome {
         let path = self.spec.ready_path.as_deref();
         let started = tokio::time::Instant::now();
-        // Starting: probe until ready.
+        // Starting: probe until ready, every millisecond at first, then every period.
         loop {
             match probe(addr, path).await {
                 Ok(()) => break,
@@ -130,7 +135,7 @@ impl Replica {
                     self.terminate(&mut child).await;
                     return Outcome::Stopped;
                 }
-                _ = tokio::time::sleep(PROBE_PERIOD) => {}
+                _ = tokio::time::sleep(if started.elapsed() < EAGER_PROBING { EAGER_PROBE_PAUSE } else { PROBE_PERIOD }) => {}
             }
         }
         tracing::info!(route = %self.ready.route_id(), replica = self.id, %addr, startup_ms = started.elapsed().as_millis() as u64, "replica ready");
