@@ -205,7 +205,10 @@ impl Route {
 
     /// Re-sends the desired count if the provider has not accepted it yet (after an error).
     pub fn reconcile_if_needed(self: &Arc<Self>) {
-        if self.desired() != self.activation.applied.load(Ordering::Acquire) {
+        // A reconcile under way (a provider still retrying) applies the latest count when it is
+        // done, and every change of the count spawns its own: only a failed one needs a new start.
+        let idle = self.activation.scale_lock.try_lock().is_ok();
+        if idle && self.desired() != self.activation.applied.load(Ordering::Acquire) {
             self.spawn_reconcile();
         }
     }
