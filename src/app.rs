@@ -59,15 +59,7 @@ impl App {
             .map(|spec| Route::new(spec.clone(), Arc::clone(&provider), &metrics))
             .collect();
         let table = Arc::new(RouteTable::new(routes));
-        metrics.register_gauges(table.clone());
-        App {
-            config,
-            metrics,
-            table,
-            provider,
-            health: Arc::new(Health::default()),
-            discovery: None,
-        }
+        App::assemble(config, metrics, table, provider, None)
     }
 
     /// An activator serving the routes of Deployments labelled `activator.dev/enabled=true`, found
@@ -75,16 +67,26 @@ impl App {
     pub fn kube(config: Config, client: kube::Client) -> App {
         let metrics = Metrics::new();
         let table = Arc::new(RouteTable::new(Vec::new()));
-        metrics.register_gauges(table.clone());
         let (discovery, provider) =
             Discovery::new(client, &config, Arc::clone(&table), metrics.clone());
+        App::assemble(config, metrics, table, provider, Some(discovery))
+    }
+
+    fn assemble(
+        config: Config,
+        metrics: Metrics,
+        table: Arc<RouteTable>,
+        provider: Arc<dyn Provider>,
+        discovery: Option<Discovery>,
+    ) -> App {
+        metrics.register_gauges(table.clone());
         App {
             config,
             metrics,
             table,
             provider,
             health: Arc::new(Health::default()),
-            discovery: Some(discovery),
+            discovery,
         }
     }
 
