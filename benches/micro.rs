@@ -4,72 +4,37 @@
 //!   lookup with N routes, each route answering its default host, one exact host and one
 //!   `*.suffix` wildcard;
 //! - `in_flight/{guard,lease,guard_and_lease}/{1,2}_threads`: taking and dropping the per-route
-//!   in-flight guard ([`RouteStats::begin`]) and the endpoint lease ([`Backends::try_acquire`]),
+//!   in-flight guard and the endpoint lease,
 //!   from one thread, and from two threads hammering the same route (contended atomics);
 //! - `headers/prepare_request/*`: rewriting a typical request's headers for a replica.
 //!
 //! Run with `cargo bench --bench micro`; see BENCHMARKS.md for results.
 
 use std::hint::black_box;
-use std::net::SocketAddr;
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use activator::balancer::Backends;
-use activator::config::{Config, RouteSpec};
-use activator::metrics::Metrics;
-use activator::provider::{BoxFuture, Provider, ProviderError};
-use activator::proxy::headers::prepare_request;
-use activator::route::Route;
-use activator::routing::{RouteTable, normalise_host};
-use activator::stats::RouteStats;
+use activator::bench::{InFlight, Table, prepare_request};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, Request};
 
-/// A provider that is never asked for anything: lookups do not scale.
-struct Unused;
-
-impl Provider for Unused {
-    fn scale<'a>(&'a self, _: &'a Arc<Route>, _: u32) -> BoxFuture<'a, Result<(), ProviderError>> {
-        Box::pin(async { Ok(()) })
-    }
-
-    fn shutdown(&self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-}
-
 const DOMAIN: &str = "127.0.0.1.nip.io";
-
-/// One route parsed through the real config path, used as the template for the others.
-fn template() -> RouteSpec {
-    let toml = format!(
-        "domain = \"{DOMAIN}\"\n[[routes]]\nname = \"template\"\n[routes.process]\ncommand = [\"true\"]\n"
-    );
-    let mut config = Config::from_toml(&toml).expect("the template route is valid");
-    config.routes.remove(0)
-}
 
 /// A table of `count` routes: `svcI` answers `svcI.default.DOMAIN`, `svcI.example.test` and
 /// `*.svcI.apps.test`.
-fn table_of(count: usize) -> RouteTable {
-    let template = template();
-    let provider: Arc<dyn Provider> = Arc::new(Unused);
-    let metrics = Metrics::new();
-    let routes = (0..count)
-        .map(|i| {
-            let mut spec = template.clone();
-            spec.name = format!("svc{i}");
-            spec.hosts = vec![
-                format!("svc{i}.default.{DOMAIN}"),
-                format!("svc{i}.example.test"),
-                format!("*.svc{i}.apps.test"),
-            ];
-            Route::new(spec, Arc::clone(&provider), &metrics)
-        })
-        .collect();
-    RouteTable::new(routes)
+fn table_of(count: usize) -> Table {
+    Table::new(
+        (0..count)
+            .map(|i| {
+                vec![
+                    format!("svc{i}.default.{DOMAIN}"),
+                    format!("svc{i}.example.test"),
+                    format!("*.svc{i}.apps.test"),
+                ]
+            })
+            .collect(),
+    )
 }
 
 fn route_lookup(c: &mut Criterion) {
@@ -85,10 +50,7 @@ fn route_lookup(c: &mut Criterion) {
         ];
         for (kind, host) in &hosts {
             group.bench_with_input(BenchmarkId::new(*kind, count), host, |b, host| {
-                b.iter(|| {
-                    let host = normalise_host(black_box(host)).expect("a host");
-                    black_box(table.lookup(&host, black_box("/index.html")))
-                })
+                b.iter(|| black_box(table.lookup(black_box(host), black_box("/index.html"))))
             });
         }
     }
@@ -121,27 +83,17 @@ fn contended(threads: usize, iters: u64, op: impl Fn() + Sync) -> Duration {
 
 fn in_flight(c: &mut Criterion) {
     let mut group = c.benchmark_group("in_flight");
-    let stats = Arc::new(RouteStats::new());
-    let backends = Arc::new(Backends::new(0));
-    backends.set_ready(&[SocketAddr::from(([127, 0, 0, 1], 8081))]);
+    let route = InFlight::default();
     for threads in [1, 2] {
         let id = format!("{threads}_threads");
         group.bench_function(BenchmarkId::new("guard", &id), |b| {
-            b.iter_custom(|iters| contended(threads, iters, || drop(black_box(stats.begin()))))
+            b.iter_custom(|iters| contended(threads, iters, || route.guard()))
         });
         group.bench_function(BenchmarkId::new("lease", &id), |b| {
-            b.iter_custom(|iters| {
-                contended(threads, iters, || drop(black_box(backends.try_acquire())))
-            })
+            b.iter_custom(|iters| contended(threads, iters, || route.lease()))
         });
         group.bench_function(BenchmarkId::new("guard_and_lease", &id), |b| {
-            b.iter_custom(|iters| {
-                contended(threads, iters, || {
-                    let guard = black_box(stats.begin());
-                    let lease = black_box(backends.try_acquire());
-                    drop((lease, guard));
-                })
-            })
+            b.iter_custom(|iters| contended(threads, iters, || route.guard_and_lease()))
         });
     }
     group.finish();
@@ -182,7 +134,7 @@ fn headers(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("prepare_request", name), |b| {
             b.iter_batched_ref(
                 || parts.clone(),
-                |parts| prepare_request(parts, &client_ip, false),
+                |parts| prepare_request(parts, &client_ip),
                 BatchSize::SmallInput,
             )
         });

@@ -1,31 +1,47 @@
-//! Activation: holding requests until a replica can serve them, and the single-flight scale-up
-//! that a held request triggers.
+//! Activation: holding requests until a replica can serve them, the gate that keeps requests off
+//! replicas about to stop, and the one task per route that brings the provider to the replica
+//! count wanted.
 //!
 //! A request that finds no endpoint with room joins the route's bounded queue (a
 //! [`QueueGuard`](crate::stats::QueueGuard), so a client that goes away leaves it at once) and
 //! waits on the endpoints' change notification, inside one `tokio::time::timeout` of the route's
 //! cold-start timeout; there is no poll loop. The first held request of an idle route raises the
-//! desired replica count to `max(min_scale, activation_scale)` and spawns a reconcile task; later
-//! ones find the count raised already, so a burst triggers exactly one scale-up.
+//! wanted replica count to `max(min_scale, activation_scale)`; later ones find it raised already,
+//! so a burst makes exactly one scale-up.
 //!
-//! Scale calls to the provider are serialised per route by an async mutex and always apply the
-//! *latest* desired count, so a scale-to-zero racing a re-activation ends in whichever was decided
-//! last. The scale-to-zero decision closes the route's gate before it checks for open requests,
-//! and requests count themselves open before they look at the gate; both sides use sequentially
-//! consistent atomics, so either the decision sees the request (and backs off) or the request
-//! sees the closed gate (and is held, re-activating the route). A request arriving during a scale
-//! down is therefore served, never failed.
+//! Provider calls for a route are made by one driver task at a time, which always carries out the
+//! *latest* decision ([`replicas`]): when a decision changes while a call is under way (a request
+//! re-activates a route whose scale-to-zero is still being retried through an API brownout), the
+//! call is dropped and the new decision written instead, so a stale write never lands after the
+//! request and never holds it.
+//!
+//! The gate: the scale-to-zero decision closes it before it checks for open requests, and
+//! requests count themselves open (in [`RouteStats::begin`]) before they look at it; both sides
+//! use sequentially consistent atomics, so either the decision sees the request (and backs off)
+//! or the request sees the closed gate (and is held, re-activating the route, which opens the
+//! gate again). A request arriving during a scale-down is therefore served, never failed.
+//!
+//! Activation is also the route's [`Report`] handle: what the provider learns (ready endpoints,
+//! problems, replica counts set by others) arrives here.
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+pub(crate) mod replicas;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::balancer::Lease;
-use crate::route::{Closed, Route};
+use crate::balancer::{Backends, Lease};
+use crate::metrics::RouteMetrics;
+use crate::provider::{Provider, Report, ScaleRequest, Scaled};
+use crate::spec::RouteSpec;
+use crate::stats::RouteStats;
+use replicas::{Adopted, Replicas};
 
 /// Where a route stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +69,22 @@ impl Phase {
     }
 }
 
+/// Why a route stopped taking requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closed {
+    /// The route was removed from the configuration.
+    Removed,
+    /// The activator is shutting down and the drain time is over.
+    ShuttingDown,
+}
+
+const OPEN: u8 = 0;
+const REMOVED: u8 = 1;
+const SHUTTING_DOWN: u8 = 2;
+
 /// A request that could not be given an endpoint.
 #[derive(Debug, thiserror::Error)]
-pub enum ActivationError {
+pub(crate) enum ActivationError {
     /// The route already holds `max` requests.
     #[error("route already holds {max} requests")]
     QueueFull {
@@ -80,69 +109,120 @@ pub enum ActivationError {
     ShuttingDown,
 }
 
-/// A route's activation state.
-#[derive(Debug, Default)]
+/// A route's activation: hold queue, gate, replica count and the provider driver.
 pub(crate) struct Activation {
-    // Never held across an await: every critical section below is a few field updates.
+    me: Weak<Activation>,
+    id: String,
+    spec: Arc<ArcSwap<RouteSpec>>,
+    backends: Arc<Backends>,
+    stats: Arc<RouteStats>,
+    metrics: RouteMetrics,
+    provider: Arc<dyn Provider>,
+    /// Leases may be taken (closed while a scale-to-zero decision is made and carried out).
+    gate: AtomicBool,
+    closed: AtomicU8,
+    // Never held across an await: every critical section is a few field updates.
     state: Mutex<State>,
-    /// Serialises provider calls for the route.
-    scale_lock: tokio::sync::Mutex<()>,
-    /// The count the provider last accepted.
-    applied: AtomicU32,
+    /// Signalled when the wanted count changes, so a provider call for an older one is dropped.
+    decided: Notify,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    desired: u32,
+    replicas: Replicas,
     /// When the first request held with no replica ready arrived; cleared by the first ready one.
     held_since: Option<Instant>,
     /// What keeps replicas from becoming ready, and whether it is a failure (not just a wait).
     problem: Option<(String, bool)>,
-    last_scale_up: Option<Instant>,
 }
 
-impl Activation {
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock leaves plain data behind; keep serving.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Activation")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
-impl Route {
+impl Activation {
+    /// The activation of the route whose configuration `spec` holds.
+    pub(crate) fn new(
+        spec: Arc<ArcSwap<RouteSpec>>,
+        backends: Arc<Backends>,
+        stats: Arc<RouteStats>,
+        metrics: RouteMetrics,
+        provider: Arc<dyn Provider>,
+    ) -> Arc<Activation> {
+        Arc::new_cyclic(|me| Activation {
+            me: me.clone(),
+            id: spec.load().id(),
+            spec,
+            backends,
+            stats,
+            metrics,
+            provider,
+            gate: AtomicBool::new(true),
+            closed: AtomicU8::new(OPEN),
+            state: Mutex::new(State::default()),
+            decided: Notify::new(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Leases an endpoint for one request, holding the request until a replica is ready.
-    pub async fn acquire(self: &Arc<Self>) -> Result<Lease, ActivationError> {
+    pub(crate) async fn acquire(&self) -> Result<Lease, ActivationError> {
         // Fast path, unless others are already waiting (they go first).
-        if self.stats().queued_now() == 0
-            && let Some(lease) = self.backends().try_acquire()
+        if self.stats.queued_now() == 0
+            && let Some(lease) = self.try_lease()
         {
             return Ok(lease);
         }
         self.check_closed()?;
-        let max = self.spec().max_queued;
-        let Some(_held) = self.stats().enqueue(max) else {
+        let spec = self.spec.load();
+        let max = spec.max_queued;
+        let Some(_held) = self.stats.enqueue(max) else {
             return Err(ActivationError::QueueFull { max });
         };
         let started = Instant::now();
         let wait = async {
             loop {
-                let notified = self.backends().changed().notified();
+                let notified = self.backends.changed().notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 self.check_closed()?;
-                if let Some(lease) = self.backends().try_acquire() {
+                if let Some(lease) = self.try_lease() {
                     return Ok(lease);
                 }
                 self.activate(started);
                 notified.await;
             }
         };
-        match tokio::time::timeout(self.spec().cold_start_timeout, wait).await {
+        match tokio::time::timeout(spec.cold_start_timeout, wait).await {
             Ok(result) => result,
             Err(_) => Err(ActivationError::Timeout {
                 waited: started.elapsed(),
-                ready: self.backends().ready_count(),
+                ready: self.backends.ready_count(),
                 problem: self.problem(),
             }),
+        }
+    }
+
+    /// An endpoint with room, if the gate lets requests through.
+    fn try_lease(&self) -> Option<Lease> {
+        // SeqCst: see the module docs on the gate.
+        if !self.gate.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.backends.try_acquire()
+    }
+
+    fn open_gate(&self) {
+        if !self.gate.swap(true, Ordering::SeqCst) {
+            self.backends.wake_all();
         }
     }
 
@@ -154,196 +234,411 @@ impl Route {
         }
     }
 
+    /// Stops the route taking requests; held requests are answered at once.
+    pub(crate) fn close(&self, why: Closed) {
+        let code = match why {
+            Closed::Removed => REMOVED,
+            Closed::ShuttingDown => SHUTTING_DOWN,
+        };
+        self.closed.store(code, Ordering::SeqCst);
+        self.backends.wake_all();
+    }
+
+    /// Whether and why the route stopped taking requests.
+    pub(crate) fn closed(&self) -> Option<Closed> {
+        match self.closed.load(Ordering::SeqCst) {
+            REMOVED => Some(Closed::Removed),
+            SHUTTING_DOWN => Some(Closed::ShuttingDown),
+            _ => None,
+        }
+    }
+
     /// Called by a held request: starts a scale-up unless one is under way.
-    fn activate(self: &Arc<Self>, held_since: Instant) {
-        let mut state = self.activation.state();
-        if state.held_since.is_none() && self.backends().ready_count() == 0 {
+    fn activate(&self, held_since: Instant) {
+        let mut state = self.state();
+        if state.held_since.is_none() && self.backends.ready_count() == 0 {
             state.held_since = Some(held_since);
         }
-        if state.desired > 0 {
+        if state.replicas.desired() > 0 {
             return;
         }
-        let replicas = self.spec().scaling.activation_replicas();
-        state.desired = replicas;
-        state.last_scale_up = Some(Instant::now());
+        let replicas = self.spec.load().scaling.activation_replicas();
+        state.replicas.set(replicas, Instant::now());
         drop(state);
-        tracing::info!(route = %self.id(), replicas, "activating: request held with no replica ready");
-        self.spawn_reconcile();
+        tracing::info!(route = %self.id, replicas, "activating: request held with no replica ready");
+        self.decided();
     }
 
     /// Asks for `replicas` replicas (the scaler's decision).
-    pub fn scale_to(self: &Arc<Self>, replicas: u32) {
-        let mut state = self.activation.state();
-        if state.desired == replicas {
-            return;
+    pub(crate) fn scale_to(&self, replicas: u32) {
+        if self.state().replicas.set(replicas, Instant::now()) {
+            self.decided();
         }
-        if replicas > state.desired {
-            state.last_scale_up = Some(Instant::now());
-        }
-        state.desired = replicas;
-        drop(state);
-        self.spawn_reconcile();
     }
 
     /// Scales to zero unless a request is open; returns whether it did.
-    pub fn scale_to_zero_if_unused(self: &Arc<Self>) -> bool {
-        let mut state = self.activation.state();
-        if state.desired == 0 {
-            return false;
+    pub(crate) fn scale_to_zero_if_unused(&self) -> bool {
+        self.begin_scale_down()
+            .is_some_and(|scale_down| scale_down.commit())
+    }
+
+    /// The first half of a scale-to-zero decision: closes the gate. `None` if the route wants no
+    /// replicas already.
+    fn begin_scale_down(&self) -> Option<ScaleDown<'_>> {
+        let state = self.state();
+        if state.replicas.desired() == 0 {
+            return None;
         }
         // Close first, then look: see the module docs for why this order makes the race safe.
-        self.backends().close_gate();
-        if self.stats().open_now() > 0 {
-            self.backends().open_gate();
-            return false;
+        self.gate.store(false, Ordering::SeqCst);
+        Some(ScaleDown {
+            activation: self,
+            state,
+        })
+    }
+
+    /// A new decision was made: drop any provider call for an older one, and make sure a driver
+    /// carries it out. Requests wait only while no replica is wanted.
+    fn decided(&self) {
+        if self.state().replicas.desired() > 0 {
+            self.open_gate();
         }
-        state.desired = 0;
-        drop(state);
-        self.spawn_reconcile();
-        true
+        self.decided.notify_waiters();
+        self.drive();
     }
 
-    /// Re-sends the desired count if the provider has not accepted it yet (after an error).
-    pub fn reconcile_if_needed(self: &Arc<Self>) {
-        // A reconcile under way (a provider still retrying) applies the latest count when it is
-        // done, and every change of the count spawns its own: only a failed one needs a new start.
-        let idle = self.activation.scale_lock.try_lock().is_ok();
-        if idle && self.desired() != self.activation.applied.load(Ordering::Acquire) {
-            self.spawn_reconcile();
+    /// Starts a driver unless one is running or the provider has the wanted count; after a failed
+    /// provider call this is how the next attempt starts (the scaler calls it every tick).
+    pub(crate) fn reconcile_if_needed(&self) {
+        self.drive();
+    }
+
+    fn drive(&self) {
+        if !self.state().replicas.start_driving() {
+            return;
+        }
+        match self.me.upgrade() {
+            Some(me) => {
+                tokio::spawn(me.run_driver());
+            }
+            None => self.state().replicas.failed(),
         }
     }
 
-    fn spawn_reconcile(self: &Arc<Self>) {
-        let route = Arc::clone(self);
-        tokio::spawn(async move { route.reconcile().await });
-    }
-
-    async fn reconcile(self: Arc<Self>) {
-        let _serial = self.activation.scale_lock.lock().await;
-        let desired = self.desired();
-        let applied = self.activation.applied.load(Ordering::Acquire);
-        if desired != applied {
-            match self.provider().scale(&self, desired).await {
-                Ok(()) => {
-                    self.activation.applied.store(desired, Ordering::Release);
-                    tracing::info!(route = %self.id(), from = applied, to = desired, "scaled");
+    /// Calls the provider until it has the latest wanted count, dropping calls whose decision
+    /// was replaced meanwhile. Stops after a failed call.
+    async fn run_driver(self: Arc<Self>) {
+        loop {
+            let decided = self.decided.notified();
+            tokio::pin!(decided);
+            decided.as_mut().enable();
+            let Some(step) = self.state().replicas.next_step() else {
+                return;
+            };
+            let spec = self.spec.load_full();
+            let call = self.provider.scale(ScaleRequest {
+                spec: &spec,
+                replicas: step.replicas,
+                verify: step.verify,
+                metrics: &self.metrics,
+            });
+            let result = tokio::select! {
+                result = call => Some(result),
+                () = &mut decided => None,
+            };
+            let mut state = self.state();
+            match result {
+                None => {
+                    state.replicas.abandoned();
+                    tracing::debug!(route = %self.id, replicas = step.replicas, "scale call abandoned for a newer decision");
                 }
-                Err(error) => {
-                    tracing::warn!(route = %self.id(), from = applied, to = desired, %error, "scale failed");
-                    if desired > 0 {
-                        self.set_problem(format!("scaling to {desired} replicas failed: {error}"));
+                Some(Ok(Scaled::Applied)) => {
+                    state.replicas.applied(&step);
+                    drop(state);
+                    tracing::info!(route = %self.id, to = step.replicas, "scaled");
+                }
+                Some(Ok(Scaled::Superseded { replicas })) => {
+                    let adopted = state.replicas.superseded(replicas);
+                    drop(state);
+                    self.adopted(adopted);
+                }
+                Some(Err(error)) => {
+                    state.replicas.failed();
+                    if step.replicas > 0 {
+                        state.problem = Some((
+                            format!("scaling to {} replicas failed: {error}", step.replicas),
+                            true,
+                        ));
                     }
+                    drop(state);
+                    tracing::warn!(route = %self.id, to = step.replicas, %error, "scale failed");
                     return;
                 }
             }
         }
-        if desired > 0 && !self.backends().is_open() {
-            self.backends().open_gate();
-        }
     }
 
-    /// Takes note of the replica count the workload has now, as a watch reports it. Ignored
-    /// while a scale write of the activator's own is pending (the report predates it). A count set
-    /// by someone else (`kubectl scale`, an HPA) is adopted: above zero it reopens the route, and
-    /// at zero with requests held it re-activates the route.
-    pub fn observe_replicas(self: &Arc<Self>, replicas: u32) {
-        let state = self.activation.state();
-        if state.desired != self.activation.applied.load(Ordering::Acquire) {
+    /// Takes on a replica count someone else set (`kubectl scale`, an HPA): above zero it reopens
+    /// the route, more replicas restart the idle clock, and at zero with requests held the route
+    /// is activated again.
+    fn adopted(&self, adopted: Adopted) {
+        if adopted.now > 0 {
+            self.open_gate();
+        }
+        if adopted.before == adopted.now {
             return;
         }
-        drop(state);
-        self.adopt_replicas(replicas);
-    }
-
-    /// Adopts `replicas` as both desired and applied: what the workload runs, decided elsewhere
-    /// (observed, or re-read after a conflicting write).
-    pub fn adopt_replicas(self: &Arc<Self>, replicas: u32) {
-        let mut state = self.activation.state();
-        self.activation.applied.store(replicas, Ordering::Release);
-        let before = state.desired;
-        state.desired = replicas;
-        drop(state);
-        if replicas > 0 && !self.backends().is_open() {
-            self.backends().open_gate();
+        if adopted.now > adopted.before {
+            // Give replicas someone started a whole idle timeout before scaling them away.
+            self.stats.mark_active();
         }
-        if before == replicas {
-            return;
-        }
-        if replicas > before {
-            // Someone started replicas: give them a whole idle timeout before scaling them away.
-            self.stats().mark_active();
-        }
-        tracing::info!(route = %self.id(), from = before, to = replicas, "replicas changed outside the activator");
-        if replicas == 0 && self.stats().queued_now() > 0 {
+        tracing::info!(route = %self.id, from = adopted.before, to = adopted.now, "replicas changed outside the activator");
+        if adopted.now == 0 && self.stats.queued_now() > 0 {
             self.activate(Instant::now());
         }
     }
 
-    /// Publishes the endpoints that can take requests now (called by the provider).
-    pub fn set_ready(&self, addrs: &[std::net::SocketAddr]) {
-        self.backends().set_ready(addrs);
-        if addrs.is_empty() {
-            return;
-        }
-        let mut state = self.activation.state();
-        state.problem = None;
-        let cold_start = state.held_since.take().map(|since| since.elapsed());
-        drop(state);
-        if let Some(elapsed) = cold_start {
-            self.metrics().cold_start(elapsed);
-            tracing::info!(
-                route = %self.id(),
-                duration_ms = elapsed.as_secs_f64() * 1e3,
-                "cold start complete: replica ready"
-            );
-        }
-    }
-
-    /// Records a failure that keeps replicas from becoming ready (the route shows as failed
-    /// until a replica is ready).
-    pub fn set_problem(&self, problem: String) {
-        self.activation.state().problem = Some((problem, true));
-    }
-
-    /// Records why replicas are not ready yet while they start (shown in 504 bodies and
-    /// `/routes`, without marking the route failed). Does not hide an earlier failure.
-    pub fn set_waiting_on(&self, note: String) {
-        let mut state = self.activation.state();
-        if !state.problem.as_ref().is_some_and(|(_, failed)| *failed) {
-            state.problem = Some((note, false));
-        }
-    }
-
     /// What keeps replicas from becoming ready, if known.
-    pub fn problem(&self) -> Option<String> {
-        self.activation
-            .state()
-            .problem
-            .as_ref()
-            .map(|(text, _)| text.clone())
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.state().problem.as_ref().map(|(text, _)| text.clone())
     }
 
     /// Replicas asked for.
-    pub fn desired(&self) -> u32 {
-        self.activation.state().desired
+    pub(crate) fn desired(&self) -> u32 {
+        self.state().replicas.desired()
     }
 
     /// When replicas were last added.
-    pub fn last_scale_up(&self) -> Option<Instant> {
-        self.activation.state().last_scale_up
+    pub(crate) fn last_scale_up(&self) -> Option<Instant> {
+        self.state().replicas.last_scale_up()
     }
 
     /// Where the route stands.
-    pub fn phase(&self) -> Phase {
-        let state = self.activation.state();
-        if self.backends().ready_count() > 0 {
+    pub(crate) fn phase(&self) -> Phase {
+        let state = self.state();
+        if self.backends.ready_count() > 0 {
             Phase::Ready
-        } else if state.desired == 0 {
+        } else if state.replicas.desired() == 0 {
             Phase::Idle
         } else if state.problem.as_ref().is_some_and(|(_, failed)| *failed) {
             Phase::Failed
         } else {
             Phase::Activating
         }
+    }
+}
+
+/// A scale-to-zero decision between closing the gate and committing.
+struct ScaleDown<'a> {
+    activation: &'a Activation,
+    state: MutexGuard<'a, State>,
+}
+
+impl ScaleDown<'_> {
+    /// Scales to zero if no request is open, else reopens the gate; returns whether it scaled.
+    fn commit(self) -> bool {
+        let ScaleDown {
+            activation,
+            mut state,
+        } = self;
+        if activation.stats.open_now() > 0 {
+            drop(state);
+            activation.open_gate();
+            return false;
+        }
+        state.replicas.set(0, Instant::now());
+        drop(state);
+        activation.decided();
+        true
+    }
+}
+
+impl Report for Activation {
+    fn ready(&self, endpoints: &[SocketAddr]) {
+        self.backends.set_ready(endpoints);
+        if endpoints.is_empty() {
+            return;
+        }
+        let mut state = self.state();
+        state.problem = None;
+        let cold_start = state.held_since.take().map(|since| since.elapsed());
+        drop(state);
+        if let Some(elapsed) = cold_start {
+            self.metrics.cold_start(elapsed);
+            tracing::info!(
+                route = %self.id,
+                duration_ms = elapsed.as_millis() as u64,
+                "cold start complete: replica ready"
+            );
+        }
+    }
+
+    fn in_flight(&self, endpoint: SocketAddr) -> u32 {
+        self.backends.find(endpoint).map_or(0, |e| e.in_flight())
+    }
+
+    fn problem(&self, problem: String) {
+        self.state().problem = Some((problem, true));
+    }
+
+    fn waiting(&self, note: String) {
+        let mut state = self.state();
+        if !state.problem.as_ref().is_some_and(|(_, failed)| *failed) {
+            state.problem = Some((note, false));
+        }
+    }
+
+    fn replicas(&self, observed: u32) {
+        let adopted = self.state().replicas.observe(observed);
+        if let Some(adopted) = adopted {
+            self.adopted(adopted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::provider::{BoxFuture, ProviderError, Reporter};
+    use crate::spec::{ProcessSpec, RouteDefaults, Workload};
+
+    /// A provider that accepts every count at once and changes no endpoint.
+    struct Accepting;
+
+    impl Provider for Accepting {
+        fn attach(&self, _: &RouteSpec, _: Reporter) {}
+        fn detach(&self, _: &str) {}
+        fn scale<'a>(
+            &'a self,
+            _: ScaleRequest<'a>,
+        ) -> BoxFuture<'a, Result<Scaled, ProviderError>> {
+            Box::pin(async { Ok(Scaled::Applied) })
+        }
+        fn shutdown(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn activation() -> (Arc<Activation>, Arc<RouteStats>) {
+        let defaults = RouteDefaults::default();
+        let spec = RouteSpec {
+            name: "web".into(),
+            namespace: "default".into(),
+            hosts: vec!["web.default.test".into()],
+            path_prefix: None,
+            cold_start_timeout: defaults.cold_start_timeout,
+            max_queued: defaults.max_queued,
+            scaling: defaults.scaling,
+            workload: Workload::Process(ProcessSpec {
+                command: vec!["true".into()],
+                ready_path: None,
+                env: Default::default(),
+                workdir: None,
+                stop_grace: Duration::from_secs(1),
+            }),
+        };
+        let stats = Arc::new(RouteStats::new());
+        let backends = Arc::new(Backends::new(0));
+        let metrics = Metrics::new().route("web", "default");
+        let activation = Activation::new(
+            Arc::new(ArcSwap::from_pointee(spec)),
+            backends,
+            Arc::clone(&stats),
+            metrics,
+            Arc::new(Accepting),
+        );
+        (activation, stats)
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Step {
+        /// The request counts itself open.
+        Begin,
+        /// The request looks at the gate and tries to lease.
+        Lease,
+        /// The decision closes the gate.
+        Close,
+        /// The decision looks for open requests and commits or backs off.
+        Commit,
+    }
+
+    /// Every order of the request's two steps and the decision's two steps.
+    fn interleavings() -> Vec<[Step; 4]> {
+        use Step::*;
+        let mut all = Vec::new();
+        for request_at in [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]] {
+            let mut order = [Close; 4];
+            let mut decision = [Close, Commit].into_iter();
+            for (slot, step) in order.iter_mut().enumerate() {
+                *step = if slot == request_at[0] {
+                    Begin
+                } else if slot == request_at[1] {
+                    Lease
+                } else {
+                    decision.next().expect("two decision steps")
+                };
+            }
+            all.push(order);
+        }
+        all
+    }
+
+    #[tokio::test]
+    async fn a_request_racing_the_scale_down_is_never_left_behind_in_any_interleaving() {
+        for order in interleavings() {
+            let (activation, stats) = activation();
+            activation.ready(&[SocketAddr::from(([127, 0, 0, 1], 9))]);
+            activation.scale_to(1);
+            let mut guard = None;
+            let mut lease = None;
+            let mut scale_down = None;
+            let mut scaled_to_zero = None;
+            for step in order {
+                match step {
+                    Step::Begin => guard = Some(stats.begin()),
+                    Step::Lease => lease = activation.try_lease(),
+                    Step::Close => scale_down = activation.begin_scale_down(),
+                    Step::Commit => {
+                        scaled_to_zero = Some(scale_down.take().expect("closed first").commit())
+                    }
+                }
+            }
+            let scaled_to_zero = scaled_to_zero.expect("the decision ran");
+            assert!(
+                !(scaled_to_zero && lease.is_some()),
+                "{order:?}: a request leased a replica being scaled to zero"
+            );
+            if lease.is_none() {
+                // The request is held: it re-activates the route, and then gets a replica.
+                activation.activate(Instant::now());
+                lease = activation.try_lease();
+            }
+            assert!(
+                lease.is_some(),
+                "{order:?}: the request never got a replica"
+            );
+            assert_eq!(activation.desired(), 1, "{order:?}");
+            drop((lease, guard));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_request_raises_the_count_once_and_is_released_when_a_replica_is_ready() {
+        let (activation, _) = activation();
+        let held: Vec<_> = (0..3)
+            .map(|_| {
+                let activation = Arc::clone(&activation);
+                tokio::spawn(async move { activation.acquire().await.map(|_| ()) })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(activation.desired(), 1);
+        assert_eq!(activation.phase(), Phase::Activating);
+        activation.ready(&[SocketAddr::from(([127, 0, 0, 1], 9))]);
+        for request in held {
+            request.await.unwrap().expect("a replica");
+        }
+        assert_eq!(activation.phase(), Phase::Ready);
     }
 }

@@ -18,31 +18,31 @@ use crate::routing::RouteTable;
 
 /// Whether the activator should receive traffic.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     loaded: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Health {
     /// Routes are loaded (for Kubernetes: caches synced).
-    pub fn set_loaded(&self) {
+    pub(crate) fn set_loaded(&self) {
         self.loaded.store(true, Ordering::SeqCst);
     }
 
     /// Shutdown began.
-    pub fn set_draining(&self) {
+    pub(crate) fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
 
     /// Ready for traffic.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.loaded.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
     }
 }
 
 /// The admin service.
 #[derive(Debug, Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     table: Arc<RouteTable>,
     metrics: Metrics,
     health: Arc<Health>,
@@ -50,7 +50,7 @@ pub struct Admin {
 
 impl Admin {
     /// An admin service over the routes, metrics and health.
-    pub fn new(table: Arc<RouteTable>, metrics: Metrics, health: Arc<Health>) -> Admin {
+    pub(crate) fn new(table: Arc<RouteTable>, metrics: Metrics, health: Arc<Health>) -> Admin {
         Admin {
             table,
             metrics,

@@ -6,6 +6,7 @@
 //! answered 503 `shutting_down`; then the scaler and admin listener stop and the provider stops
 //! every replica it started.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,15 +14,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::activation::Closed;
 use crate::admin::{Admin, Health};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::provider::Provider;
 use crate::provider::kube::discovery::Discovery;
 use crate::provider::process::ProcessProvider;
+use crate::provider::{Provider, RouteSet};
 use crate::proxy::Proxy;
-use crate::route::{Closed, Route};
+use crate::route::Route;
 use crate::routing::RouteTable;
+use crate::spec::RouteSpec;
 use crate::{scaler, server};
 
 /// After the drain timeout, how long requests still held get to receive their 503.
@@ -32,67 +35,45 @@ const FINAL_ANSWER_GRACE: Duration = Duration::from_secs(1);
 pub struct App {
     config: Config,
     metrics: Metrics,
-    table: Arc<RouteTable>,
-    provider: Arc<dyn Provider>,
+    routes: Arc<ServedRoutes>,
     health: Arc<Health>,
     discovery: Option<Discovery>,
-}
-
-impl std::fmt::Debug for dyn Provider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Provider")
-    }
 }
 
 impl App {
     /// An activator serving `config`'s routes with local processes.
     pub fn new(config: Config) -> App {
-        App::with_provider(config, Arc::new(ProcessProvider::new()))
-    }
-
-    /// An activator serving `config`'s routes through `provider`.
-    pub fn with_provider(config: Config, provider: Arc<dyn Provider>) -> App {
         let metrics = Metrics::new();
-        let routes = config
-            .routes
-            .iter()
-            .map(|spec| Route::new(spec.clone(), Arc::clone(&provider), &metrics))
-            .collect();
-        let table = Arc::new(RouteTable::new(routes));
-        App::assemble(config, metrics, table, provider, None)
+        let provider: Arc<dyn Provider> = Arc::new(ProcessProvider::new());
+        let routes = ServedRoutes::new(provider, metrics.clone());
+        routes.replace(config.routes.clone());
+        App::assemble(config, metrics, routes, None)
     }
 
     /// An activator serving the routes of Deployments labelled `activator.dev/enabled=true`, found
     /// and scaled through `client`. `/readyz` turns ready once the watch caches have synced.
     pub fn kube(config: Config, client: kube::Client) -> App {
         let metrics = Metrics::new();
-        let table = Arc::new(RouteTable::new(Vec::new()));
-        let (discovery, provider) =
-            Discovery::new(client, &config, Arc::clone(&table), metrics.clone());
-        App::assemble(config, metrics, table, provider, Some(discovery))
+        let settings = config.kube.clone().unwrap_or_default();
+        let (discovery, provider) = Discovery::new(client, &config, settings, metrics.clone());
+        let routes = ServedRoutes::new(provider, metrics.clone());
+        App::assemble(config, metrics, routes, Some(discovery))
     }
 
     fn assemble(
         config: Config,
         metrics: Metrics,
-        table: Arc<RouteTable>,
-        provider: Arc<dyn Provider>,
+        routes: Arc<ServedRoutes>,
         discovery: Option<Discovery>,
     ) -> App {
-        metrics.register_gauges(table.clone());
+        metrics.register_gauges(routes.table.clone());
         App {
             config,
             metrics,
-            table,
-            provider,
+            routes,
             health: Arc::new(Health::default()),
             discovery,
         }
-    }
-
-    /// The route table.
-    pub fn table(&self) -> &Arc<RouteTable> {
-        &self.table
     }
 
     /// Serves until `shutdown` completes, then drains and stops (see the module docs).
@@ -105,11 +86,11 @@ impl App {
         let App {
             config,
             metrics,
-            table,
-            provider,
+            routes,
             health,
             discovery,
         } = self;
+        let table = Arc::clone(&routes.table);
         let (stop, stopped) = watch::channel(false);
         let wait_stop = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -127,9 +108,14 @@ impl App {
             wait_stop(stopped.clone()),
         ));
         let discovery_task = match discovery {
-            Some(discovery) => Some(tokio::spawn(
-                discovery.run(Arc::clone(&health), wait_stop(stopped.clone())),
-            )),
+            Some(discovery) => {
+                let served: Arc<dyn RouteSet> = routes.clone();
+                Some(tokio::spawn(discovery.run(
+                    served,
+                    Arc::clone(&health),
+                    wait_stop(stopped.clone()),
+                )))
+            }
             None => {
                 health.set_loaded();
                 None
@@ -159,7 +145,7 @@ impl App {
             } => {
                 tracing::warn!(drain_timeout_ms = drain_timeout.as_millis() as u64, "drain timeout: answering held requests");
                 for route in table.routes().iter() {
-                    route.close(Closed::ShuttingDown);
+                    route.activation().close(Closed::ShuttingDown);
                 }
                 let _ = tokio::time::timeout(FINAL_ANSWER_GRACE, &mut serving).await;
             }
@@ -170,8 +156,63 @@ impl App {
         if let Some(task) = discovery_task {
             let _ = task.await;
         }
-        provider.shutdown().await;
+        routes.provider.shutdown().await;
         let _ = admin_task.await;
         tracing::info!("stopped");
+    }
+}
+
+/// The routes being served: builds each route (attaching it to the provider), keeps the table
+/// current, and closes and detaches the routes that go.
+#[derive(Debug)]
+struct ServedRoutes {
+    table: Arc<RouteTable>,
+    provider: Arc<dyn Provider>,
+    metrics: Metrics,
+}
+
+impl ServedRoutes {
+    fn new(provider: Arc<dyn Provider>, metrics: Metrics) -> Arc<ServedRoutes> {
+        Arc::new(ServedRoutes {
+            table: Arc::new(RouteTable::new(Vec::new())),
+            provider,
+            metrics,
+        })
+    }
+}
+
+impl RouteSet for ServedRoutes {
+    fn replace(&self, specs: Vec<RouteSpec>) {
+        let current = self.table.routes();
+        let mut existing: HashMap<&str, &Arc<Route>> =
+            current.iter().map(|route| (route.id(), route)).collect();
+        let mut next = Vec::with_capacity(specs.len());
+        let mut reindex = false;
+        for spec in specs {
+            match existing.remove(spec.id().as_str()) {
+                Some(route) => {
+                    let old = route.spec();
+                    if **old != spec {
+                        reindex |= old.hosts != spec.hosts || old.path_prefix != spec.path_prefix;
+                        tracing::info!(route = %route.id(), "route configuration changed");
+                        route.set_spec(spec);
+                    }
+                    next.push(Arc::clone(route));
+                }
+                None => {
+                    next.push(Route::new(spec, &self.provider, &self.metrics));
+                    reindex = true;
+                }
+            }
+        }
+        for gone in existing.into_values() {
+            gone.activation().close(Closed::Removed);
+            gone.metrics().remove();
+            self.provider.detach(gone.id());
+            reindex = true;
+        }
+        if reindex {
+            self.table.replace(next);
+        }
     }
 }

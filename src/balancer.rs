@@ -1,57 +1,46 @@
-//! The ready endpoints of one route and the choice among them.
+//! The ready endpoints of one route, the choice among them, and (in [`upstream`]) the connections
+//! to each.
 //!
-//! The endpoint list is a snapshot swapped whole by the provider ([`Backends::set_ready`]); the
-//! request path loads it without a lock. A request takes a [`Lease`] on one endpoint, chosen by
-//! power of two choices on in-flight count; with a container-concurrency cap no endpoint is leased
-//! beyond it and [`Backends::try_acquire`] returns `None` instead. Every change that may let a
-//! waiting request through (new endpoints, the gate opening, a lease returned under a cap) is
-//! announced on [`Backends::changed`]. Waiting itself is [`crate::activation`]'s business, and so is
-//! deciding when endpoints come and go (that is the provider's).
-//!
-//! The gate: while a route is being scaled to zero the gate is closed, so no request leases an
-//! endpoint that is about to be stopped; held requests then wait for the next activation.
+//! The endpoint list is a snapshot swapped whole when the provider reports a change
+//! ([`Backends::set_ready`]); the request path loads it without a lock. A request takes a [`Lease`]
+//! on one endpoint, chosen by power of two choices on in-flight count; with a
+//! container-concurrency cap no endpoint is leased beyond it and [`Backends::try_acquire`] returns
+//! `None` instead. Every change that may let a waiting request through (new endpoints, a lease
+//! returned under a cap, or anything [`Backends::wake_all`] is called for) is announced on
+//! [`Backends::changed`]. Waiting, and whether leases may be taken at all, is
+//! [`crate::activation`]'s business; when endpoints come and go is the provider's.
+
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use arc_swap::ArcSwap;
-use http::uri::Authority;
 use tokio::sync::Notify;
 
-use crate::proxy::pool::Pool;
+use upstream::Pool;
 
 /// One replica address requests can be sent to.
 #[derive(Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     addr: SocketAddr,
-    authority: Authority,
     in_flight: AtomicU32,
     pool: Pool,
 }
 
 impl Endpoint {
     fn new(addr: SocketAddr) -> Endpoint {
-        let authority = addr
-            .to_string()
-            .parse()
-            .expect("a socket address is a valid authority");
         Endpoint {
             addr,
-            authority,
             in_flight: AtomicU32::new(0),
             pool: Pool::default(),
         }
     }
 
     /// The replica's address.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The address as a URI authority (pre-rendered once, not per request).
-    pub fn authority(&self) -> &Authority {
-        &self.authority
     }
 
     /// The replica's idle connections.
@@ -60,7 +49,7 @@ impl Endpoint {
     }
 
     /// Requests leased to this endpoint now.
-    pub fn in_flight(&self) -> u32 {
+    pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
@@ -79,9 +68,8 @@ impl Endpoint {
 
 /// The endpoints of one route.
 #[derive(Debug)]
-pub struct Backends {
+pub(crate) struct Backends {
     endpoints: ArcSwap<Vec<Arc<Endpoint>>>,
-    open: AtomicBool,
     /// Container concurrency; 0 = unlimited. Changes when the route's spec does.
     cap: AtomicU32,
     changed: Notify,
@@ -89,23 +77,22 @@ pub struct Backends {
 
 impl Backends {
     /// No endpoints yet; `container_concurrency` 0 means unlimited.
-    pub fn new(container_concurrency: u32) -> Backends {
+    pub(crate) fn new(container_concurrency: u32) -> Backends {
         Backends {
             endpoints: ArcSwap::from_pointee(Vec::new()),
-            open: AtomicBool::new(true),
             cap: AtomicU32::new(container_concurrency),
             changed: Notify::new(),
         }
     }
 
     /// Changes the container-concurrency cap (0 = unlimited) and wakes waiters, who may now fit.
-    pub fn set_cap(&self, container_concurrency: u32) {
+    pub(crate) fn set_cap(&self, container_concurrency: u32) {
         self.cap.store(container_concurrency, Ordering::Relaxed);
         self.changed.notify_waiters();
     }
 
     /// Replaces the ready endpoints. Endpoints kept across the change keep their in-flight counts.
-    pub fn set_ready(&self, addrs: &[SocketAddr]) {
+    pub(crate) fn set_ready(&self, addrs: &[SocketAddr]) {
         let current = self.endpoints.load();
         let next: Vec<Arc<Endpoint>> = addrs
             .iter()
@@ -123,17 +110,18 @@ impl Backends {
     }
 
     /// The ready endpoints now.
-    pub fn ready(&self) -> Arc<Vec<Arc<Endpoint>>> {
+    #[cfg(test)]
+    pub(crate) fn ready(&self) -> Arc<Vec<Arc<Endpoint>>> {
         self.endpoints.load_full()
     }
 
     /// How many endpoints are ready.
-    pub fn ready_count(&self) -> usize {
+    pub(crate) fn ready_count(&self) -> usize {
         self.endpoints.load().len()
     }
 
     /// The endpoint at `addr`, if it is ready (for the provider to drain before stopping it).
-    pub fn find(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
+    pub(crate) fn find(&self, addr: SocketAddr) -> Option<Arc<Endpoint>> {
         self.endpoints
             .load()
             .iter()
@@ -141,37 +129,18 @@ impl Backends {
             .cloned()
     }
 
-    /// Stops new leases (scale to zero in progress).
-    pub fn close_gate(&self) {
-        self.open.store(false, Ordering::SeqCst);
-    }
-
-    /// Allows leases again and wakes waiting requests.
-    pub fn open_gate(&self) {
-        self.open.store(true, Ordering::SeqCst);
-        self.changed.notify_waiters();
-    }
-
-    /// Whether leases are allowed.
-    pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::SeqCst)
-    }
-
     /// Announces changes that may let waiting requests through.
-    pub fn changed(&self) -> &Notify {
+    pub(crate) fn changed(&self) -> &Notify {
         &self.changed
     }
 
-    /// Wakes every waiting request (the route closed, or is shutting down).
-    pub fn wake_all(&self) {
+    /// Wakes every waiting request (leases may be allowed again, or the route closed).
+    pub(crate) fn wake_all(&self) {
         self.changed.notify_waiters();
     }
 
     /// Leases an endpoint: the less loaded of two picked at random, never beyond the cap.
-    pub fn try_acquire(self: &Arc<Self>) -> Option<Lease> {
-        if !self.is_open() {
-            return None;
-        }
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Lease> {
         let endpoints = self.endpoints.load();
         let chosen = match endpoints.len() {
             0 => return None,
@@ -209,14 +178,14 @@ impl Backends {
 /// One request's claim on an endpoint; dropping it returns the claim.
 #[derive(Debug)]
 #[must_use = "the endpoint is released when the lease drops"]
-pub struct Lease {
+pub(crate) struct Lease {
     endpoint: Arc<Endpoint>,
     backends: Arc<Backends>,
 }
 
 impl Lease {
     /// The leased endpoint.
-    pub fn endpoint(&self) -> &Endpoint {
+    pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
     }
 }
@@ -279,15 +248,5 @@ mod tests {
         assert_eq!(backends.find(addr(1)).unwrap().in_flight(), 1);
         drop(lease);
         assert_eq!(backends.find(addr(1)).unwrap().in_flight(), 0);
-    }
-
-    #[test]
-    fn a_closed_gate_refuses_leases() {
-        let backends = Arc::new(Backends::new(0));
-        backends.set_ready(&[addr(1)]);
-        backends.close_gate();
-        assert!(backends.try_acquire().is_none());
-        backends.open_gate();
-        assert!(backends.try_acquire().is_some());
     }
 }

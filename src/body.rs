@@ -7,17 +7,17 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody as Boxed};
 
 /// The body of every response the activator sends.
-pub type BoxBody = Boxed<Bytes, hyper::Error>;
+pub(crate) type BoxBody = Boxed<Bytes, hyper::Error>;
 
 /// An empty body.
-pub fn empty() -> BoxBody {
+pub(crate) fn empty() -> BoxBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed()
 }
 
 /// A body holding `chunk` whole.
-pub fn full(chunk: impl Into<Bytes>) -> BoxBody {
+pub(crate) fn full(chunk: impl Into<Bytes>) -> BoxBody {
     Full::new(chunk.into())
         .map_err(|never| match never {})
         .boxed()

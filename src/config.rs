@@ -6,22 +6,19 @@
 //! valid config or an error.
 
 mod cli;
-pub(crate) mod file;
+mod file;
 mod validate;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
-
 pub use cli::{Cli, Command, LogFormat};
 use file::FileConfig;
-pub use file::parse_duration;
-pub use validate::normalise_host_name;
-pub(crate) use validate::{is_dns_label, is_host_name, resolve_settings};
 use validate::{route_defaults, route_spec};
+
+use crate::spec::{RouteDefaults, RouteSpec, is_host_name, normalise_host_name};
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -55,151 +52,33 @@ pub struct KubeSettings {
     pub probe_interval: Duration,
 }
 
-/// Route settings every route starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteDefaults {
-    /// A held request waits at most this long.
-    pub cold_start_timeout: Duration,
-    /// Held requests beyond this many are refused.
-    pub max_queued: u64,
-    /// Scaling settings.
-    pub scaling: ScalePolicy,
-}
-
-/// One route: where it answers, how it scales, and what runs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteSpec {
-    /// Route name (a DNS label).
-    pub name: String,
-    /// Namespace (a DNS label).
-    pub namespace: String,
-    /// Every host the route answers, normalised: the default host first, then the listed ones
-    /// (exact names, or `*.suffix` wildcards).
-    pub hosts: Vec<String>,
-    /// Only requests whose path starts with this segment prefix (longest match wins).
-    pub path_prefix: Option<String>,
-    /// A held request waits at most this long for a ready replica.
-    pub cold_start_timeout: Duration,
-    /// Held requests beyond this many are refused with 503.
-    pub max_queued: u64,
-    /// How the route scales.
-    pub scaling: ScalePolicy,
-    /// What runs the route's replicas.
-    pub workload: Workload,
-}
-
-impl RouteSpec {
-    /// `namespace/name`, the route's identity in logs and errors.
-    pub fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+impl Default for KubeSettings {
+    fn default() -> KubeSettings {
+        KubeSettings {
+            namespace: None,
+            probe_interval: defaults::PROBE_INTERVAL,
+        }
     }
 }
 
-/// How a route scales.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScalePolicy {
-    /// Nothing in flight or queued for this long scales the route to `min_scale`.
-    pub idle_timeout: Duration,
-    /// Replicas kept even when idle.
-    pub min_scale: u32,
-    /// Replicas never exceeded.
-    pub max_scale: u32,
-    /// Replicas started by a request that finds none (at least `min_scale`).
-    pub activation_scale: u32,
-    /// Average concurrency per replica above which replicas are added.
-    pub target_concurrency: u32,
-    /// Requests one replica serves at once; 0 means unlimited.
-    pub container_concurrency: u32,
-    /// Window of the time-weighted average concurrency the scaler reads.
-    pub window: Duration,
-}
-
-impl ScalePolicy {
-    /// Replicas a cold start asks for: `max(min_scale, activation_scale)`.
-    pub fn activation_replicas(&self) -> u32 {
-        self.activation_scale.max(self.min_scale).max(1)
-    }
-}
-
-/// What runs a route's replicas.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Workload {
-    /// Local processes started and stopped by the activator.
-    Process(ProcessSpec),
-    /// A Kubernetes Deployment scaled through its `scale` subresource.
-    Kube(KubeWorkload),
-}
-
-/// A Deployment and the Service in front of its pods.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KubeWorkload {
-    /// The Deployment's name (in the route's namespace).
-    pub deployment: String,
-    /// The Service whose EndpointSlices list the pods.
-    pub service: String,
-    /// The EndpointSlice port name to send requests to ("" for a Service's single unnamed port).
-    pub port_name: String,
-    /// How the activator probes a pod the kubelet has not marked ready yet.
-    pub probe: DirectProbe,
-}
-
-/// A direct readiness probe of a pod: HTTP GET `path` on `port`, else a TCP connect to the
-/// serving port.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct DirectProbe {
-    /// HTTP path of the pod's readinessProbe, if it has an httpGet one.
-    pub path: Option<String>,
-    /// Port of the probe, if it differs from the serving port.
-    pub port: Option<u16>,
-}
-
-/// A local command run as a replica.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessSpec {
-    /// Program and arguments; `{port}` is replaced by the replica's port.
-    pub command: Vec<String>,
-    /// Readiness is an HTTP GET of this path answered 2xx/3xx; without it, a TCP connect.
-    pub ready_path: Option<String>,
-    /// Extra environment (`PORT` is always set).
-    pub env: BTreeMap<String, String>,
-    /// Working directory.
-    pub workdir: Option<PathBuf>,
-    /// Time between SIGTERM and SIGKILL when a replica is stopped.
-    pub stop_grace: Duration,
-}
-
-/// Defaults, with the reasoning in the README.
-pub mod defaults {
+/// Defaults of the top-level settings, with the reasoning in the README.
+pub(crate) mod defaults {
     use std::time::Duration;
 
     /// Proxy listener.
-    pub const LISTEN: &str = "0.0.0.0:8080";
+    pub(crate) const LISTEN: &str = "0.0.0.0:8080";
     /// Admin listener.
-    pub const ADMIN_LISTEN: &str = "0.0.0.0:9090";
+    pub(crate) const ADMIN_LISTEN: &str = "0.0.0.0:9090";
     /// Domain of default hosts.
-    pub const DOMAIN: &str = "127.0.0.1.nip.io";
+    pub(crate) const DOMAIN: &str = "127.0.0.1.nip.io";
     /// Shutdown drain.
-    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     /// Scaler period.
-    pub const SCALER_TICK: Duration = Duration::from_secs(1);
+    pub(crate) const SCALER_TICK: Duration = Duration::from_secs(1);
     /// Upstream connect timeout.
-    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-    /// Idle time before scale to zero.
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-    /// Longest wait of a held request.
-    pub const COLD_START_TIMEOUT: Duration = Duration::from_secs(120);
-    /// Held requests per route.
-    pub const MAX_QUEUED: u64 = 10_000;
-    /// Replicas at most.
-    pub const MAX_SCALE: u32 = 10;
-    /// Concurrency per replica before scaling out.
-    pub const TARGET_CONCURRENCY: u32 = 100;
-    /// Averaging window of the scaler.
-    pub const SCALE_WINDOW: Duration = Duration::from_secs(60);
-    /// SIGTERM → SIGKILL grace of a local replica.
-    pub const STOP_GRACE: Duration = Duration::from_secs(10);
+    pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Direct probe period of not-ready pods (Knative probes every 200ms; the kubelet every 10s).
-    pub const PROBE_INTERVAL: Duration = Duration::from_millis(25);
+    pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(25);
 }
 
 /// A configuration that cannot be used; the message names the key, the value and what was expected.
@@ -262,8 +141,8 @@ impl Config {
             path: PathBuf::from("<config>"),
             message,
         })?;
-        let cli = Cli::parse_from(["activator"]);
-        Config::from_parts(&cli, file, "<config>")
+        // No flags, and nothing from the environment: the text alone decides.
+        Config::from_parts(&Cli::default(), file, "<config>")
     }
 
     fn from_parts(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config, ConfigError> {

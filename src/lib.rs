@@ -6,39 +6,52 @@
 //! route ([`stats`]) and read by the idle-timeout [`scaler`], which scales idle workloads back to
 //! zero and adds replicas when concurrency per replica runs over its target.
 //!
-//! The crate is laid out one concept per module:
+//! The crate is laid out one concept per module, and dependencies run one way: the listener
+//! ([`server`]) serves the [`proxy`], which finds a route in the [`routing`] table and gets it a
+//! replica through the route's parts ([`activation`], [`balancer`]), which count into [`stats`];
+//! the [`scaler`] reads the stats and decides through [`activation`], which asks the
+//! [`provider`]. A provider never sees a route: it reports through a narrow handle.
 //!
 //! | module | owns |
 //! | --- | --- |
 //! | [`config`] | CLI flags, the config file, defaults and validation |
-//! | [`routing`] | host normalisation and the route table snapshot |
-//! | [`route`] | one served route: its spec, endpoints, stats and activation state |
-//! | [`activation`] | holding requests until a replica is ready; single-flight scale-up |
-//! | [`balancer`] | the ready endpoints of a route and the choice among them |
-//! | [`stats`] | in-flight guards, counts, last activity, time-weighted concurrency |
-//! | [`scaler`] | the loop that scales routes by idleness and concurrency |
-//! | [`provider`] | the [`provider::Provider`] trait and its implementations |
-//! | [`proxy`] | the per-request service; the one place errors become responses |
-//! | [`server`] | the listeners, connection handling and graceful shutdown |
-//! | [`admin`] | `/metrics`, `/healthz`, `/readyz`, `/routes` |
-//! | [`metrics`] | the Prometheus metrics on an explicit registry |
+//! | `spec` | the route model both the config file and the annotations produce |
+//! | `routing` | host normalisation and the route table snapshot |
+//! | [`route`] | one served route: a plain aggregate of its spec and parts, and its status |
+//! | `activation` | holding requests, the scale-down gate, and the replica count's one writer |
+//! | `balancer` | a route's ready endpoints, the choice among them, and the connections to each |
+//! | `stats` | in-flight guards, counts, last activity, time-weighted concurrency |
+//! | `scaler` | the loop that scales routes by idleness and concurrency |
+//! | `provider` | the provider trait, its report handle, and the process and Kubernetes providers |
+//! | `proxy` | the per-request service; the one place errors become responses |
+//! | `server` | the listeners, connection handling and graceful shutdown |
+//! | `admin`, `metrics` | `/metrics`, `/healthz`, `/readyz`, `/routes`; the Prometheus registry |
+//!
+//! The public surface is what the binary, the tests and the benchmarks use: [`app::App`],
+//! [`config`], [`route::RouteStatus`], [`routes_table`], [`telemetry`], [`kube_client`], and
+//! [`bench`].
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
-pub mod activation;
-pub mod admin;
+mod activation;
+mod admin;
 pub mod app;
-pub mod balancer;
-pub mod body;
+mod balancer;
+#[doc(hidden)]
+pub mod bench;
+mod body;
 pub mod config;
-pub mod metrics;
-pub mod provider;
-pub mod proxy;
+mod metrics;
+mod provider;
+mod proxy;
 pub mod route;
 pub mod routes_table;
-pub mod routing;
-pub mod scaler;
-pub mod server;
-pub mod stats;
+mod routing;
+mod scaler;
+mod server;
+mod spec;
+mod stats;
 pub mod telemetry;
+
+pub use provider::kube::client as kube_client;

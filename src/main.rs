@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         );
         let app = if config.kube.is_some() {
             let client = match kube::Config::infer().await {
-                Ok(kube_config) => activator::provider::kube::client(kube_config),
+                Ok(kube_config) => activator::kube_client(kube_config),
                 Err(error) => {
                     eprintln!("activator: --kube: no Kubernetes configuration (in-cluster or KUBECONFIG): {error}");
                     return ExitCode::FAILURE;

@@ -18,7 +18,7 @@ use prometheus::{
 
 /// Which way a scale event went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// More replicas.
     Up,
     /// Fewer replicas.
@@ -27,7 +27,7 @@ pub enum Direction {
 
 impl Direction {
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Direction::Up => "up",
             Direction::Down => "down",
@@ -37,7 +37,7 @@ impl Direction {
 
 /// Every metric the activator exports.
 #[derive(Debug, Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -49,14 +49,14 @@ pub struct Metrics {
 }
 
 /// A source of per-route gauge values, read at scrape time.
-pub trait GaugeSource: Send + Sync + 'static {
+pub(crate) trait GaugeSource: Send + Sync + 'static {
     /// One entry per route.
     fn gauges(&self) -> Vec<RouteGaugeValues>;
 }
 
 /// Gauge values of one route at scrape time.
 #[derive(Debug, Clone)]
-pub struct RouteGaugeValues {
+pub(crate) struct RouteGaugeValues {
     /// Route name.
     pub route: String,
     /// Route namespace.
@@ -73,7 +73,7 @@ pub struct RouteGaugeValues {
 
 impl Metrics {
     /// Registers every metric (and the process collector) on a new registry.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
         let rn = ["route", "namespace"];
         let requests = IntCounterVec::new(
@@ -166,7 +166,7 @@ impl Metrics {
     }
 
     /// Registers the per-route gauges, read from `source` at each scrape.
-    pub fn register_gauges(&self, source: Arc<dyn GaugeSource>) {
+    pub(crate) fn register_gauges(&self, source: Arc<dyn GaugeSource>) {
         let gauges = RouteGauges::new(source);
         self.registry
             .register(Box::new(gauges))
@@ -174,7 +174,7 @@ impl Metrics {
     }
 
     /// Handles for one route's metrics.
-    pub fn route(&self, name: &str, namespace: &str) -> RouteMetrics {
+    pub(crate) fn route(&self, name: &str, namespace: &str) -> RouteMetrics {
         RouteMetrics {
             ok: self.requests.with_label_values(&[name, namespace, "200"]),
             duration: self.duration.with_label_values(&[name, namespace]),
@@ -190,7 +190,7 @@ impl Metrics {
     }
 
     /// Counts a request refused before it matched a route.
-    pub fn unrouted(&self, code: u16, reason: &str) {
+    pub(crate) fn unrouted(&self, code: u16, reason: &str) {
         self.requests
             .with_label_values(&["", "", code_label(code).as_ref()])
             .inc();
@@ -198,19 +198,14 @@ impl Metrics {
     }
 
     /// Counts an invalid configuration of route `route` in `namespace` at `key`.
-    pub fn config_error(&self, route: &str, namespace: &str, key: &str) {
+    pub(crate) fn config_error(&self, route: &str, namespace: &str, key: &str) {
         self.config_errors
             .with_label_values(&[route, namespace, key])
             .inc();
     }
 
-    /// The registry, for encoding.
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         let families = self.registry.gather();
         // Encoding into a Vec cannot fail.
@@ -238,7 +233,7 @@ fn code_label(code: u16) -> std::borrow::Cow<'static, str> {
 
 /// One route's metric handles.
 #[derive(Debug, Clone)]
-pub struct RouteMetrics {
+pub(crate) struct RouteMetrics {
     name: String,
     namespace: String,
     ok: IntCounter,
@@ -263,7 +258,7 @@ const REASONS: [&str; 7] = [
 
 impl RouteMetrics {
     /// Counts a response and its duration.
-    pub fn response(&self, code: u16, elapsed: Duration) {
+    pub(crate) fn response(&self, code: u16, elapsed: Duration) {
         if code == 200 {
             self.ok.inc();
         } else {
@@ -280,7 +275,7 @@ impl RouteMetrics {
     }
 
     /// Counts a request the activator refused itself.
-    pub fn rejected(&self, reason: &str) {
+    pub(crate) fn rejected(&self, reason: &str) {
         self.metrics
             .rejected
             .with_label_values(&[&self.name, &self.namespace, reason])
@@ -288,13 +283,13 @@ impl RouteMetrics {
     }
 
     /// Counts a cold start that took `elapsed` from first held request to first ready replica.
-    pub fn cold_start(&self, elapsed: Duration) {
+    pub(crate) fn cold_start(&self, elapsed: Duration) {
         self.cold_starts.inc();
         self.cold_start_duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts one attempt to scale (`result`: `success`, `error` or `conflict`).
-    pub fn scale_event(&self, direction: Direction, result: &str) {
+    pub(crate) fn scale_event(&self, direction: Direction, result: &str) {
         self.metrics
             .scale_events
             .with_label_values(&[&self.name, &self.namespace, direction.as_str(), result])
@@ -302,7 +297,7 @@ impl RouteMetrics {
     }
 
     /// Drops this route's series (the route is gone).
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         let m = &self.metrics;
         let (name, ns) = (self.name.as_str(), self.namespace.as_str());
         let _ = m.duration.remove_label_values(&[name, ns]);

@@ -3,10 +3,9 @@
 //! [`respond::error_response`] gives. Nothing here panics or logs per request at the default
 //! level.
 
-pub mod forward;
-pub mod headers;
-pub(crate) mod pool;
-pub mod respond;
+mod forward;
+pub(crate) mod headers;
+pub(crate) mod respond;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,7 +27,7 @@ use respond::{ProxyError, error_response};
 
 /// The proxy shared by every connection.
 #[derive(Debug, Clone)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     shared: Arc<Shared>,
 }
 
@@ -41,7 +40,11 @@ struct Shared {
 
 impl Proxy {
     /// A proxy over `table`.
-    pub fn new(table: Arc<RouteTable>, metrics: Metrics, connect_timeout: Duration) -> Proxy {
+    pub(crate) fn new(
+        table: Arc<RouteTable>,
+        metrics: Metrics,
+        connect_timeout: Duration,
+    ) -> Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 table,
@@ -52,7 +55,7 @@ impl Proxy {
     }
 
     /// The service for one client connection from `remote`.
-    pub fn service(&self, remote: SocketAddr) -> ProxyService {
+    pub(crate) fn service(&self, remote: SocketAddr) -> ProxyService {
         let client_ip = HeaderValue::from_str(&remote.ip().to_string())
             .expect("an IP address is a valid header value");
         ProxyService {
@@ -62,7 +65,7 @@ impl Proxy {
     }
 
     /// Answers one request.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         request: Request<Incoming>,
         client_ip: &HeaderValue,
@@ -117,7 +120,7 @@ fn request_host<B>(request: &Request<B>) -> Option<&str> {
 
 /// The proxy as a tower service for one connection.
 #[derive(Debug, Clone)]
-pub struct ProxyService {
+pub(crate) struct ProxyService {
     proxy: Proxy,
     client_ip: HeaderValue,
 }

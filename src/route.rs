@@ -1,11 +1,11 @@
-//! One served route: its spec and the runtime parts that serve it (endpoints, stats, activation
-//! state, metric handles), and its status as `/routes` shows it.
+//! One served route: a plain aggregate of its configuration and the parts that serve it
+//! (endpoints, stats, activation, metric handles), and its status as `/routes` shows it.
 //!
-//! How requests wait and how scaling is triggered lives in [`crate::activation`]; this module only
-//! assembles the parts and reports on them.
+//! How requests wait and how replicas are asked for lives in [`crate::activation`]; how an
+//! endpoint is chosen in [`crate::balancer`]; this module assembles the parts, attaches the route
+//! to its provider, and reports on it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -14,35 +14,21 @@ use tokio::time::Instant;
 
 use crate::activation::{Activation, Phase};
 use crate::balancer::Backends;
-use crate::config::RouteSpec;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::provider::Provider;
+use crate::provider::{Provider, Reporter};
+use crate::spec::RouteSpec;
 use crate::stats::RouteStats;
-
-/// Why a route stopped taking requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Closed {
-    /// The route was removed from the configuration.
-    Removed,
-    /// The activator is shutting down and the drain time is over.
-    ShuttingDown,
-}
-
-const OPEN: u8 = 0;
-const REMOVED: u8 = 1;
-const SHUTTING_DOWN: u8 = 2;
 
 /// A route and everything that serves it.
 pub struct Route {
-    /// Swapped whole when the route's configuration changes (annotations edited).
-    spec: ArcSwap<RouteSpec>,
+    /// Swapped whole when the route's configuration changes (annotations edited); shared with
+    /// the activation, which reads it when it asks for replicas.
+    spec: Arc<ArcSwap<RouteSpec>>,
     id: String,
     backends: Arc<Backends>,
     stats: Arc<RouteStats>,
+    activation: Arc<Activation>,
     metrics: RouteMetrics,
-    provider: Arc<dyn Provider>,
-    pub(crate) activation: Activation,
-    closed: AtomicU8,
 }
 
 impl std::fmt::Debug for Route {
@@ -54,78 +40,77 @@ impl std::fmt::Debug for Route {
 }
 
 impl Route {
-    /// A route with no replicas yet.
-    pub fn new(spec: RouteSpec, provider: Arc<dyn Provider>, metrics: &Metrics) -> Arc<Route> {
+    /// A route with no replicas yet, attached to `provider`, which reports on its workload
+    /// through the route's activation.
+    pub(crate) fn new(
+        spec: RouteSpec,
+        provider: &Arc<dyn Provider>,
+        metrics: &Metrics,
+    ) -> Arc<Route> {
+        let id = spec.id();
+        let backends = Arc::new(Backends::new(spec.scaling.container_concurrency));
+        let stats = Arc::new(RouteStats::new());
+        let route_metrics = metrics.route(&spec.name, &spec.namespace);
+        let spec = Arc::new(ArcSwap::from_pointee(spec));
+        let activation = Activation::new(
+            Arc::clone(&spec),
+            Arc::clone(&backends),
+            Arc::clone(&stats),
+            route_metrics.clone(),
+            Arc::clone(provider),
+        );
+        let reporter: Reporter = activation.clone();
+        provider.attach(&spec.load(), reporter);
         Arc::new(Route {
-            id: spec.id(),
-            backends: Arc::new(Backends::new(spec.scaling.container_concurrency)),
-            stats: Arc::new(RouteStats::new()),
-            metrics: metrics.route(&spec.name, &spec.namespace),
-            provider,
-            activation: Activation::default(),
-            closed: AtomicU8::new(OPEN),
-            spec: ArcSwap::from_pointee(spec),
+            spec,
+            id,
+            backends,
+            stats,
+            activation,
+            metrics: route_metrics,
         })
     }
 
     /// The route's configuration now.
-    pub fn spec(&self) -> arc_swap::Guard<Arc<RouteSpec>> {
+    pub(crate) fn spec(&self) -> arc_swap::Guard<Arc<RouteSpec>> {
         self.spec.load()
     }
 
     /// Applies a changed configuration of the same route (same namespace and name) in place:
     /// held requests keep waiting, counts and replicas carry over.
-    pub fn set_spec(&self, spec: RouteSpec) {
+    pub(crate) fn set_spec(&self, spec: RouteSpec) {
         debug_assert_eq!(spec.id(), self.id);
         self.backends.set_cap(spec.scaling.container_concurrency);
         self.spec.store(Arc::new(spec));
     }
 
     /// `namespace/name`.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
     /// The ready endpoints.
-    pub fn backends(&self) -> &Arc<Backends> {
+    pub(crate) fn backends(&self) -> &Arc<Backends> {
         &self.backends
     }
 
     /// Request counters.
-    pub fn stats(&self) -> &Arc<RouteStats> {
+    pub(crate) fn stats(&self) -> &Arc<RouteStats> {
         &self.stats
     }
 
+    /// Holding requests and asking for replicas.
+    pub(crate) fn activation(&self) -> &Activation {
+        &self.activation
+    }
+
     /// Metric handles.
-    pub fn metrics(&self) -> &RouteMetrics {
+    pub(crate) fn metrics(&self) -> &RouteMetrics {
         &self.metrics
     }
 
-    pub(crate) fn provider(&self) -> &Arc<dyn Provider> {
-        &self.provider
-    }
-
-    /// Stops the route taking requests; held requests are answered at once.
-    pub fn close(&self, why: Closed) {
-        let code = match why {
-            Closed::Removed => REMOVED,
-            Closed::ShuttingDown => SHUTTING_DOWN,
-        };
-        self.closed.store(code, Ordering::SeqCst);
-        self.backends.wake_all();
-    }
-
-    /// Whether and why the route stopped taking requests.
-    pub fn closed(&self) -> Option<Closed> {
-        match self.closed.load(Ordering::SeqCst) {
-            REMOVED => Some(Closed::Removed),
-            SHUTTING_DOWN => Some(Closed::ShuttingDown),
-            _ => None,
-        }
-    }
-
     /// The route as `/routes` shows it.
-    pub fn status(&self, now: Instant) -> RouteStatus {
+    pub(crate) fn status(&self, now: Instant) -> RouteStatus {
         let spec = self.spec();
         let report = self.stats.peek(now, spec.scaling.window);
         RouteStatus {
@@ -133,15 +118,15 @@ impl Route {
             namespace: spec.namespace.clone(),
             hosts: spec.hosts.clone(),
             path_prefix: spec.path_prefix.clone(),
-            state: self.phase(),
-            desired_replicas: self.desired(),
+            state: self.activation.phase(),
+            desired_replicas: self.activation.desired(),
             ready_replicas: self.backends.ready_count() as u32,
             in_flight: report.in_flight,
             queued: report.queued,
             requests_total: report.requests_total,
             idle_seconds: report.idle_for.map(|d| d.as_secs_f64()),
             average_concurrency: report.average_concurrency,
-            message: self.problem(),
+            message: self.activation.problem(),
         }
     }
 }

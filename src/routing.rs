@@ -17,7 +17,7 @@ use arc_swap::ArcSwap;
 
 /// Routes by host (and optional path prefix).
 #[derive(Debug, Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     index: ArcSwap<Index>,
 }
 
@@ -85,24 +85,24 @@ impl Index {
 
 impl RouteTable {
     /// A table of `routes`.
-    pub fn new(routes: Vec<Arc<Route>>) -> RouteTable {
+    pub(crate) fn new(routes: Vec<Arc<Route>>) -> RouteTable {
         RouteTable {
             index: ArcSwap::from_pointee(Index::build(routes)),
         }
     }
 
     /// Replaces every route at once; requests already routed keep their route.
-    pub fn replace(&self, routes: Vec<Arc<Route>>) {
+    pub(crate) fn replace(&self, routes: Vec<Arc<Route>>) {
         self.index.store(Arc::new(Index::build(routes)));
     }
 
     /// All routes.
-    pub fn routes(&self) -> Arc<Vec<Arc<Route>>> {
+    pub(crate) fn routes(&self) -> Arc<Vec<Arc<Route>>> {
         Arc::clone(&self.index.load().routes)
     }
 
     /// The route for a normalised `host` and a request `path`.
-    pub fn lookup(&self, host: &str, path: &str) -> Option<Arc<Route>> {
+    pub(crate) fn lookup(&self, host: &str, path: &str) -> Option<Arc<Route>> {
         let index = self.index.load();
         if let Some(found) = index
             .exact
@@ -145,7 +145,7 @@ fn pick(entries: &[Arc<Route>], path: &str) -> Option<Arc<Route>> {
 
 /// Lower-cases a Host header value and drops its port and trailing dot. Allocates only when the
 /// host has upper-case letters. `None` for an empty host.
-pub fn normalise_host(raw: &str) -> Option<Cow<'_, str>> {
+pub(crate) fn normalise_host(raw: &str) -> Option<Cow<'_, str>> {
     let without_port = if let Some(rest) = raw.strip_prefix('[') {
         // [v6]:port
         &raw[..rest.find(']').map_or(raw.len(), |i| i + 2)]
@@ -174,7 +174,7 @@ impl GaugeSource for RouteTable {
                     namespace: route.spec().namespace.clone(),
                     in_flight: stats.in_flight_now(),
                     queued: stats.queued_now(),
-                    desired: route.desired(),
+                    desired: route.activation().desired(),
                     ready: route.backends().ready_count() as u32,
                 }
             })
@@ -187,16 +187,18 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::provider::{BoxFuture, Provider, ProviderError};
+    use crate::provider::{BoxFuture, Provider, ProviderError, Reporter, ScaleRequest, Scaled};
+    use crate::spec::RouteSpec;
 
     struct NoProvider;
     impl Provider for NoProvider {
+        fn attach(&self, _: &RouteSpec, _: Reporter) {}
+        fn detach(&self, _: &str) {}
         fn scale<'a>(
             &'a self,
-            _: &'a Arc<Route>,
-            _: u32,
-        ) -> BoxFuture<'a, Result<(), ProviderError>> {
-            Box::pin(async { Ok(()) })
+            _: ScaleRequest<'a>,
+        ) -> BoxFuture<'a, Result<Scaled, ProviderError>> {
+            Box::pin(async { Ok(Scaled::Applied) })
         }
         fn shutdown(&self) -> BoxFuture<'_, ()> {
             Box::pin(async {})
@@ -211,7 +213,7 @@ mod tests {
             config
                 .routes
                 .into_iter()
-                .map(|s| Route::new(s, Arc::clone(&provider), &metrics))
+                .map(|s| Route::new(s, &provider, &metrics))
                 .collect(),
         )
     }

@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::config::ScalePolicy;
 use crate::routing::RouteTable;
+use crate::spec::ScalePolicy;
 use crate::stats::StatsReport;
 
 /// What the scaler wants for a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Scale to zero, unless a request turns up meanwhile.
     ToZero,
     /// Run this many replicas.
@@ -32,7 +32,7 @@ pub enum Decision {
 
 /// Decides the replicas of a route running `current` replicas, given its report and the time
 /// since replicas were last added.
-pub fn decide(
+pub(crate) fn decide(
     policy: &ScalePolicy,
     current: u32,
     report: &StatsReport,
@@ -64,7 +64,11 @@ pub fn decide(
 }
 
 /// Ticks every `tick` until `shutdown` completes, applying [`decide`] to every route.
-pub async fn run(table: Arc<RouteTable>, tick: Duration, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(
+    table: Arc<RouteTable>,
+    tick: Duration,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -75,18 +79,19 @@ pub async fn run(table: Arc<RouteTable>, tick: Duration, shutdown: impl Future<O
         }
         let now = Instant::now();
         for route in table.routes().iter() {
-            if route.closed().is_some() {
+            let activation = route.activation();
+            if activation.closed().is_some() {
                 continue;
             }
-            route.reconcile_if_needed();
+            activation.reconcile_if_needed();
             let policy = &route.spec().scaling;
             let report = route.stats().report(now, policy.window);
-            let current = route.desired();
-            let since_scale_up = route
+            let current = activation.desired();
+            let since_scale_up = activation
                 .last_scale_up()
                 .map(|at| now.saturating_duration_since(at));
             match decide(policy, current, &report, since_scale_up) {
-                Some(Decision::ToZero) if route.scale_to_zero_if_unused() => {
+                Some(Decision::ToZero) if activation.scale_to_zero_if_unused() => {
                     tracing::info!(
                         route = %route.id(),
                         idle_ms = report.idle_for.map(|d| d.as_millis() as u64),
@@ -101,7 +106,7 @@ pub async fn run(table: Arc<RouteTable>, tick: Duration, shutdown: impl Future<O
                         average_concurrency = report.average_concurrency,
                         "scaling"
                     );
-                    route.scale_to(replicas);
+                    activation.scale_to(replicas);
                 }
                 Some(Decision::ToZero) | None => {}
             }

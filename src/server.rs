@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 /// Serves connections from `listener` with the service `make(remote)` gives, until `shutdown`
 /// completes and the open connections have drained.
-pub async fn serve<S, B>(
+pub(crate) async fn serve<S, B>(
     listener: TcpListener,
     make: impl Fn(SocketAddr) -> S,
     shutdown: impl Future<Output = ()>,

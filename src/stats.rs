@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 /// Counters of one route.
 #[derive(Debug)]
-pub struct RouteStats {
+pub(crate) struct RouteStats {
     epoch: Instant,
     /// Requests accepted and not finished: held or in flight.
     open: AtomicI64,
@@ -38,7 +38,7 @@ pub struct RouteStats {
 /// What the scaler needs to know about a route at one moment. Serializable so that activator
 /// replicas can exchange their views of a route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatsReport {
+pub(crate) struct StatsReport {
     /// Requests being served by a replica.
     pub in_flight: u64,
     /// Requests held waiting for a ready replica.
@@ -57,7 +57,7 @@ pub struct StatsReport {
 
 impl StatsReport {
     /// Held plus in-flight requests right now.
-    pub fn open(&self) -> u64 {
+    pub(crate) fn open(&self) -> u64 {
         self.in_flight + self.queued
     }
 }
@@ -70,7 +70,7 @@ impl Default for RouteStats {
 
 impl RouteStats {
     /// Fresh counters; time starts now.
-    pub fn new() -> RouteStats {
+    pub(crate) fn new() -> RouteStats {
         RouteStats {
             epoch: Instant::now(),
             open: AtomicI64::new(0),
@@ -87,7 +87,7 @@ impl RouteStats {
     }
 
     /// Counts a request as open until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> RequestGuard {
+    pub(crate) fn begin(self: &Arc<Self>) -> RequestGuard {
         let now = self.nanos(Instant::now());
         // SeqCst: the scale-to-zero decision closes the route's gate and then reads `open`; a
         // request increments `open` and then reads the gate. Sequential consistency guarantees
@@ -107,27 +107,27 @@ impl RouteStats {
     }
 
     /// Counts now as activity (the idle clock restarts), without a request.
-    pub fn mark_active(&self) {
+    pub(crate) fn mark_active(&self) {
         self.touch(self.nanos(Instant::now()));
     }
 
     /// Requests held or in flight, read with the ordering the scale-to-zero decision needs.
-    pub fn open_now(&self) -> u64 {
+    pub(crate) fn open_now(&self) -> u64 {
         self.open.load(Ordering::SeqCst).max(0) as u64
     }
 
     /// Requests held now.
-    pub fn queued_now(&self) -> u64 {
+    pub(crate) fn queued_now(&self) -> u64 {
         self.queued.load(Ordering::Relaxed).max(0) as u64
     }
 
     /// Requests being served now.
-    pub fn in_flight_now(&self) -> u64 {
+    pub(crate) fn in_flight_now(&self) -> u64 {
         self.open_now().saturating_sub(self.queued_now())
     }
 
     /// Counts a request as held unless `max` are held already.
-    pub fn enqueue(self: &Arc<Self>, max: u64) -> Option<QueueGuard> {
+    pub(crate) fn enqueue(self: &Arc<Self>, max: u64) -> Option<QueueGuard> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.queued
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
@@ -140,7 +140,7 @@ impl RouteStats {
     }
 
     /// Time since the last request started or ended.
-    pub fn idle_for(&self, now: Instant) -> Option<Duration> {
+    pub(crate) fn idle_for(&self, now: Instant) -> Option<Duration> {
         match self.last_activity.load(Ordering::Relaxed) {
             0 => None,
             stamp => Some(Duration::from_nanos(
@@ -158,13 +158,13 @@ impl RouteStats {
     }
 
     /// A report as of `now` without recording a sample (for status pages).
-    pub fn peek(&self, now: Instant, window: Duration) -> StatsReport {
+    pub(crate) fn peek(&self, now: Instant, window: Duration) -> StatsReport {
         self.report_inner(now, window, false)
     }
 
     /// A report as of `now`, recording a sample so later reports can average over `window`.
     /// Called by the scaler on each tick.
-    pub fn report(&self, now: Instant, window: Duration) -> StatsReport {
+    pub(crate) fn report(&self, now: Instant, window: Duration) -> StatsReport {
         self.report_inner(now, window, true)
     }
 
@@ -203,7 +203,7 @@ impl RouteStats {
 /// An open request; dropping it ends the request.
 #[derive(Debug)]
 #[must_use = "the request ends when the guard drops"]
-pub struct RequestGuard {
+pub(crate) struct RequestGuard {
     stats: Arc<RouteStats>,
 }
 
@@ -219,7 +219,7 @@ impl Drop for RequestGuard {
 /// A held request; dropping it leaves the queue (also when the client goes away).
 #[derive(Debug)]
 #[must_use = "the request leaves the queue when the guard drops"]
-pub struct QueueGuard {
+pub(crate) struct QueueGuard {
     stats: Arc<RouteStats>,
 }
 

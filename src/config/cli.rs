@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use super::parse_duration;
+use crate::spec::parse_duration;
 
-/// Command-line interface of the `activator` binary.
-#[derive(Debug, Parser)]
+/// Command-line interface of the `activator` binary. `Default` is no flags at all (nothing read
+/// from the environment either).
+#[derive(Debug, Default, Parser)]
 #[command(name = "activator", version, about = "Scale-to-zero HTTP activator")]
 pub struct Cli {
     /// What to do; without a subcommand the activator serves.
@@ -64,9 +65,10 @@ pub enum Command {
 }
 
 /// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
+    #[default]
     Text,
     /// One JSON object per line.
     Json,

@@ -4,41 +4,12 @@
 //! setting silently ignored. Durations are strings such as `"10s"`, `"250ms"` or `"2m"`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 
-/// A duration written as a human string (`"10s"`, `"250ms"`, `"1m30s"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HumanDuration(pub Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct DurationVisitor;
-        impl Visitor<'_> for DurationVisitor {
-            type Value = HumanDuration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a duration such as "10s", "250ms" or "2m""#)
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
-                parse_duration(v)
-                    .map(HumanDuration)
-                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
-            }
-        }
-        deserializer.deserialize_str(DurationVisitor)
-    }
-}
-
-/// Parses `"10s"`, `"250ms"`, `"1m30s"`; the error says what is expected.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|_| format!(r#"`{text}` is not a duration; expected e.g. "10s", "250ms" or "2m""#))
-}
+use crate::spec::{HumanDuration, RouteSettings};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -55,21 +26,6 @@ pub(crate) struct FileConfig {
     pub(crate) defaults: RouteSettings,
     #[serde(default)]
     pub(crate) routes: Vec<FileRoute>,
-}
-
-/// Settings a route may set and `[defaults]` may set for all routes.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RouteSettings {
-    pub(crate) idle_timeout: Option<HumanDuration>,
-    pub(crate) cold_start_timeout: Option<HumanDuration>,
-    pub(crate) max_queued: Option<u64>,
-    pub(crate) min_scale: Option<u32>,
-    pub(crate) max_scale: Option<u32>,
-    pub(crate) activation_scale: Option<u32>,
-    pub(crate) target_concurrency: Option<u32>,
-    pub(crate) container_concurrency: Option<u32>,
-    pub(crate) scale_window: Option<HumanDuration>,
 }
 
 /// One `[[routes]]` entry.

@@ -4,8 +4,11 @@
 //! probes of pods the kubelet has not marked ready yet.
 //!
 //! - [`annotations`] reads a route from a Deployment and its Service.
-//! - [`discovery`] watches Deployments, Services and EndpointSlices, keeps the route table and
-//!   each route's endpoints current, and reports invalid annotations as Events.
+//! - [`desired`] derives, as a pure function of the watched objects, the routes to serve with
+//!   their replica counts and endpoints, and the problems to report.
+//! - [`discovery`] watches Deployments, Services and EndpointSlices and applies what
+//!   [`desired`] derives: the served routes, each route's endpoints and replica count, and
+//!   Warning Events ([`events`]).
 //! - [`readiness`] publishes a route's endpoints: ready ones, plus not-ready ones a direct probe
 //!   found serving.
 //! - This module scales: every write carries the `resourceVersion` the activator last saw, so a
@@ -14,8 +17,10 @@
 //!   failures are retried with backoff within the route's cold-start timeout; every attempt is
 //!   counted in `activator_scale_events_total{result}`.
 
-pub mod annotations;
-pub mod discovery;
+mod annotations;
+mod desired;
+pub(crate) mod discovery;
+mod events;
 mod readiness;
 
 use std::collections::HashMap;
@@ -27,22 +32,26 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::time::Instant;
 
-use crate::config::Workload;
 use crate::metrics::Direction;
-use crate::provider::{BoxFuture, Provider, ProviderError};
-use crate::route::Route;
+use crate::provider::{BoxFuture, Provider, ProviderError, Reporter, ScaleRequest, Scaled};
+use crate::spec::{RouteSpec, Workload};
+use desired::DesiredRoute;
+use readiness::RouteEndpoints;
 
 /// First pause between retried scale attempts; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Scales Deployments.
-pub struct KubeProvider {
+/// Scales Deployments, and reports each attached route's endpoints and replica counts.
+pub(crate) struct KubeProvider {
     client: kube::Client,
     deployments: Store<Deployment>,
+    probe_interval: Duration,
     /// The resourceVersion of the activator's last scale write per `namespace/deployment`, so
     /// that watch events older than it are not taken for someone else's change.
     last_write: Mutex<HashMap<String, u64>>,
+    /// The endpoints of every attached route, by `namespace/name`.
+    attached: Mutex<HashMap<String, Arc<RouteEndpoints>>>,
 }
 
 impl std::fmt::Debug for KubeProvider {
@@ -60,23 +69,49 @@ enum Attempt {
 }
 
 impl KubeProvider {
-    /// A provider writing through `client` and reading Deployments from `deployments`.
-    pub fn new(client: kube::Client, deployments: Store<Deployment>) -> KubeProvider {
+    /// A provider writing through `client`, reading Deployments from `deployments`, and probing
+    /// not-ready pods every `probe_interval`.
+    pub(crate) fn new(
+        client: kube::Client,
+        deployments: Store<Deployment>,
+        probe_interval: Duration,
+    ) -> KubeProvider {
         KubeProvider {
             client,
             deployments,
+            probe_interval,
             last_write: Mutex::new(HashMap::new()),
+            attached: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn attached(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RouteEndpoints>>> {
+        self.attached.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reports what the cluster says about route `id` now: its endpoints, and its Deployment's
+    /// replica count unless that predates the activator's own last write.
+    pub(crate) fn publish(&self, id: &str, route: &DesiredRoute) {
+        let Some(endpoints) = self.attached().get(id).cloned() else {
+            return;
+        };
+        endpoints.update(route.ready.clone(), route.pending.clone());
+        let Workload::Kube(workload) = &route.spec.workload else {
+            return;
+        };
+        let stale = self.is_stale(
+            &route.spec.namespace,
+            &workload.deployment,
+            route.resource_version.as_deref(),
+        );
+        if !stale {
+            endpoints.observe_replicas(route.replicas);
         }
     }
 
     /// Whether an observed `resource_version` of `namespace/deployment` predates the activator's
     /// own last write (and so says nothing new).
-    pub fn is_stale(
-        &self,
-        namespace: &str,
-        deployment: &str,
-        resource_version: Option<&str>,
-    ) -> bool {
+    fn is_stale(&self, namespace: &str, deployment: &str, resource_version: Option<&str>) -> bool {
         let Some(seen) = resource_version.and_then(|rv| rv.parse::<u64>().ok()) else {
             return false;
         };
@@ -98,23 +133,29 @@ impl KubeProvider {
         ))
     }
 
-    async fn scale_deployment(
-        &self,
-        route: &Arc<Route>,
-        replicas: u32,
-    ) -> Result<(), ProviderError> {
-        let spec = route.spec();
+    async fn scale_deployment(&self, request: ScaleRequest<'_>) -> Result<Scaled, ProviderError> {
+        let ScaleRequest {
+            spec,
+            replicas,
+            verify,
+            metrics,
+        } = request;
+        let id = spec.id();
         let Workload::Kube(workload) = &spec.workload else {
             return Err(ProviderError::new(format!(
-                "route {} is not a Kubernetes Deployment",
-                route.id()
+                "route {id} is not a Kubernetes Deployment"
             )));
         };
         let (namespace, name) = (spec.namespace.as_str(), workload.deployment.as_str());
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
         let deadline = Instant::now() + spec.cold_start_timeout;
         let mut backoff = FIRST_BACKOFF;
-        let mut observed = self.cached(namespace, name);
+        // After an abandoned write the cache may not show it yet: read the API instead.
+        let mut observed = if verify {
+            None
+        } else {
+            self.cached(namespace, name)
+        };
         loop {
             let (current, resource_version) = match observed.take() {
                 Some(seen) => seen,
@@ -128,7 +169,7 @@ impl KubeProvider {
                     ),
                     Err(error) => match classify(&error) {
                         Attempt::Retry(why) if Instant::now() < deadline => {
-                            tracing::warn!(route = %route.id(), %why, "reading the scale failed; retrying");
+                            tracing::warn!(route = %id, %why, "reading the scale failed; retrying");
                             tokio::time::sleep(backoff).await;
                             backoff = (backoff * 2).min(MAX_BACKOFF);
                             continue;
@@ -142,7 +183,7 @@ impl KubeProvider {
                 },
             };
             if current == replicas {
-                return Ok(());
+                return Ok(Scaled::Applied);
             }
             let direction = if replicas > current {
                 Direction::Up
@@ -176,37 +217,39 @@ impl KubeProvider {
                 Attempt::Conflict => "conflict",
                 _ => "error",
             };
-            route.metrics().scale_event(direction, result);
+            metrics.scale_event(direction, result);
             match attempt {
-                Attempt::Done => return Ok(()),
+                Attempt::Done => return Ok(Scaled::Applied),
                 Attempt::Conflict => {
                     // Someone else wrote the Deployment since we looked. Re-read; if its replica
                     // count moved, that change wins and this scale request is dropped.
-                    let seen = api.get_scale(name).await.ok().map(|scale| {
-                        scale
-                            .spec
-                            .and_then(|s| s.replicas)
-                            .map_or(0, |r| u32::try_from(r).unwrap_or(0))
-                    });
-                    if let Some(now) = seen.filter(|now| *now != current) {
-                        // Their count wins: adopt it, so that the scaler does not write over it.
-                        route.adopt_replicas(now);
+                    match api.get_scale(name).await {
+                        Ok(scale) => {
+                            let now = scale
+                                .spec
+                                .and_then(|s| s.replicas)
+                                .map_or(0, |r| u32::try_from(r).unwrap_or(0));
+                            if now != current {
+                                tracing::info!(route = %id, from = current, to = now, "deployments/{name} was scaled by someone else meanwhile; keeping their change");
+                                return Ok(Scaled::Superseded { replicas: now });
+                            }
+                            tracing::info!(route = %id, "scale write conflicted without a replica change; retrying");
+                            observed = Some((now, scale.metadata.resource_version));
+                        }
+                        Err(error) => {
+                            tracing::warn!(route = %id, %error, "re-reading the scale after a conflict failed; retrying");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(MAX_BACKOFF);
+                        }
                     }
-                    if seen.is_some_and(|now| now != current) || route.desired() != replicas {
-                        return Err(ProviderError::new(format!(
-                            "deployments/{name} was scaled by someone else meanwhile ({current} → {}); keeping their change",
-                            seen.map_or_else(|| "?".to_owned(), |n| n.to_string())
-                        )));
-                    }
-                    tracing::info!(route = %route.id(), "scale write conflicted without a replica change; retrying");
                 }
                 Attempt::TooMany(why) if Instant::now() < deadline => {
-                    tracing::warn!(route = %route.id(), %why, "scale write throttled (429); retrying");
+                    tracing::warn!(route = %id, %why, "scale write throttled (429); retrying");
                     tokio::time::sleep(backoff.max(TOO_MANY_REQUESTS_BACKOFF)).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Attempt::Retry(why) if Instant::now() < deadline => {
-                    tracing::warn!(route = %route.id(), %why, retry_in_ms = backoff.as_millis() as u64, "scale write failed; retrying");
+                    tracing::warn!(route = %id, %why, retry_in_ms = backoff.as_millis() as u64, "scale write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -249,16 +292,33 @@ fn classify(error: &kube::Error) -> Attempt {
 }
 
 impl Provider for KubeProvider {
+    fn attach(&self, spec: &RouteSpec, report: Reporter) {
+        let id = spec.id();
+        let endpoints = RouteEndpoints::new(id.clone(), report, self.probe_interval);
+        if let Some(replaced) = self.attached().insert(id, endpoints) {
+            replaced.stop();
+        }
+    }
+
+    fn detach(&self, id: &str) {
+        if let Some(endpoints) = self.attached().remove(id) {
+            endpoints.stop();
+        }
+    }
+
     fn scale<'a>(
         &'a self,
-        route: &'a Arc<Route>,
-        replicas: u32,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
-        Box::pin(self.scale_deployment(route, replicas))
+        request: ScaleRequest<'a>,
+    ) -> BoxFuture<'a, Result<Scaled, ProviderError>> {
+        Box::pin(self.scale_deployment(request))
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        // Deployments keep running; scaling them is the scaler's decision, not shutdown's.
+        // Deployments keep running (scaling them is the scaler's decision, not shutdown's); only
+        // the probes stop.
+        for (_, endpoints) in self.attached().drain() {
+            endpoints.stop();
+        }
         Box::pin(async {})
     }
 }

@@ -12,7 +12,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Probes `addr` (GET `path` when given, else a TCP connect); the error says what failed, for a
 /// person.
-pub async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
+pub(crate) async fn probe(addr: SocketAddr, path: Option<&str>) -> Result<(), String> {
     match tokio::time::timeout(PROBE_TIMEOUT, attempt(addr, path)).await {
         Ok(result) => result,
         Err(_) => Err(format!("probe of {addr} timed out after {PROBE_TIMEOUT:?}")),

@@ -2,7 +2,8 @@
 //! with `{port}` (and `PORT` in the environment) set to a free port on 127.0.0.1.
 //!
 //! Each replica has a supervisor task ([`replica`]); this module keeps the supervisors of every
-//! route, starts and stops them on [`Provider::scale`], and publishes the ready ones to the route.
+//! route, starts and stops them on [`Provider::scale`], and reports the ready ones through the
+//! route's [`Reporter`].
 //! Stopping a replica first takes it out of the route's endpoints, lets its in-flight requests
 //! finish (up to the grace period), then sends SIGTERM and, after the grace period, SIGKILL.
 
@@ -16,15 +17,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Workload;
 use crate::metrics::Direction;
-use crate::provider::{BoxFuture, Provider, ProviderError};
-use crate::route::Route;
+use crate::provider::{BoxFuture, Provider, ProviderError, Reporter, ScaleRequest, Scaled};
+use crate::spec::{RouteSpec, Workload};
 use replica::Replica;
 
 /// Runs replicas as local processes.
 #[derive(Debug, Default)]
-pub struct ProcessProvider {
+pub(crate) struct ProcessProvider {
     // Never held across an await: scale() only spawns and signals.
     sets: Mutex<HashMap<String, ReplicaSet>>,
 }
@@ -51,10 +51,10 @@ impl Running {
     }
 }
 
-/// The ready replicas of one route, published to the route on every change.
-#[derive(Debug)]
+/// The ready replicas of one route, reported on every change.
 pub(crate) struct ReadySet {
-    route: Arc<Route>,
+    id: String,
+    report: Reporter,
     // Held only to update the map and publish, so publications happen in update order.
     addrs: Mutex<BTreeMap<u64, SocketAddr>>,
 }
@@ -64,7 +64,7 @@ impl ReadySet {
         let mut addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut addrs);
         let ready: Vec<SocketAddr> = addrs.values().copied().collect();
-        self.route.set_ready(&ready);
+        self.report.ready(&ready);
     }
 
     pub(crate) fn insert(&self, id: u64, addr: SocketAddr) {
@@ -89,63 +89,60 @@ impl ReadySet {
     /// Takes replica `id` at `addr` out of the route, then waits (at most `grace`) for requests
     /// already leased to it to finish. Polls every 10ms: this is the stop path, not the request path.
     pub(crate) async fn retire(&self, id: u64, addr: SocketAddr, grace: Duration) {
-        let endpoint = self.route.backends().find(addr);
         self.remove(id);
         let deadline = tokio::time::Instant::now() + grace;
-        while let Some(endpoint) = &endpoint {
-            if endpoint.in_flight() == 0 || tokio::time::Instant::now() >= deadline {
-                break;
-            }
+        while self.report.in_flight(addr) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     pub(crate) fn route_id(&self) -> &str {
-        self.route.id()
+        &self.id
     }
 
     pub(crate) fn route_problem(&self, problem: String) {
-        self.route.set_problem(problem);
+        self.report.problem(problem);
     }
 
     pub(crate) fn route_waiting(&self, note: String) {
-        self.route.set_waiting_on(note);
+        self.report.waiting(note);
+    }
+}
+
+impl std::fmt::Debug for ReadySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadySet")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
 impl ProcessProvider {
     /// A provider with no replicas.
-    pub fn new() -> ProcessProvider {
+    pub(crate) fn new() -> ProcessProvider {
         ProcessProvider::default()
     }
 
-    fn running(&self, route: &Route) -> u32 {
-        let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-        sets.get(route.id())
-            .map_or(0, |set| set.running.len() as u32)
+    fn sets(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReplicaSet>> {
+        self.sets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn scale_now(&self, route: &Arc<Route>, replicas: u32) -> Result<(), ProviderError> {
-        let route_spec = route.spec();
-        let Workload::Process(spec) = &route_spec.workload else {
+    /// Starts or stops replicas of `spec`'s route until `replicas` run; returns how many ran.
+    fn scale_now(&self, spec: &RouteSpec, replicas: u32) -> Result<u32, ProviderError> {
+        let id = spec.id();
+        let Workload::Process(process) = &spec.workload else {
             return Err(ProviderError::new(format!(
-                "route {} is not run by local processes",
-                route.id()
+                "route {id} is not run by local processes"
             )));
         };
-        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-        let set = sets
-            .entry(route.id().to_owned())
-            .or_insert_with(|| ReplicaSet {
-                ready: Arc::new(ReadySet {
-                    route: Arc::clone(route),
-                    addrs: Mutex::new(BTreeMap::new()),
-                }),
-                running: Vec::new(),
-                stopping: Vec::new(),
-                next_id: 1,
-            });
+        let mut sets = self.sets();
+        let Some(set) = sets.get_mut(&id) else {
+            return Err(ProviderError::new(format!(
+                "route {id} is not attached to the process provider"
+            )));
+        };
         set.stopping.retain(|task| !task.is_finished());
+        let before = set.running.len() as u32;
         let wanted = replicas as usize;
         while set.running.len() < wanted {
             let id = set.next_id;
@@ -153,7 +150,7 @@ impl ProcessProvider {
             let (stop, stop_rx) = watch::channel(false);
             let replica = Replica {
                 id,
-                spec: spec.clone(),
+                spec: process.clone(),
                 ready: Arc::clone(&set.ready),
                 stop: stop_rx,
             };
@@ -170,36 +167,51 @@ impl ProcessProvider {
             let running = set.running.remove(index);
             set.stopping.push(running.stop());
         }
-        Ok(())
+        Ok(before)
     }
 }
 
 impl Provider for ProcessProvider {
+    fn attach(&self, spec: &RouteSpec, report: Reporter) {
+        let id = spec.id();
+        self.sets().entry(id.clone()).or_insert_with(|| ReplicaSet {
+            ready: Arc::new(ReadySet {
+                id,
+                report,
+                addrs: Mutex::new(BTreeMap::new()),
+            }),
+            running: Vec::new(),
+            stopping: Vec::new(),
+            next_id: 1,
+        });
+    }
+
+    fn detach(&self, id: &str) {
+        if let Some(set) = self.sets().remove(id) {
+            for running in set.running {
+                drop(running.stop());
+            }
+        }
+    }
+
     fn scale<'a>(
         &'a self,
-        route: &'a Arc<Route>,
-        replicas: u32,
-    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        request: ScaleRequest<'a>,
+    ) -> BoxFuture<'a, Result<Scaled, ProviderError>> {
         Box::pin(async move {
-            let before = self.running(route);
-            let result = self.scale_now(route, replicas);
-            let direction = if replicas > before {
-                Direction::Up
-            } else {
-                Direction::Down
+            let result = self.scale_now(request.spec, request.replicas);
+            let direction = match result {
+                Ok(before) if request.replicas < before => Direction::Down,
+                _ => Direction::Up,
             };
-            route
-                .metrics()
-                .scale_event(direction, if result.is_ok() { "success" } else { "error" });
-            result
+            let outcome = if result.is_ok() { "success" } else { "error" };
+            request.metrics.scale_event(direction, outcome);
+            result.map(|_| Scaled::Applied)
         })
     }
 
     fn shutdown(&self) -> BoxFuture<'_, ()> {
-        let sets: Vec<ReplicaSet> = {
-            let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-            sets.drain().map(|(_, set)| set).collect()
-        };
+        let sets: Vec<ReplicaSet> = self.sets().drain().map(|(_, set)| set).collect();
         Box::pin(async move {
             let tasks: Vec<JoinHandle<()>> = sets
                 .into_iter()

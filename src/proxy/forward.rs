@@ -1,4 +1,4 @@
-//! Sending a request to a replica: a connection from the replica's [`Pool`] (or a new one),
+//! Sending a request to a replica: a connection from the replica's pool (or a new one),
 //! bodies streamed both ways, protocol upgrades tunnelled, and a short retry while a replica
 //! refuses connections.
 //!
@@ -24,9 +24,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::balancer::Lease;
+use crate::balancer::upstream::{Connection, UpstreamBody};
 use crate::body::BoxBody;
 use crate::proxy::headers;
-use crate::proxy::pool::Connection;
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
 use crate::stats::RequestGuard;
@@ -36,23 +36,22 @@ const CONNECT_ATTEMPTS: u32 = 6;
 /// First pause between attempts; doubles each time (5, 10, 20, 40, 80 ms).
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 
-/// How requests reach replicas. Connections themselves live in each endpoint's [`Pool`].
-///
-/// [`Pool`]: crate::proxy::pool::Pool
+/// How requests reach replicas. Connections themselves live in each endpoint's pool
+/// ([`crate::balancer::upstream`]).
 #[derive(Debug, Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     connect_timeout: Duration,
 }
 
 impl Upstream {
     /// Requests whose new connections give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Upstream {
+    pub(crate) fn new(connect_timeout: Duration) -> Upstream {
         Upstream { connect_timeout }
     }
 
     /// Forwards one request of `route` and returns the replica's response, whose body keeps the
     /// request counted (and its endpoint leased) until it has been sent to the client.
-    pub async fn forward(
+    pub(crate) async fn forward(
         &self,
         route: &Arc<Route>,
         request: Request<Incoming>,
@@ -83,13 +82,15 @@ impl Upstream {
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
         let (mut response, lease, connection) = loop {
-            let lease = route
-                .acquire()
-                .await
-                .map_err(|source| ProxyError::Activation {
-                    route: route.id().to_owned(),
-                    source,
-                })?;
+            let lease =
+                route
+                    .activation()
+                    .acquire()
+                    .await
+                    .map_err(|source| ProxyError::Activation {
+                        route: route.id().to_owned(),
+                        source,
+                    })?;
             let endpoint = lease.endpoint();
             let addr = endpoint.addr();
             let mut connection = match endpoint.pool().checkout().await {
@@ -210,45 +211,6 @@ fn origin_form(uri: &Uri) -> Uri {
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     )
-}
-
-/// A request body on its way to a replica: the client's, or none (a replayed request).
-#[derive(Debug)]
-pub struct UpstreamBody(Option<Incoming>);
-
-impl UpstreamBody {
-    fn new(body: Incoming) -> UpstreamBody {
-        UpstreamBody(Some(body))
-    }
-
-    fn empty() -> UpstreamBody {
-        UpstreamBody(None)
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.0.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.0
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
-    }
 }
 
 /// Copies bytes both ways between the client's and the replica's upgraded connections, keeping

@@ -27,7 +27,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Whether the request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like).
-pub fn is_upgrade(parts: &request::Parts) -> bool {
+pub(crate) fn is_upgrade(parts: &request::Parts) -> bool {
     parts.version == Version::HTTP_11
         && parts.method == Method::GET
         && parts.headers.contains_key(header::UPGRADE)
@@ -52,7 +52,7 @@ fn has_hop_by_hop(headers: &HeaderMap) -> bool {
 }
 
 /// Removes hop-by-hop headers; with `keep_upgrade`, the upgrade handshake stays.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if !has_hop_by_hop(headers) {
         return;
     }
@@ -93,7 +93,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Rewrites a client request for a replica (always HTTP/1.1 upstream).
-pub fn prepare_request(parts: &mut request::Parts, client_ip: &HeaderValue, upgrade: bool) {
+pub(crate) fn prepare_request(parts: &mut request::Parts, client_ip: &HeaderValue, upgrade: bool) {
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let headers = &mut parts.headers;
     if !headers.contains_key(header::HOST)

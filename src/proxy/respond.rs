@@ -11,7 +11,7 @@ use crate::body::{self, BoxBody};
 
 /// Why the activator answered a request itself.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// No Host header or `:authority`.
     #[error("missing host")]
     MissingHost,
@@ -44,7 +44,7 @@ pub enum ProxyError {
 
 impl ProxyError {
     /// The `x-activator-error` reason (also the `reason` label of rejected requests).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             ProxyError::MissingHost => "missing_host",
             ProxyError::NoRoute { .. } => "no_route",
@@ -59,7 +59,7 @@ impl ProxyError {
     }
 
     /// The status code.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -143,7 +143,7 @@ fn human(d: Duration) -> String {
 }
 
 /// The response for `error`.
-pub fn error_response(error: &ProxyError) -> Response<BoxBody> {
+pub(crate) fn error_response(error: &ProxyError) -> Response<BoxBody> {
     let mut response = Response::new(body::full(error.message()));
     *response.status_mut() = error.status();
     let headers = response.headers_mut();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use activator::app::App;
 use activator::config::{Config, KubeSettings};
 use futures_util::future::join_all;
-use kube_sim::faults::{ConflictFault, ErrorFault, Latency};
+use kube_sim::faults::{ConflictFault, ErrorFault};
 use kube_sim::{ImageMapping, Sim, SimConfig};
 
 use super::support::{Activator, echo, host, metric};
@@ -104,7 +104,7 @@ async fn activator_in(sim: &Sim, toml: &str, namespace: Option<&str>) -> Activat
     let kube_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .unwrap();
-    let client = activator::provider::kube::client(kube_config).unwrap();
+    let client = activator::kube_client(kube_config).unwrap();
     let activator = Activator::start_app(App::kube(config, client)).await;
     super::support::wait_until("the activator is ready", || async {
         activator.admin("/readyz").await.status == 200
@@ -339,43 +339,84 @@ async fn closed_and_expired_watches_lose_no_request_and_state_recovers() {
 }
 
 #[tokio::test]
-async fn a_conflicting_scale_down_keeps_the_pod_for_the_request_that_arrives_meanwhile() {
+async fn a_scale_down_that_meets_a_conflict_without_a_replica_change_is_retried() {
     let sim = sim(0.01).await;
     sim.apply_yaml(&helloworld("300ms")).unwrap();
     let activator = activator(&sim, "").await;
-    let h = host("helloworld");
-    assert_eq!(activator.get(&h, "/").await.status, 200);
+    assert_eq!(activator.get(&host("helloworld"), "/").await.status, 200);
 
-    // The scale-down write is slow and will meet a conflict: a request arrives while it is in flight.
-    sim.faults().add_latency(Latency {
-        verb: Some("patch".into()),
-        resource: Some("deployments/scale".into()),
-        millis: 500,
-    });
+    // Someone else touches the Deployment (not its replicas) just before the scale-down writes.
     sim.faults().conflict_next_update(ConflictFault {
         resource: "deployments".into(),
         namespace: "default".into(),
         name: DEPLOYMENT.into(),
     });
+    super::support::wait_until("the Deployment scaled to zero", || async {
+        replicas(&sim, DEPLOYMENT) == 0
+    })
+    .await;
+    let metrics = activator.metrics().await;
+    let down = |result: &str| {
+        let series = format!(
+            r#"activator_scale_events_total{{direction="down",result="{result}",route="helloworld"}}"#
+        );
+        metric(&metrics, &series)
+    };
+    assert_eq!((down("conflict"), down("success")), (1.0, 1.0), "{metrics}");
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_during_a_scale_down_retried_through_an_api_brownout_is_served_at_once() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("300ms")).unwrap();
+    let activator = activator(&sim, "").await;
+    let h = host("helloworld");
+    let first = activator.get(&h, "/").await;
+    assert_eq!(first.status, 200);
+
+    // Every scale write fails: the scale-down is retried with backoff, with the gate closed.
+    sim.faults().add_error(ErrorFault {
+        verb: Some("patch".into()),
+        resource: Some("deployments/scale".into()),
+        status: 503,
+        share: 1.0,
+        retry_after_seconds: None,
+        count: None,
+    });
     activator
         .wait_route("helloworld", "scaling down", |r| r.desired_replicas == 0)
         .await;
+    super::support::wait_until("a failed scale-down write", || async {
+        let metrics = activator.metrics().await;
+        metric(
+            &metrics,
+            r#"activator_scale_events_total{direction="down",result="error",route="helloworld"}"#,
+        ) >= 1.0
+    })
+    .await;
+
+    // The request re-activates the route and is served by the pod still running, while the API
+    // is still failing: it does not wait for the scale-down's retries.
     let answer = activator.get(&h, "/").await;
     assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["pid"], first.json()["pid"], "the same pod");
+    assert_eq!(activator.route("helloworld").await.desired_replicas, 1);
 
+    // Once the API recovers, the abandoned zero never lands.
+    sim.faults().clear();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(replicas(&sim, DEPLOYMENT), 1, "no stale scale-down");
     let metrics = activator.metrics().await;
-    let conflict =
-        r#"activator_scale_events_total{direction="down",result="conflict",route="helloworld"}"#;
-    assert_eq!(metric(&metrics, conflict), 1.0, "{metrics}");
     assert_eq!(
         metric(
             &metrics,
-            r#"activator_cold_starts_total{route="helloworld"}"#
+            r#"activator_scale_events_total{direction="down",result="success",route="helloworld"}"#
         ),
-        1.0,
-        "served by the running pod"
+        0.0,
+        "{metrics}"
     );
-    assert_eq!(replicas(&sim, DEPLOYMENT), 1, "not scaled to zero");
     activator.stop().await;
     sim.shutdown().await;
 }

@@ -11,31 +11,40 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::config::file::{HumanDuration, RouteSettings};
-use crate::config::{
-    ConfigError, DirectProbe, KubeWorkload, RouteDefaults, RouteSpec, Workload, is_dns_label,
-    is_host_name, normalise_host_name, parse_duration, resolve_settings,
+use crate::spec::{
+    DURATION_EXPECTED, DirectProbe, HumanDuration, KubeWorkload, RouteDefaults, RouteSettings,
+    RouteSpec, SettingError, Workload, is_dns_label, parse_duration, route_hosts,
 };
 
 /// The label that opts a Deployment in.
-pub const ENABLED_LABEL: &str = "activator.dev/enabled";
+pub(crate) const ENABLED_LABEL: &str = "activator.dev/enabled";
 /// The Service in front of the Deployment's pods.
-pub const SERVICE: &str = "activator.dev/service";
+const SERVICE: &str = "activator.dev/service";
 /// The Service port (number or name) requests go to.
-pub const PORT: &str = "activator.dev/port";
+const PORT: &str = "activator.dev/port";
 /// Extra hosts, comma-separated.
-pub const HOSTS: &str = "activator.dev/hosts";
+const HOSTS: &str = "activator.dev/hosts";
 
 /// A value that cannot be used, on one annotation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("annotation {key}={value:?}: expected {expected}")]
-pub struct AnnotationError {
+pub(crate) struct AnnotationError {
     /// The annotation.
-    pub key: String,
+    pub(crate) key: String,
     /// Its value.
-    pub value: String,
+    pub(crate) value: String,
     /// What would be accepted.
-    pub expected: String,
+    pub(crate) expected: String,
+}
+
+impl From<SettingError> for AnnotationError {
+    fn from(error: SettingError) -> AnnotationError {
+        AnnotationError {
+            key: annotation_of(error.field),
+            value: error.value,
+            expected: error.expected,
+        }
+    }
 }
 
 fn error(key: &str, value: &str, expected: &str) -> AnnotationError {
@@ -53,7 +62,7 @@ fn annotation_of(field: &str) -> String {
 
 /// The name of the Service a Deployment names: its annotation, else its `app` label, else its own
 /// name. Also the route's name.
-pub fn service_name(deployment: &Deployment) -> Result<String, AnnotationError> {
+pub(crate) fn service_name(deployment: &Deployment) -> Result<String, AnnotationError> {
     let meta = &deployment.metadata;
     let name = match meta.annotations.as_ref().and_then(|a| a.get(SERVICE)) {
         Some(service) => service.trim().to_owned(),
@@ -73,7 +82,7 @@ pub fn service_name(deployment: &Deployment) -> Result<String, AnnotationError> 
 }
 
 /// The route a Deployment asks for, given the Service it names.
-pub fn route_spec(
+pub(crate) fn route_spec(
     deployment: &Deployment,
     service: &Service,
     defaults: &RouteDefaults,
@@ -87,45 +96,24 @@ pub fn route_spec(
         .clone()
         .unwrap_or_else(|| "default".to_owned());
     let name = service_name(deployment)?;
-    let settings = settings(annotations)?;
-    let invalid = |key: &str, value: &dyn std::fmt::Display, expected: &str| ConfigError::Invalid {
-        origin: String::new(),
-        key: key.to_owned(),
-        value: value.to_string(),
-        expected: expected.to_owned(),
-    };
-    let resolved =
-        resolve_settings(&settings, defaults, &annotation_of, &invalid).map_err(|e| match e {
-            ConfigError::Invalid {
-                key,
-                value,
-                expected,
-                ..
-            } => AnnotationError {
-                key,
-                value,
-                expected,
-            },
-            other => error("activator.dev/*", "", &other.to_string()),
-        })?;
-
-    let mut hosts = vec![format!("{name}.{namespace}.{domain}")];
-    if let Some(list) = annotations.get(HOSTS) {
-        for host in list.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-            let normalised = normalise_host_name(host);
-            let bare = normalised.strip_prefix("*.").unwrap_or(&normalised);
-            if !is_host_name(bare) {
-                return Err(error(
-                    HOSTS,
-                    list,
-                    "comma-separated host names or *.suffix wildcards",
-                ));
-            }
-            if !hosts.contains(&normalised) {
-                hosts.push(normalised);
-            }
-        }
-    }
+    let resolved = settings(annotations)?.resolve(defaults)?;
+    let listed = annotations
+        .get(HOSTS)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let hosts = route_hosts(
+        &name,
+        &namespace,
+        domain,
+        listed.split(',').map(str::trim).filter(|h| !h.is_empty()),
+    )
+    .map_err(|_| {
+        error(
+            HOSTS,
+            listed,
+            "comma-separated host names or *.suffix wildcards",
+        )
+    })?;
 
     let port_name = service_port_name(service, annotations.get(PORT).map(String::as_str))?;
     Ok(RouteSpec {
@@ -153,7 +141,7 @@ fn settings(annotations: &BTreeMap<String, String>) -> Result<RouteSettings, Ann
             .map(|v| {
                 parse_duration(v)
                     .map(HumanDuration)
-                    .map_err(|_| error(&key, v, r#"a duration such as "10s", "250ms" or "2m""#))
+                    .map_err(|_| error(&key, v, DURATION_EXPECTED))
             })
             .transpose()
     };
@@ -268,7 +256,6 @@ fn direct_probe(deployment: &Deployment) -> DirectProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     fn deployment(yaml_annotations: &[(&str, &str)]) -> Deployment {
         let annotations: serde_json::Map<String, serde_json::Value> = yaml_annotations
@@ -304,7 +291,7 @@ mod tests {
     }
 
     fn defaults() -> RouteDefaults {
-        Config::from_toml("").unwrap().defaults
+        RouteDefaults::default()
     }
 
     #[test]

@@ -1,116 +1,149 @@
 //! Discovery: watches Deployments labelled `activator.dev/enabled=true`, Services and
-//! EndpointSlices (kube-runtime watchers with backoff, into reflector stores) and keeps the route
-//! table, each route's replica count and each route's endpoints in step with them.
+//! EndpointSlices (kube-runtime watchers with backoff, into reflector stores), and keeps the served
+//! routes, each route's endpoints and each route's replica count in step with them.
 //!
-//! Every watch event marks the state dirty; one task then recomputes everything from the stores
-//! (events arriving meanwhile coalesce into one more pass). A watch that closes or whose history
-//! expired (410) is resumed or re-listed by the watcher; the stores stay whole meanwhile, so no
-//! route flickers.
-//!
-//! Rules: the route is named after the Service; an invalid annotation keeps that route out (other
-//! routes are untouched) and is reported once as a Warning Event `InvalidAnnotation`, a log line
-//! and `activator_config_errors_total`. When two Deployments claim one host, the older keeps it and
-//! the other gets a Warning Event `HostConflict`. A route whose Deployment is deleted or unlabelled
-//! goes away; requests it held get 503 `route_removed`.
+//! Every watch event marks the state dirty; one task then derives everything afresh from the
+//! stores ([`desired`](super::desired)) and applies it: the routes to the [`RouteSet`], endpoints
+//! and replica counts to the [`KubeProvider`], problems as Events ([`Notices`]). Events arriving
+//! meanwhile coalesce into one more pass. A watch that closes or whose history expired (410) is
+//! resumed or re-listed by the watcher; the stores stay whole meanwhile, so no route flickers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::Api;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::{Metadata, NamespaceResourceScope};
+use kube::api::{Api, ObjectMeta};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
-use super::KubeProvider;
-use super::annotations::{self, AnnotationError};
-use super::readiness::{Pending, RouteEndpoints};
+use super::desired::{self, Desired, Inputs, SERVICE_NAME_LABEL};
+use super::events::Notices;
+use super::{KubeProvider, annotations};
 use crate::admin::Health;
-use crate::config::{Config, KubeSettings, RouteDefaults, RouteSpec, Workload};
+use crate::config::{Config, KubeSettings};
 use crate::metrics::Metrics;
-use crate::provider::Provider;
-use crate::route::{Closed, Route};
-use crate::routing::RouteTable;
+use crate::provider::RouteSet;
+use crate::spec::RouteDefaults;
 
-/// The caches and everything discovery updates.
-pub struct Discovery {
+/// The caches, and everything discovery changes.
+pub(crate) struct Discovery {
     client: kube::Client,
     settings: KubeSettings,
     defaults: RouteDefaults,
     domain: String,
-    table: Arc<RouteTable>,
-    metrics: Metrics,
     provider: Arc<KubeProvider>,
-    deployments: (
-        Store<Deployment>,
-        Option<reflector::store::Writer<Deployment>>,
-    ),
-    services: (Store<Service>, Option<reflector::store::Writer<Service>>),
-    slices: (
-        Store<EndpointSlice>,
-        Option<reflector::store::Writer<EndpointSlice>>,
-    ),
-    routes: HashMap<String, Arc<RouteEndpoints>>,
-    reported: HashSet<String>,
-    recorder: Recorder,
+    deployments: Cache<Deployment>,
+    services: Cache<Service>,
+    slices: Cache<EndpointSlice>,
+    notices: Notices,
+    /// The routes served after the last pass, to log what each pass changes.
+    served: HashSet<String>,
+}
+
+/// A reflector store, and its writer until the watch that feeds it starts.
+struct Cache<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    writer: Option<reflector::store::Writer<K>>,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Metadata<Ty = ObjectMeta>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    fn new() -> Cache<K> {
+        let (store, writer) = reflector::store();
+        Cache {
+            store,
+            writer: Some(writer),
+        }
+    }
+
+    /// Starts the watch that fills this cache, marking `dirty` on every event.
+    fn watch(
+        &mut self,
+        api: Api<K>,
+        config: watcher::Config,
+        dirty: &Arc<Notify>,
+        watches: &mut JoinSet<()>,
+    ) {
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        let stream = watcher(api, config).default_backoff().reflect(writer);
+        let dirty = Arc::clone(dirty);
+        let what = K::plural(&());
+        watches.spawn(async move {
+            tokio::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(_) => dirty.notify_one(),
+                    Err(error) => {
+                        tracing::warn!(watch = %what, %error, "watch failed; retrying with backoff")
+                    }
+                }
+            }
+        });
+    }
 }
 
 impl std::fmt::Debug for Discovery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Discovery")
-            .field("routes", &self.routes.len())
+            .field("served", &self.served.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Discovery {
-    /// Discovery for `config` through `client`, and the provider that scales what it finds.
-    pub fn new(
+    /// Discovery for `config` through `client`, and the provider that scales what it finds (and
+    /// reports its endpoints).
+    pub(crate) fn new(
         client: kube::Client,
         config: &Config,
-        table: Arc<RouteTable>,
+        settings: KubeSettings,
         metrics: Metrics,
     ) -> (Discovery, Arc<KubeProvider>) {
-        let (deployment_store, deployment_writer) = reflector::store();
-        let (service_store, service_writer) = reflector::store();
-        let (slice_store, slice_writer) = reflector::store();
-        let provider = Arc::new(KubeProvider::new(client.clone(), deployment_store.clone()));
-        let reporter = Reporter {
-            controller: "activator".to_owned(),
-            instance: std::env::var("POD_NAME")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok()),
-        };
+        let deployments = Cache::new();
+        let provider = Arc::new(KubeProvider::new(
+            client.clone(),
+            deployments.store.clone(),
+            settings.probe_interval,
+        ));
         let discovery = Discovery {
-            recorder: Recorder::new(client.clone(), reporter),
+            notices: Notices::new(client.clone(), metrics),
             client,
-            settings: config.kube.clone().unwrap_or(KubeSettings {
-                namespace: None,
-                probe_interval: crate::config::defaults::PROBE_INTERVAL,
-            }),
+            settings,
             defaults: config.defaults,
             domain: config.domain.clone(),
-            table,
-            metrics,
             provider: Arc::clone(&provider),
-            deployments: (deployment_store, Some(deployment_writer)),
-            services: (service_store, Some(service_writer)),
-            slices: (slice_store, Some(slice_writer)),
-            routes: HashMap::new(),
-            reported: HashSet::new(),
+            deployments,
+            services: Cache::new(),
+            slices: Cache::new(),
+            served: HashSet::new(),
         };
         (discovery, provider)
     }
 
     fn api<K>(&self) -> Api<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K: Resource<Scope = NamespaceResourceScope>,
         K::DynamicType: Default,
     {
         match &self.settings.namespace {
@@ -119,376 +152,112 @@ impl Discovery {
         }
     }
 
-    /// Watches until `shutdown` completes; marks `health` loaded once every cache has synced.
-    pub async fn run(
+    /// Watches until `shutdown` completes, serving what it finds through `routes`; marks
+    /// `health` loaded once every cache has synced.
+    pub(crate) async fn run(
         mut self,
+        routes: Arc<dyn RouteSet>,
         health: Arc<Health>,
-        shutdown: impl std::future::Future<Output = ()>,
+        shutdown: impl Future<Output = ()>,
     ) {
         let dirty = Arc::new(Notify::new());
-        let enabled =
-            watcher::Config::default().labels(&format!("{}=true", annotations::ENABLED_LABEL));
-        let sliced = watcher::Config::default().labels("kubernetes.io/service-name");
-        let mut watches = tokio::task::JoinSet::new();
-        let (deployments, services, slices) = (
-            self.api::<Deployment>(),
-            self.api::<Service>(),
-            self.api::<EndpointSlice>(),
+        let mut watches = JoinSet::new();
+        let enabled = format!("{}=true", annotations::ENABLED_LABEL);
+        let (deployments, services, slices) = (self.api(), self.api(), self.api());
+        self.deployments.watch(
+            deployments,
+            watcher::Config::default().labels(&enabled),
+            &dirty,
+            &mut watches,
         );
-        if let Some(writer) = self.deployments.1.take() {
-            watches.spawn(drive(
-                watcher(deployments, enabled)
-                    .default_backoff()
-                    .reflect(writer),
-                Arc::clone(&dirty),
-                "deployments",
-            ));
-        }
-        if let Some(writer) = self.services.1.take() {
-            watches.spawn(drive(
-                watcher(services, watcher::Config::default())
-                    .default_backoff()
-                    .reflect(writer),
-                Arc::clone(&dirty),
-                "services",
-            ));
-        }
-        if let Some(writer) = self.slices.1.take() {
-            watches.spawn(drive(
-                watcher(slices, sliced).default_backoff().reflect(writer),
-                Arc::clone(&dirty),
-                "endpointslices",
-            ));
-        }
+        self.services
+            .watch(services, watcher::Config::default(), &dirty, &mut watches);
+        self.slices.watch(
+            slices,
+            watcher::Config::default().labels(SERVICE_NAME_LABEL),
+            &dirty,
+            &mut watches,
+        );
         tokio::pin!(shutdown);
         let synced = async {
             let _ = tokio::join!(
-                self.deployments.0.wait_until_ready(),
-                self.services.0.wait_until_ready(),
-                self.slices.0.wait_until_ready()
+                self.deployments.store.wait_until_ready(),
+                self.services.store.wait_until_ready(),
+                self.slices.store.wait_until_ready()
             );
         };
         tokio::select! {
             _ = synced => {}
             () = &mut shutdown => return,
         }
-        self.reconcile();
+        self.reconcile(&*routes);
         health.set_loaded();
         tracing::info!(
-            routes = self.routes.len(),
+            routes = self.served.len(),
             "Kubernetes caches synced; serving discovered routes"
         );
         loop {
             tokio::select! {
-                () = dirty.notified() => self.reconcile(),
+                () = dirty.notified() => self.reconcile(&*routes),
                 () = &mut shutdown => break,
             }
         }
         watches.abort_all();
-        for endpoints in self.routes.values() {
-            endpoints.stop();
-        }
     }
 
-    /// Recomputes routes, replica counts and endpoints from the caches.
-    fn reconcile(&mut self) {
-        let mut deployments = self.deployments.0.state();
-        // Forget problems reported for Deployments that are gone, so the set does not grow forever.
+    /// Derives routes, replica counts and endpoints from the caches and applies them.
+    fn reconcile(&mut self, routes: &dyn RouteSet) {
+        let deployments = self.deployments.store.state();
         let live: HashSet<String> = deployments.iter().filter_map(|d| d.uid()).collect();
-        self.reported
-            .retain(|key| key.split('/').next().is_some_and(|uid| live.contains(uid)));
-        // Oldest first: on a conflict, the older Deployment keeps the host.
-        deployments.sort_by(|a, b| {
-            (
-                a.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                a.name_any(),
-            )
-                .cmp(&(
-                    b.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    b.name_any(),
-                ))
-        });
-        let mut wanted: BTreeMap<String, (RouteSpec, Arc<Deployment>)> = BTreeMap::new();
-        let mut claimed: HashMap<String, String> = HashMap::new();
-        let mut problems: Vec<(
-            Arc<Deployment>,
-            &'static str,
-            String,
-            Option<AnnotationError>,
-        )> = Vec::new();
-        for deployment in deployments {
-            if deployment.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
-            let namespace = deployment.namespace().unwrap_or_default();
-            let service_name = match annotations::service_name(&deployment) {
-                Ok(name) => name,
-                Err(error) => {
-                    problems.push((
-                        Arc::clone(&deployment),
-                        "InvalidAnnotation",
-                        error.to_string(),
-                        Some(error),
-                    ));
-                    continue;
-                }
-            };
-            let Some(service) = self
-                .services
-                .0
-                .get(&ObjectRef::new(&service_name).within(&namespace))
-            else {
-                tracing::debug!(deployment = %deployment.name_any(), service = %service_name, "waiting for the Service");
-                continue;
-            };
-            let mut spec = match annotations::route_spec(
-                &deployment,
-                &service,
-                &self.defaults,
-                &self.domain,
-            ) {
-                Ok(spec) => spec,
-                Err(error) => {
-                    problems.push((
-                        Arc::clone(&deployment),
-                        "InvalidAnnotation",
-                        error.to_string(),
-                        Some(error),
-                    ));
-                    continue;
-                }
-            };
-            let id = spec.id();
-            if let Some((_, owner)) = wanted.get(&id) {
-                let note = format!(
-                    "route {id} (Service {service_name}) is already served for Deployment {}; this Deployment is not routed",
-                    owner.name_any()
-                );
-                problems.push((Arc::clone(&deployment), "HostConflict", note, None));
-                continue;
-            }
-            let mut lost = Vec::new();
-            spec.hosts.retain(|host| match claimed.get(host) {
-                Some(owner) if *owner != id => {
-                    lost.push(format!("{host} (kept by route {owner})"));
-                    false
-                }
-                _ => true,
-            });
-            if !lost.is_empty() {
-                let note = format!(
-                    "hosts claimed by older routes are not served for route {id}: {}",
-                    lost.join(", ")
-                );
-                problems.push((Arc::clone(&deployment), "HostConflict", note, None));
-            }
-            if spec.hosts.is_empty() {
-                continue;
-            }
-            for host in &spec.hosts {
-                claimed.insert(host.clone(), id.clone());
-            }
-            wanted.insert(id, (spec, deployment));
-        }
-        for (deployment, reason, note, annotation) in problems {
-            self.report(&deployment, reason, note, annotation.as_ref());
-        }
-        self.apply(wanted);
-    }
-
-    fn apply(&mut self, wanted: BTreeMap<String, (RouteSpec, Arc<Deployment>)>) {
-        // Slices by (namespace, service), built once per pass rather than scanned per route.
-        let mut slices: HashMap<(String, String), Vec<Arc<EndpointSlice>>> = HashMap::new();
-        for slice in self.slices.0.state() {
-            if let Some(service) = slice.labels().get("kubernetes.io/service-name") {
-                let key = (slice.namespace().unwrap_or_default(), service.clone());
-                slices.entry(key).or_default().push(slice);
-            }
-        }
-        let mut changed = false;
-        for (id, endpoints) in self.routes.iter() {
-            if !wanted.contains_key(id) {
-                tracing::info!(route = %id, "route removed: its Deployment is gone or no longer enabled");
-                endpoints.stop();
-                endpoints.route().close(Closed::Removed);
-                endpoints.route().metrics().remove();
-                changed = true;
-            }
-        }
-        self.routes.retain(|id, _| wanted.contains_key(id));
-        for (id, (spec, deployment)) in wanted {
-            let endpoints = match self.routes.get(&id) {
-                Some(existing) => {
-                    if **existing.route().spec() != spec {
-                        changed |= existing.route().spec().hosts != spec.hosts;
-                        tracing::info!(route = %id, "route configuration changed");
-                        existing.route().set_spec(spec.clone());
-                    }
-                    Arc::clone(existing)
-                }
-                None => {
-                    tracing::info!(route = %id, deployment = %deployment.name_any(), hosts = ?spec.hosts, "route added");
-                    let provider: Arc<dyn Provider> = self.provider.clone();
-                    let route = Route::new(spec.clone(), provider, &self.metrics);
-                    let endpoints = RouteEndpoints::new(route, self.settings.probe_interval);
-                    self.routes.insert(id.clone(), Arc::clone(&endpoints));
-                    changed = true;
-                    endpoints
-                }
-            };
-            self.observe_replicas(&endpoints, &deployment);
-            let key = (spec.namespace.clone(), service_of(&spec));
-            publish_endpoints(
-                &endpoints,
-                &spec,
-                slices.get(&key).map_or(&[], Vec::as_slice),
-            );
-        }
-        if changed {
-            let routes = self
-                .routes
-                .values()
-                .map(|e| Arc::clone(e.route()))
-                .collect();
-            self.table.replace(routes);
-        }
-    }
-
-    fn observe_replicas(&self, endpoints: &RouteEndpoints, deployment: &Deployment) {
-        let replicas = deployment
-            .spec
-            .as_ref()
-            .and_then(|s| s.replicas)
-            .unwrap_or(1);
-        let namespace = deployment.namespace().unwrap_or_default();
-        let stale = self.provider.is_stale(
-            &namespace,
-            &deployment.name_any(),
-            deployment.metadata.resource_version.as_deref(),
-        );
-        if !stale {
-            endpoints
-                .route()
-                .observe_replicas(u32::try_from(replicas).unwrap_or(0));
-        }
-    }
-
-    /// Logs, counts and posts a Warning Event for a problem, once per Deployment version.
-    fn report(
-        &mut self,
-        deployment: &Deployment,
-        reason: &'static str,
-        note: String,
-        annotation: Option<&AnnotationError>,
-    ) {
-        let key = format!(
-            "{}/{}/{reason}/{note}",
-            deployment.uid().unwrap_or_default(),
-            deployment.metadata.generation.unwrap_or(0)
-        );
-        if !self.reported.insert(key) {
-            return;
-        }
-        let namespace = deployment.namespace().unwrap_or_default();
-        let name = deployment.name_any();
-        tracing::warn!(deployment = %format!("{namespace}/{name}"), reason, "{note}");
-        if let Some(error) = annotation {
-            let route = annotations::service_name(deployment).unwrap_or_else(|_| name.clone());
-            self.metrics.config_error(&route, &namespace, &error.key);
-        }
-        let recorder = self.recorder.clone();
-        let reference: ObjectReference = deployment.object_ref(&());
-        tokio::spawn(async move {
-            let event = Event {
-                type_: EventType::Warning,
-                reason: reason.to_owned(),
-                note: Some(note),
-                action: "Route".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                tracing::warn!(%error, "posting a Kubernetes Event failed");
-            }
-        });
-    }
-}
-
-/// The Service a Kubernetes route's pods sit behind.
-fn service_of(spec: &RouteSpec) -> String {
-    match &spec.workload {
-        Workload::Kube(workload) => workload.service.clone(),
-        Workload::Process(_) => String::new(),
-    }
-}
-
-/// Publishes a route's endpoints from its Service's EndpointSlices: ready ones take requests,
-/// terminating ones none, and the rest are probed directly.
-fn publish_endpoints(
-    endpoints: &Arc<RouteEndpoints>,
-    spec: &RouteSpec,
-    slices: &[Arc<EndpointSlice>],
-) {
-    let Workload::Kube(workload) = &spec.workload else {
-        return;
-    };
-    let mut ready = Vec::new();
-    let mut pending = Vec::new();
-    for slice in slices {
-        let Some(port) = slice
-            .ports
-            .as_ref()
-            .and_then(|ports| {
-                ports
-                    .iter()
-                    .find(|p| p.name.clone().unwrap_or_default() == workload.port_name)
-            })
-            .and_then(|p| p.port)
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
+        self.notices.retain_live(&live);
+        let services = |namespace: &str, name: &str| {
+            self.services
+                .store
+                .get(&ObjectRef::new(name).within(namespace))
         };
-        for endpoint in &slice.endpoints {
-            let conditions = endpoint.conditions.as_ref();
-            if conditions.and_then(|c| c.terminating).unwrap_or(false) {
-                continue;
-            }
-            let Some(ip) = endpoint
-                .addresses
-                .first()
-                .and_then(|a| a.parse::<IpAddr>().ok())
-            else {
-                continue;
-            };
-            let serve = SocketAddr::new(ip, port);
-            // A nil `ready` means unknown, which consumers should treat as ready.
-            if conditions.and_then(|c| c.ready).unwrap_or(true) {
-                ready.push(serve);
+        let desired = desired::desired(Inputs {
+            deployments,
+            services: &services,
+            slices: self.slices.store.state(),
+            defaults: &self.defaults,
+            domain: &self.domain,
+        });
+        self.apply(desired, routes);
+    }
+
+    fn apply(&mut self, desired: Desired, served: &dyn RouteSet) {
+        let Desired { routes, problems } = desired;
+        // Routes whose Deployment is still there but now refused, to say why they went.
+        let refused: HashSet<String> = problems
+            .iter()
+            .filter(|p| p.annotation.is_some())
+            .filter_map(|p| {
+                let name = annotations::service_name(&p.deployment).ok()?;
+                Some(format!(
+                    "{}/{name}",
+                    p.deployment.namespace().unwrap_or_default()
+                ))
+            })
+            .collect();
+        for id in self.served.iter().filter(|id| !routes.contains_key(*id)) {
+            if refused.contains(id) {
+                tracing::warn!(route = %id, "route removed: its Deployment's annotations are invalid");
             } else {
-                let probe = SocketAddr::new(ip, workload.probe.port.unwrap_or(port));
-                pending.push(Pending {
-                    serve,
-                    probe,
-                    path: workload.probe.path.clone(),
-                });
+                tracing::info!(route = %id, "route removed: its Deployment is gone or no longer enabled");
             }
         }
-    }
-    ready.sort();
-    endpoints.update(ready, pending);
-}
-
-/// Drives one reflector's watch stream, marking the state dirty on every event.
-async fn drive<S, K>(stream: S, dirty: Arc<Notify>, what: &'static str)
-where
-    S: futures_util::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-{
-    tokio::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(_) => dirty.notify_one(),
-            Err(error) => {
-                tracing::warn!(watch = what, %error, "watch failed; retrying with backoff")
+        for (id, route) in &routes {
+            if !self.served.contains(id) {
+                tracing::info!(route = %id, hosts = ?route.spec.hosts, "route added");
             }
+        }
+        for problem in problems {
+            self.notices.tell(problem);
+        }
+        self.served = routes.keys().cloned().collect();
+        served.replace(routes.values().map(|r| r.spec.clone()).collect());
+        for (id, route) in &routes {
+            self.provider.publish(id, route);
         }
     }
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use crate::provider::Reporter;
 use crate::provider::probe::probe;
-use crate::route::Route;
 
 /// An endpoint the kubelet has not marked ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,8 @@ pub(crate) struct Pending {
 
 /// The published endpoints of one route.
 pub(crate) struct RouteEndpoints {
-    route: Arc<Route>,
+    id: String,
+    report: Reporter,
     interval: Duration,
     // Held only to update the sets and publish (no await inside).
     state: Mutex<State>,
@@ -43,16 +44,18 @@ struct State {
 }
 
 impl RouteEndpoints {
-    pub(crate) fn new(route: Arc<Route>, interval: Duration) -> Arc<RouteEndpoints> {
+    pub(crate) fn new(id: String, report: Reporter, interval: Duration) -> Arc<RouteEndpoints> {
         Arc::new(RouteEndpoints {
-            route,
+            id,
+            report,
             interval,
             state: Mutex::new(State::default()),
         })
     }
 
-    pub(crate) fn route(&self) -> &Arc<Route> {
-        &self.route
+    /// Reports the replica count the Deployment has now.
+    pub(crate) fn observe_replicas(&self, replicas: u32) {
+        self.report.replicas(replicas);
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -89,7 +92,7 @@ impl RouteEndpoints {
         all.sort();
         if all != state.published {
             state.published = all.clone();
-            self.route.set_ready(&all);
+            self.report.ready(&all);
         }
     }
 
@@ -98,14 +101,14 @@ impl RouteEndpoints {
         loop {
             match probe(endpoint.probe, endpoint.path.as_deref()).await {
                 Ok(()) => {
-                    tracing::debug!(route = %self.route.id(), addr = %endpoint.serve, after_ms = started.elapsed().as_millis() as u64, "direct probe passed before the kubelet's");
+                    tracing::debug!(route = %self.id, addr = %endpoint.serve, after_ms = started.elapsed().as_millis() as u64, "direct probe passed before the kubelet's");
                     let mut state = self.state();
                     state.probes.remove(&endpoint.serve);
                     state.probed.insert(endpoint.serve);
                     self.publish(&mut state);
                     return;
                 }
-                Err(problem) => self.route.set_waiting_on(format!(
+                Err(problem) => self.report.waiting(format!(
                     "pod {} not ready after {}ms: {problem}",
                     endpoint.serve,
                     started.elapsed().as_millis()

@@ -14,8 +14,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 use super::ReadySet;
-use crate::config::ProcessSpec;
 use crate::provider::probe::probe;
+use crate::spec::ProcessSpec;
 
 /// Time between readiness probes of a starting replica, once it has been starting for a while.
 pub(crate) const PROBE_PERIOD: Duration = Duration::from_millis(20);

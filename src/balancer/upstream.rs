@@ -1,24 +1,28 @@
-//! Connections to one replica: opening HTTP/1.1 connections, and keeping idle ones for reuse.
+//! The upstream side of an endpoint: the HTTP/1.1 connections to one replica, the idle ones kept
+//! for reuse, and the body type requests are sent with.
 //!
-//! Each [`crate::balancer::Endpoint`] owns one [`Pool`], so a request that has leased an endpoint
+//! Each [`Endpoint`](super::Endpoint) owns one [`Pool`], so a request that has leased an endpoint
 //! finds that replica's idle connections without a shared map, a hash, or a task per request.
 //! The most recently used connection is taken first; one idle for [`IDLE_TIMEOUT`] is closed, and
 //! at most [`MAX_IDLE`] are kept. A connection goes back to the pool only after a response body
-//! was read to its end ([`crate::proxy::forward`] decides), so a connection still busy draining a
+//! was read to its end (the proxy's forwarding decides), so a connection still busy draining a
 //! body is never handed to the next request. Dropping the pool (the endpoint left the ready set
 //! and its last lease ended) closes every idle connection.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-use crate::proxy::forward::UpstreamBody;
 
 /// Idle connections kept per replica at most.
 const MAX_IDLE: usize = 1024;
@@ -179,4 +183,45 @@ pub(crate) async fn connect(
         }
     });
     Ok(connection)
+}
+
+/// A request body on its way to a replica: the client's, or none (a replayed request).
+#[derive(Debug)]
+pub(crate) struct UpstreamBody(Option<Incoming>);
+
+impl UpstreamBody {
+    /// The client's body, streamed.
+    pub(crate) fn new(body: Incoming) -> UpstreamBody {
+        UpstreamBody(Some(body))
+    }
+
+    /// No body.
+    pub(crate) fn empty() -> UpstreamBody {
+        UpstreamBody(None)
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.0.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
 }
