@@ -110,9 +110,10 @@ impl App {
         let discovery_task = match discovery {
             Some(discovery) => {
                 let served: Arc<dyn RouteSet> = routes.clone();
+                let health = Arc::clone(&health);
                 Some(tokio::spawn(discovery.run(
                     served,
-                    Arc::clone(&health),
+                    move || health.set_loaded(),
                     wait_stop(stopped.clone()),
                 )))
             }

@@ -29,7 +29,6 @@ use tokio::task::JoinSet;
 use super::desired::{self, Desired, Inputs, SERVICE_NAME_LABEL};
 use super::events::Notices;
 use super::{KubeProvider, annotations};
-use crate::admin::Health;
 use crate::config::{Config, KubeSettings};
 use crate::metrics::Metrics;
 use crate::provider::RouteSet;
@@ -152,12 +151,12 @@ impl Discovery {
         }
     }
 
-    /// Watches until `shutdown` completes, serving what it finds through `routes`; marks
-    /// `health` loaded once every cache has synced.
+    /// Watches until `shutdown` completes, serving what it finds through `routes`; calls
+    /// `synced` once every cache has synced and the routes they hold are served.
     pub(crate) async fn run(
         mut self,
         routes: Arc<dyn RouteSet>,
-        health: Arc<Health>,
+        synced: impl FnOnce(),
         shutdown: impl Future<Output = ()>,
     ) {
         let dirty = Arc::new(Notify::new());
@@ -179,7 +178,7 @@ impl Discovery {
             &mut watches,
         );
         tokio::pin!(shutdown);
-        let synced = async {
+        let caches = async {
             let _ = tokio::join!(
                 self.deployments.store.wait_until_ready(),
                 self.services.store.wait_until_ready(),
@@ -187,11 +186,11 @@ impl Discovery {
             );
         };
         tokio::select! {
-            _ = synced => {}
+            _ = caches => {}
             () = &mut shutdown => return,
         }
         self.reconcile(&*routes);
-        health.set_loaded();
+        synced();
         tracing::info!(
             routes = self.served.len(),
             "Kubernetes caches synced; serving discovered routes"
