@@ -183,7 +183,7 @@ impl Activation {
         }
         self.check_closed()?;
         let spec = self.spec.load();
-        let max = spec.max_queued;
+        let max = spec.settings.max_queued;
         let Some(_held) = self.stats.enqueue(max) else {
             return Err(ActivationError::QueueFull { max });
         };
@@ -201,7 +201,7 @@ impl Activation {
                 notified.await;
             }
         };
-        match tokio::time::timeout(spec.cold_start_timeout, wait).await {
+        match tokio::time::timeout(spec.settings.cold_start_timeout, wait).await {
             Ok(result) => result,
             Err(_) => Err(ActivationError::Timeout {
                 waited: started.elapsed(),
@@ -262,7 +262,7 @@ impl Activation {
         if state.replicas.desired() > 0 {
             return;
         }
-        let replicas = self.spec.load().scaling.activation_replicas();
+        let replicas = self.spec.load().settings.scaling.activation_replicas();
         state.replicas.set(replicas, Instant::now());
         drop(state);
         tracing::info!(route = %self.id, replicas, "activating: request held with no replica ready");
@@ -501,7 +501,7 @@ mod tests {
     use super::*;
     use crate::metrics::Metrics;
     use crate::provider::{BoxFuture, ProviderError, Reporter};
-    use crate::spec::{ProcessSpec, RouteDefaults, Workload};
+    use crate::spec::{ProcessSpec, Settings, Workload};
 
     /// A provider that accepts every count at once and changes no endpoint.
     struct Accepting;
@@ -521,15 +521,13 @@ mod tests {
     }
 
     fn activation() -> (Arc<Activation>, Arc<RouteStats>) {
-        let defaults = RouteDefaults::default();
+        let defaults = Settings::default();
         let spec = RouteSpec {
             name: "web".into(),
             namespace: "default".into(),
             hosts: vec!["web.default.test".into()],
             path_prefix: None,
-            cold_start_timeout: defaults.cold_start_timeout,
-            max_queued: defaults.max_queued,
-            scaling: defaults.scaling,
+            settings: defaults,
             workload: Workload::Process(ProcessSpec {
                 command: vec!["true".into()],
                 ready_path: None,

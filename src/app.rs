@@ -1,10 +1,11 @@
 //! The application: builds the routes, provider, metrics and services from a [`Config`], and runs
 //! the proxy listener, the admin listener and the scaler until shutdown.
 //!
-//! Shutdown, in order: `/readyz` fails; the proxy stops accepting connections; requests in flight
-//! and held requests drain for up to the drain timeout, after which requests still held are
-//! answered 503 `shutting_down`; then the scaler and admin listener stop and the provider stops
-//! every replica it started.
+//! Shutdown, in order: `/readyz` fails at once while the proxy keeps serving for the shutdown
+//! delay (so endpoints stop pointing here first); then the proxy stops accepting connections and
+//! asks open ones to close when idle; requests in flight and held requests drain for up to the
+//! drain timeout, after which requests still held are answered 503 `shutting_down`; then the
+//! scaler and admin listener stop and the provider stops every replica it started.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,13 +18,16 @@ use tokio::sync::watch;
 use crate::activation::Closed;
 use crate::admin::{Admin, Health};
 use crate::config::Config;
+use crate::config::defaults::ADMIN_CONNECTIONS;
 use crate::metrics::Metrics;
 use crate::provider::kube::discovery::Discovery;
 use crate::provider::process::ProcessProvider;
 use crate::provider::{Provider, RouteSet};
-use crate::proxy::Proxy;
+use crate::proxy::{Proxy, ProxySettings};
 use crate::route::Route;
 use crate::routing::RouteTable;
+use crate::server::Limits;
+use crate::server::watchdog::Timeouts;
 use crate::spec::RouteSpec;
 use crate::{scaler, server};
 
@@ -96,10 +100,22 @@ impl App {
             let _ = rx.wait_for(|s| *s).await;
         };
 
+        let connections = config.connections;
+        let timeouts = Timeouts {
+            header_read: connections.header_read_timeout,
+            keepalive: connections.keepalive_timeout,
+            stream_idle: config.defaults.stream_idle_timeout,
+        };
         let admin_service = Admin::new(Arc::clone(&table), metrics.clone(), Arc::clone(&health));
+        let admin_limits = Limits {
+            timeouts,
+            max_connections: ADMIN_CONNECTIONS,
+            max_header_buffer: connections.max_header_bytes,
+        };
         let admin_task = tokio::spawn(server::serve(
             admin,
-            move |_| admin_service.clone(),
+            admin_limits,
+            move |_, _| admin_service.clone(),
             wait_stop(stopped.clone()),
         ));
         let scaler_task = tokio::spawn(scaler::run(
@@ -123,15 +139,41 @@ impl App {
             }
         };
 
-        let proxy_service = Proxy::new(Arc::clone(&table), metrics.clone(), config.connect_timeout);
+        let proxy_service = Proxy::new(
+            Arc::clone(&table),
+            metrics.clone(),
+            ProxySettings {
+                connect_timeout: config.connect_timeout,
+                max_header_bytes: connections.max_header_bytes,
+                forwarding: config.forwarding.clone(),
+            },
+        );
+        let proxy_limits = Limits {
+            timeouts,
+            max_connections: connections.max_connections,
+            // hyper refuses heads beyond this with a bare 431; below it the proxy answers 431
+            // itself, saying why.
+            max_header_buffer: connections.max_header_bytes.saturating_mul(2),
+        };
         let (drain_began, mut draining) = watch::channel(false);
         let drain_health = Arc::clone(&health);
+        let shutdown_delay = config.shutdown_delay;
         let serving = server::serve(
             proxy,
-            move |remote| proxy_service.service(remote),
+            proxy_limits,
+            move |remote, activity| proxy_service.service(remote, activity),
             async move {
                 shutdown.await;
+                // Lame duck: fail readiness so endpoints stop pointing here, but keep serving
+                // whoever still arrives until they have.
                 drain_health.set_draining();
+                if !shutdown_delay.is_zero() {
+                    tracing::info!(
+                        shutdown_delay_ms = shutdown_delay.as_millis() as u64,
+                        "shutting down: not ready, still serving"
+                    );
+                    tokio::time::sleep(shutdown_delay).await;
+                }
                 tracing::info!("shutting down: draining requests");
                 let _ = drain_began.send(true);
             },

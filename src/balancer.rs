@@ -10,6 +10,8 @@
 //! [`Backends::changed`]. Waiting, and whether leases may be taken at all, is
 //! [`crate::activation`]'s business; when endpoints come and go is the provider's.
 
+mod pacing;
+pub(crate) mod stall;
 pub(crate) mod upstream;
 
 use std::net::SocketAddr;

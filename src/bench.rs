@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::provider::{BoxFuture, Provider, ProviderError, Reporter, ScaleRequest, Scaled};
 use crate::route::Route;
 use crate::routing::{RouteTable, normalise_host};
-use crate::spec::{ProcessSpec, RouteDefaults, RouteSpec, Workload};
+use crate::spec::{ProcessSpec, RouteSpec, Settings, Workload};
 use crate::stats::RouteStats;
 
 /// A route table, as the proxy looks routes up.
@@ -26,7 +26,7 @@ impl Table {
     pub fn new(routes: Vec<Vec<String>>) -> Table {
         let provider: Arc<dyn Provider> = Arc::new(Unused);
         let metrics = Metrics::new();
-        let defaults = RouteDefaults::default();
+        let defaults = Settings::default();
         let routes = routes
             .into_iter()
             .enumerate()
@@ -36,9 +36,7 @@ impl Table {
                     namespace: "default".into(),
                     hosts,
                     path_prefix: None,
-                    cold_start_timeout: defaults.cold_start_timeout,
-                    max_queued: defaults.max_queued,
-                    scaling: defaults.scaling,
+                    settings: defaults,
                     workload: Workload::Process(ProcessSpec {
                         command: vec!["true".into()],
                         ready_path: None,
@@ -97,9 +95,14 @@ impl InFlight {
     }
 }
 
-/// Rewrites a client request's head for a replica, as the proxy does.
+/// Rewrites a client request's head for a replica, as the proxy does for an untrusted peer at
+/// `client_ip`.
 pub fn prepare_request(parts: &mut Parts, client_ip: &HeaderValue) {
-    crate::proxy::headers::prepare_request(parts, client_ip, false);
+    let client = crate::proxy::headers::Client {
+        ip: client_ip.clone(),
+        trusted: false,
+    };
+    crate::proxy::headers::prepare_request(parts, &client, None, false);
 }
 
 /// A provider that is never asked for anything: lookups do not scale.

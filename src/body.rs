@@ -6,8 +6,11 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody as Boxed};
 
+/// Why a body ended early: the peer's connection failed, or the stream stalled.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The body of every response the activator sends.
-pub(crate) type BoxBody = Boxed<Bytes, hyper::Error>;
+pub(crate) type BoxBody = Boxed<Bytes, BoxError>;
 
 /// An empty body.
 pub(crate) fn empty() -> BoxBody {

@@ -1,24 +1,26 @@
 //! Configuration: CLI flags (with `ACTIVATOR_*` environment equivalents), the TOML config file,
 //! defaults, and validation into a [`Config`] the rest of the crate can trust.
 //!
-//! Flags win over the file, the file wins over defaults. Every error names the key, the value and
-//! what was expected, and nothing starts half-configured: [`Config::load`] either returns a whole
-//! valid config or an error.
+//! Flags win over the file, the file wins over defaults. Every error names the key (or flag), the
+//! value and what was expected, and nothing starts half-configured: [`Config::load`] either
+//! returns a whole valid config or an error.
 
+mod address;
 mod cli;
 mod file;
+mod resolve;
 mod validate;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 pub use cli::{Cli, Command, LogFormat};
 use file::FileConfig;
-use validate::{route_defaults, route_spec};
 
-use crate::spec::{RouteDefaults, RouteSpec, is_host_name, normalise_host_name};
+use crate::spec::{RouteSpec, Settings};
 
 /// A whole, validated configuration.
 #[derive(Debug, Clone)]
@@ -31,16 +33,54 @@ pub struct Config {
     pub domain: String,
     /// How long requests may drain on shutdown.
     pub drain_timeout: Duration,
+    /// After SIGTERM, how long `/readyz` fails while the listeners still accept, before the drain.
+    pub shutdown_delay: Duration,
     /// How often the scaler looks at every route.
     pub scaler_tick: Duration,
     /// How long a connection to a replica may take before the request fails with 502.
     pub connect_timeout: Duration,
+    /// Limits on client connections and requests.
+    pub connections: Connections,
+    /// Which forwarded headers are trusted, and which upgrades are tunnelled.
+    pub forwarding: Forwarding,
     /// Route settings for routes that do not set them (annotation-discovered routes too).
-    pub defaults: RouteDefaults,
+    pub defaults: Settings,
     /// Kubernetes mode, if enabled.
     pub kube: Option<KubeSettings>,
     /// The routes, in file order (none in Kubernetes mode: they are discovered).
     pub routes: Vec<RouteSpec>,
+}
+
+/// Limits on client connections, with defaults from systems people trust (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connections {
+    /// A request head must arrive whole within this, counted from its first byte; a new
+    /// connection must send something, and an HTTP/2 connection open a stream, within it too.
+    pub header_read_timeout: Duration,
+    /// An idle keep-alive connection is closed after this (HTTP/2: GOAWAY).
+    pub keepalive_timeout: Duration,
+    /// Client connections open at once on the proxy listener.
+    pub max_connections: usize,
+    /// Request header bytes (names, values and line overhead) at most; beyond → 431.
+    pub max_header_bytes: usize,
+}
+
+/// Which forwarded headers are believed, and which protocol upgrades are tunnelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Peers whose `X-Forwarded-*` headers are kept and appended to; others' are replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `Upgrade` protocols tunnelled to replicas, lower case.
+    pub allowed_upgrades: Vec<String>,
+}
+
+impl Default for Forwarding {
+    fn default() -> Forwarding {
+        Forwarding {
+            trusted_proxies: Vec::new(),
+            allowed_upgrades: vec!["websocket".to_owned()],
+        }
+    }
 }
 
 /// Settings of Kubernetes mode.
@@ -73,12 +113,27 @@ pub(crate) mod defaults {
     pub(crate) const DOMAIN: &str = "127.0.0.1.nip.io";
     /// Shutdown drain.
     pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Lame-duck time with `--kube`: endpoints are removed from Services within a few seconds of
+    /// a pod turning unready (Knative's activator waits likewise before draining).
+    pub(crate) const SHUTDOWN_DELAY_KUBE: Duration = Duration::from_secs(5);
     /// Scaler period.
     pub(crate) const SCALER_TICK: Duration = Duration::from_secs(1);
     /// Upstream connect timeout.
     pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Direct probe period of not-ready pods (Knative probes every 200ms; the kubelet every 10s).
     pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(25);
+    /// Request head read (hyper's default; Go's servers commonly set ReadHeaderTimeout near it).
+    pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Idle keep-alive connection (nginx's `keepalive_timeout`).
+    pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+    /// Request header bytes (Envoy's `max_request_headers_kb` can go to 96; Go allows 1 MiB;
+    /// 64 KiB is the larger of nginx's default buffers and Envoy's default 60 KiB).
+    pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+    /// Open files kept back from the connection budget: the admin listener, replica pipes, the
+    /// Kubernetes client, logs.
+    pub(crate) const RESERVED_FILES: u64 = 1024;
+    /// Connections the admin listener serves at once, apart from the proxy's.
+    pub(crate) const ADMIN_CONNECTIONS: usize = 256;
 }
 
 /// A configuration that cannot be used; the message names the key, the value and what was expected.
@@ -106,7 +161,7 @@ pub enum ConfigError {
     Invalid {
         /// The file, or "flags".
         origin: String,
-        /// Key path such as `routes[0].max_scale`.
+        /// Key path such as `routes[0].max_scale`, or a flag such as `--listen`.
         key: String,
         /// The offending value.
         value: String,
@@ -132,7 +187,7 @@ impl Config {
             }
             None => (FileConfig::default(), "flags".to_owned()),
         };
-        Config::from_parts(cli, file, &origin)
+        resolve::config(cli, file, &origin)
     }
 
     /// Builds a config from the text of a config file alone (flags at their defaults).
@@ -142,119 +197,7 @@ impl Config {
             message,
         })?;
         // No flags, and nothing from the environment: the text alone decides.
-        Config::from_parts(&Cli::default(), file, "<config>")
-    }
-
-    fn from_parts(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
-        let invalid =
-            |key: &str, value: &dyn std::fmt::Display, expected: &str| ConfigError::Invalid {
-                origin: origin.to_owned(),
-                key: key.to_owned(),
-                value: value.to_string(),
-                expected: expected.to_owned(),
-            };
-        let parse_addr = |s: &str| s.parse::<SocketAddr>().expect("default address parses");
-        let domain = normalise_host_name(
-            cli.domain
-                .as_deref()
-                .or(file.domain.as_deref())
-                .unwrap_or(defaults::DOMAIN),
-        );
-        if !is_host_name(&domain) {
-            return Err(invalid(
-                "domain",
-                &format!("{domain:?}"),
-                "a DNS name such as 127.0.0.1.nip.io",
-            ));
-        }
-        if cli.kube && !file.routes.is_empty() {
-            return Err(invalid(
-                "routes",
-                &format!("{} route(s)", file.routes.len()),
-                "no [[routes]] with --kube: routes come from Deployments labelled activator.dev/enabled=true",
-            ));
-        }
-        let defaults = route_defaults(&file.defaults, &invalid)?;
-        let mut routes = Vec::with_capacity(file.routes.len());
-        let mut claims: HashMap<(String, Option<String>), String> = HashMap::new();
-        let mut ids: HashMap<String, usize> = HashMap::new();
-        for (index, route) in file.routes.iter().enumerate() {
-            let spec = route_spec(index, route, &defaults, &domain, &invalid)?;
-            if let Some(first) = ids.insert(spec.id(), index) {
-                return Err(invalid(
-                    &format!("routes[{index}].name"),
-                    &format!("{:?}", spec.name),
-                    &format!(
-                        "a name unique in namespace {:?}; routes[{first}] already uses it",
-                        spec.namespace
-                    ),
-                ));
-            }
-            for host in &spec.hosts {
-                let claim = (host.clone(), spec.path_prefix.clone());
-                if let Some(owner) = claims.insert(claim, spec.id()) {
-                    return Err(invalid(
-                        &format!("routes[{index}].hosts"),
-                        &format!("{host:?}"),
-                        &format!("a host no other route claims; route {owner} already answers it"),
-                    ));
-                }
-            }
-            routes.push(spec);
-        }
-        let drain_timeout = cli
-            .drain_timeout
-            .or(file.drain_timeout.map(|d| d.0))
-            .unwrap_or(defaults::DRAIN_TIMEOUT);
-        let scaler_tick = file.scaler_tick.map_or(defaults::SCALER_TICK, |d| d.0);
-        if scaler_tick.is_zero() {
-            return Err(invalid(
-                "scaler_tick",
-                &"\"0s\"",
-                "a positive duration such as \"1s\"",
-            ));
-        }
-        let connect_timeout = file
-            .connect_timeout
-            .map_or(defaults::CONNECT_TIMEOUT, |d| d.0);
-        if connect_timeout.is_zero() {
-            return Err(invalid(
-                "connect_timeout",
-                &"\"0s\"",
-                "a positive duration such as \"2s\"",
-            ));
-        }
-        let kube = cli.kube.then(|| KubeSettings {
-            namespace: cli.namespace.clone(),
-            probe_interval: cli
-                .probe_interval
-                .or(file.probe_interval.map(|d| d.0))
-                .unwrap_or(defaults::PROBE_INTERVAL),
-        });
-        if kube.as_ref().is_some_and(|k| k.probe_interval.is_zero()) {
-            return Err(invalid(
-                "probe_interval",
-                &"\"0s\"",
-                "a positive duration such as \"25ms\"",
-            ));
-        }
-        Ok(Config {
-            defaults,
-            kube,
-            listen: cli
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| parse_addr(defaults::LISTEN)),
-            admin_listen: cli
-                .admin_listen
-                .or(file.admin_listen)
-                .unwrap_or_else(|| parse_addr(defaults::ADMIN_LISTEN)),
-            domain,
-            drain_timeout,
-            scaler_tick,
-            connect_timeout,
-            routes,
-        })
+        resolve::config(&Cli::default(), file, "<config>")
     }
 }
 
@@ -281,10 +224,10 @@ command = ["python3", "-m", "http.server", "{port}"]
         let route = &config.routes[0];
         assert_eq!(route.namespace, "default");
         assert_eq!(route.hosts, vec!["helloworld.default.127.0.0.1.nip.io"]);
-        assert_eq!(route.scaling.idle_timeout, Duration::from_secs(60));
-        assert_eq!(route.cold_start_timeout, Duration::from_secs(120));
-        assert_eq!(route.max_queued, 10_000);
-        assert_eq!(route.scaling.activation_replicas(), 1);
+        assert_eq!(route.settings.scaling.idle_timeout, Duration::from_secs(60));
+        assert_eq!(route.settings.cold_start_timeout, Duration::from_secs(120));
+        assert_eq!(route.settings.max_queued, 10_000);
+        assert_eq!(route.settings.scaling.activation_replicas(), 1);
         assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
     }
 
@@ -302,10 +245,10 @@ command = ["true"]
 "#;
         let config = Config::from_toml(text).expect("valid");
         assert_eq!(
-            config.routes[0].scaling.idle_timeout,
+            config.routes[0].settings.scaling.idle_timeout,
             Duration::from_millis(250)
         );
-        assert_eq!(config.routes[0].max_queued, 7);
+        assert_eq!(config.routes[0].settings.max_queued, 7);
     }
 
     #[test]

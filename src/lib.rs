@@ -35,6 +35,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
 mod activation;
+mod activity;
 mod admin;
 pub mod app;
 mod balancer;

@@ -33,6 +33,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         });
     }
+    // A proxy holds two sockets per request; the default soft limit of 1024 is far too low. Raised
+    // before the config is read: the default connection limit is sized from it.
+    let raised = rlimit::increase_nofile_limit(u64::MAX);
     let config = match Config::load(&cli) {
         Ok(config) => config,
         Err(error) => {
@@ -41,8 +44,7 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(cli.log_format);
-    // A proxy holds two sockets per request; the default soft limit of 1024 is far too low.
-    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+    if let Err(error) = raised {
         tracing::warn!(%error, "could not raise the open-files limit");
     }
     runtime.block_on(async {

@@ -46,6 +46,7 @@ pub(crate) struct Metrics {
     cold_start_duration: HistogramVec,
     scale_events: IntCounterVec,
     config_errors: IntCounterVec,
+    stream_idle: IntCounterVec,
 }
 
 /// A source of per-route gauge values, read at scrape time.
@@ -139,8 +140,17 @@ impl Metrics {
             &["route", "namespace", "key"],
         )
         .expect("valid metric");
+        let stream_idle = IntCounterVec::new(
+            Opts::new(
+                "activator_stream_idle_timeouts_total",
+                "Requests and tunnels closed because no byte moved either way for stream_idle_timeout.",
+            ),
+            &rn,
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(config_errors.clone()) as Box<dyn Collector>,
+            Box::new(stream_idle.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
             Box::new(rejected.clone()),
@@ -162,6 +172,7 @@ impl Metrics {
             cold_start_duration,
             scale_events,
             config_errors,
+            stream_idle,
         }
     }
 
@@ -246,12 +257,13 @@ pub(crate) struct RouteMetrics {
 }
 
 /// Every `reason` label value a route can have.
-const REASONS: [&str; 7] = [
+const REASONS: [&str; 8] = [
     "missing_host",
     "no_route",
     "queue_full",
     "cold_start_timeout",
     "upstream",
+    "upstream_timeout",
     "shutting_down",
     "route_removed",
 ];
@@ -288,6 +300,14 @@ impl RouteMetrics {
         self.cold_start_duration.observe(elapsed.as_secs_f64());
     }
 
+    /// Counts a request or tunnel closed because it stalled.
+    pub(crate) fn stream_idle_timeout(&self) {
+        self.metrics
+            .stream_idle
+            .with_label_values(&[&self.name, &self.namespace])
+            .inc();
+    }
+
     /// Counts one attempt to scale (`result`: `success`, `error` or `conflict`).
     pub(crate) fn scale_event(&self, direction: Direction, result: &str) {
         self.metrics
@@ -303,6 +323,7 @@ impl RouteMetrics {
         let _ = m.duration.remove_label_values(&[name, ns]);
         let _ = m.cold_starts.remove_label_values(&[name, ns]);
         let _ = m.cold_start_duration.remove_label_values(&[name, ns]);
+        let _ = m.stream_idle.remove_label_values(&[name, ns]);
         let codes = self
             .other_codes
             .lock()

@@ -1,8 +1,9 @@
-//! The per-request service: find the route by host, count the request, get it a replica (holding
-//! it while the route activates), forward it, and turn any failure into the response
-//! [`respond::error_response`] gives. Nothing here panics or logs per request at the default
-//! level.
+//! The per-request service: check the request ([`checks`]), find the route by host, count the
+//! request, get it a replica (holding it while the route activates), forward it, and turn any
+//! failure into the response [`respond::error_response`] gives. Nothing here panics or logs per
+//! request at the default level.
 
+pub(crate) mod checks;
 mod forward;
 pub(crate) mod headers;
 pub(crate) mod respond;
@@ -15,15 +16,28 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
+use crate::activity::Activity;
 use crate::body::BoxBody;
+use crate::config::Forwarding;
 use crate::metrics::Metrics;
 use crate::routing::{RouteTable, normalise_host};
 use forward::Upstream;
+use headers::Client;
 use respond::{ProxyError, error_response};
+
+/// What the proxy needs to know besides the routes.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxySettings {
+    /// Connecting to a replica gives up after this.
+    pub(crate) connect_timeout: Duration,
+    /// Request headers beyond this many bytes get 431.
+    pub(crate) max_header_bytes: usize,
+    /// Trusted proxies and allowed upgrades.
+    pub(crate) forwarding: Forwarding,
+}
 
 /// The proxy shared by every connection.
 #[derive(Debug, Clone)]
@@ -36,67 +50,87 @@ struct Shared {
     table: Arc<RouteTable>,
     upstream: Upstream,
     metrics: Metrics,
+    settings: ProxySettings,
 }
 
 impl Proxy {
     /// A proxy over `table`.
-    pub(crate) fn new(
-        table: Arc<RouteTable>,
-        metrics: Metrics,
-        connect_timeout: Duration,
-    ) -> Proxy {
+    pub(crate) fn new(table: Arc<RouteTable>, metrics: Metrics, settings: ProxySettings) -> Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 table,
-                upstream: Upstream::new(connect_timeout),
+                upstream: Upstream::new(settings.connect_timeout),
                 metrics,
+                settings,
             }),
         }
     }
 
-    /// The service for one client connection from `remote`.
-    pub(crate) fn service(&self, remote: SocketAddr) -> ProxyService {
-        let client_ip = HeaderValue::from_str(&remote.ip().to_string())
-            .expect("an IP address is a valid header value");
+    /// The service for one client connection from `remote`, whose traffic `activity` counts.
+    pub(crate) fn service(&self, remote: SocketAddr, activity: &Arc<Activity>) -> ProxyService {
+        let ip = remote.ip();
+        let client = Client {
+            ip: HeaderValue::from_str(&ip.to_string())
+                .expect("an IP address is a valid header value"),
+            trusted: self
+                .shared
+                .settings
+                .forwarding
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&ip)),
+        };
         ProxyService {
             proxy: self.clone(),
-            client_ip,
+            client: Arc::new(client),
+            activity: Arc::clone(activity),
         }
     }
 
     /// Answers one request.
-    pub(crate) async fn handle(
+    async fn handle(
         &self,
         request: Request<Incoming>,
-        client_ip: &HeaderValue,
+        client: &Client,
+        activity: &Arc<Activity>,
     ) -> Response<BoxBody> {
         let arrived = Instant::now();
         let shared = &self.shared;
-        let route = {
-            let Some(host) = request_host(&request).and_then(normalise_host) else {
-                let error = ProxyError::MissingHost;
-                shared
-                    .metrics
-                    .unrouted(error.status().as_u16(), error.reason());
-                return error_response(&error);
-            };
-            match shared.table.lookup(&host, request.uri().path()) {
-                Some(route) => route,
-                None => {
-                    let error = ProxyError::NoRoute {
-                        host: host.into_owned(),
-                    };
-                    shared
-                        .metrics
-                        .unrouted(error.status().as_u16(), error.reason());
-                    return error_response(&error);
-                }
-            }
+        let refuse = |error: ProxyError| {
+            shared
+                .metrics
+                .unrouted(error.status().as_u16(), error.reason());
+            error_response(&error)
         };
+        let authority = match checks::routed_authority(&request, shared.settings.max_header_bytes) {
+            Ok(authority) => authority,
+            Err(error) => return refuse(error),
+        };
+        let Some(host) = normalise_host(authority) else {
+            return refuse(ProxyError::MissingHost);
+        };
+        let Some(route) = shared.table.lookup(&host, request.uri().path()) else {
+            let host = host.into_owned();
+            return refuse(ProxyError::NoRoute { host });
+        };
+        // The Host the replica sees is the authority the request was routed by.
+        let authority = HeaderValue::from_str(authority).ok();
         let guard = route.stats().begin();
+        let forwarding = &shared.settings.forwarding;
         match shared
             .upstream
-            .forward(&route, request, client_ip, guard, arrived)
+            .forward(
+                &route,
+                request,
+                forward::Context {
+                    client,
+                    authority,
+                    allowed_upgrades: &forwarding.allowed_upgrades,
+                    activity,
+                },
+                guard,
+                arrived,
+            )
             .await
         {
             Ok(response) => response,
@@ -110,19 +144,12 @@ impl Proxy {
     }
 }
 
-/// The request's host: `:authority` (HTTP/2, absolute-form) or the Host header.
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    match request.uri().authority() {
-        Some(authority) => Some(authority.as_str()),
-        None => request.headers().get(HOST)?.to_str().ok(),
-    }
-}
-
 /// The proxy as a tower service for one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyService {
     proxy: Proxy,
-    client_ip: HeaderValue,
+    client: Arc<Client>,
+    activity: Arc<Activity>,
 }
 
 impl tower::Service<Request<Incoming>> for ProxyService {
@@ -136,7 +163,8 @@ impl tower::Service<Request<Incoming>> for ProxyService {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let proxy = self.proxy.clone();
-        let client_ip = self.client_ip.clone();
-        Box::pin(async move { Ok(proxy.handle(request, &client_ip).await) })
+        let client = Arc::clone(&self.client);
+        let activity = Arc::clone(&self.activity);
+        Box::pin(async move { Ok(proxy.handle(request, &client, &activity).await) })
     }
 }

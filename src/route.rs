@@ -48,7 +48,7 @@ impl Route {
         metrics: &Metrics,
     ) -> Arc<Route> {
         let id = spec.id();
-        let backends = Arc::new(Backends::new(spec.scaling.container_concurrency));
+        let backends = Arc::new(Backends::new(spec.settings.scaling.container_concurrency));
         let stats = Arc::new(RouteStats::new());
         let route_metrics = metrics.route(&spec.name, &spec.namespace);
         let spec = Arc::new(ArcSwap::from_pointee(spec));
@@ -80,7 +80,8 @@ impl Route {
     /// held requests keep waiting, counts and replicas carry over.
     pub(crate) fn set_spec(&self, spec: RouteSpec) {
         debug_assert_eq!(spec.id(), self.id);
-        self.backends.set_cap(spec.scaling.container_concurrency);
+        self.backends
+            .set_cap(spec.settings.scaling.container_concurrency);
         self.spec.store(Arc::new(spec));
     }
 
@@ -112,7 +113,7 @@ impl Route {
     /// The route as `/routes` shows it.
     pub(crate) fn status(&self, now: Instant) -> RouteStatus {
         let spec = self.spec();
-        let report = self.stats.peek(now, spec.scaling.window);
+        let report = self.stats.peek(now, spec.settings.scaling.window);
         RouteStatus {
             name: spec.name.clone(),
             namespace: spec.namespace.clone(),

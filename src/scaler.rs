@@ -84,7 +84,7 @@ pub(crate) async fn run(
                 continue;
             }
             activation.reconcile_if_needed();
-            let policy = &route.spec().scaling;
+            let policy = &route.spec().settings.scaling;
             let report = route.stats().report(now, policy.window);
             let current = activation.desired();
             let since_scale_up = activation

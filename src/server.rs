@@ -1,71 +1,194 @@
-//! Listeners: accept connections, serve each with hyper-util's auto builder (HTTP/1.1 with
-//! upgrades, and HTTP/2 with prior knowledge, "h2c"), and shut down gracefully.
+//! Listeners: accept connections up to a limit, serve each with hyper-util's auto builder (HTTP/1.1
+//! with upgrades, and HTTP/2 with prior knowledge, "h2c"), watch each for idleness
+//! ([`watchdog`]), and shut down gracefully.
 //!
 //! [`serve`] takes an already bound listener so tests can bind `127.0.0.1:0`, and a shutdown
-//! future; when it completes the listener closes, idle keep-alive connections are closed, and
-//! [`serve`] returns once every open connection has finished its requests.
+//! future; when it completes the listener closes, every connection is asked to shut down
+//! gracefully (idle HTTP/1 connections close, HTTP/2 ones get GOAWAY), and [`serve`] returns once
+//! every connection has finished its requests.
+//!
+//! At most `max_connections` connections are open at once: beyond that the listener stops
+//! accepting, and new connections wait in the kernel's backlog. Each listener has its own limit,
+//! so a flood on the proxy port leaves the admin port answering.
+
+pub(crate) mod watchdog;
 
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 
-/// Serves connections from `listener` with the service `make(remote)` gives, until `shutdown`
-/// completes and the open connections have drained.
+use crate::activity::{Activity, Counted, CountedIo};
+use watchdog::{Timeouts, Verdict, Watchdog};
+
+/// How long a connection asked to shut down (idle, or the activator draining) may take before it
+/// is dropped, when it has no request to finish.
+const RETIRE_GRACE: Duration = Duration::from_secs(1);
+
+/// What one listener allows its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Idleness limits.
+    pub(crate) timeouts: Timeouts,
+    /// Connections open at once.
+    pub(crate) max_connections: usize,
+    /// Request header bytes hyper buffers at most (the proxy answers 431 for less already).
+    pub(crate) max_header_buffer: usize,
+}
+
+/// Serves connections from `listener` with the service `make(remote, activity)` gives, until
+/// `shutdown` completes and the open connections have drained.
 pub(crate) async fn serve<S, B>(
     listener: TcpListener,
-    make: impl Fn(SocketAddr) -> S,
+    limits: Limits,
+    make: impl Fn(SocketAddr, &Arc<Activity>) -> S,
     shutdown: impl Future<Output = ()>,
 ) where
     S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body + Send + 'static,
-    B::Data: Send,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .timer(TokioTimer::new())
+        // The watchdog times request heads from their first byte; hyper's own timer would also
+        // run while a keep-alive connection waits for its next request.
+        .header_read_timeout(None)
+        .max_buf_size(limits.max_header_buffer.max(8192));
     builder
         .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(1000);
-    let graceful = GracefulShutdown::new();
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(1000)
+        .max_header_list_size(u32::try_from(limits.max_header_buffer).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(make(remote));
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%remote, error = %error, "connection ended with an error");
-                        }
-                    });
-                }
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
             },
             () = &mut shutdown => break,
-        }
+        };
+        let activity = Arc::new(Activity::default());
+        let service = make(remote, &activity);
+        let builder = Arc::clone(&builder);
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            serve_connection(
+                &builder,
+                stream,
+                remote,
+                service,
+                activity,
+                limits.timeouts,
+                stopping,
+            )
+            .await;
+        });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stop.send(true);
+    // Every connection holds a slot until it ends: all slots back means all connections ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = slots.acquire_many(all).await;
+}
+
+/// Serves one connection until it ends, is found idle, or is drained.
+async fn serve_connection<S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: TcpStream,
+    remote: SocketAddr,
+    service: S,
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    mut stopping: watch::Receiver<bool>,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(CountedIo::new(stream, Arc::clone(&activity)));
+    let service = TowerToHyperService::new(Counted::new(service, Arc::clone(&activity)));
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let mut watchdog = Watchdog::new(timeouts, Instant::now());
+    let mut next_look = Instant::now() + timeouts.tick(None);
+    // Once asked to shut down: the time by which an idle connection must be gone.
+    let mut retiring: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%remote, %error, "connection ended with an error");
+                }
+                return;
+            }
+            () = tokio::time::sleep_until(next_look) => {
+                let now = Instant::now();
+                let snapshot = activity.snapshot();
+                next_look = now + timeouts.tick(snapshot.stream_idle);
+                if let Some(deadline) = retiring
+                    && now >= deadline
+                    && snapshot.open == 0
+                {
+                    return;
+                }
+                match watchdog.check(now, snapshot) {
+                    Verdict::Wait => {}
+                    Verdict::Close(why) => {
+                        tracing::debug!(%remote, why, "closing an idle connection");
+                        return;
+                    }
+                    Verdict::StreamIdle => {
+                        tracing::debug!(%remote, "closing a connection whose response stalled");
+                        activity.mark_stalled();
+                        return;
+                    }
+                    Verdict::Retire if retiring.is_none() => {
+                        connection.as_mut().graceful_shutdown();
+                        retiring = Some(now + RETIRE_GRACE);
+                    }
+                    Verdict::Retire => {}
+                }
+            }
+            changed = stopping.changed(), if retiring.is_none() => {
+                if changed.is_err() || *stopping.borrow() {
+                    connection.as_mut().graceful_shutdown();
+                    retiring = Some(Instant::now() + RETIRE_GRACE);
+                }
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! file and Kubernetes annotations produce it.
 //!
 //! Both origins write the same optional [`RouteSettings`]; [`RouteSettings::resolve`] applies them
-//! over a base ([`RouteDefaults`]) and validates the result. Its [`SettingError`] names the setting
+//! over a base ([`Settings`]) and validates the result. Its [`SettingError`] names the setting
 //! by its field (`max_scale`); each origin renames it the way its user wrote it
 //! (`routes[0].max_scale`, `activator.dev/max-scale`). Host names are checked and normalised here
 //! too ([`route_hosts`]), so a route from a file and a route from annotations answer the same
@@ -36,6 +36,13 @@ pub(crate) mod defaults {
     pub(crate) const SCALE_WINDOW: Duration = Duration::from_secs(60);
     /// SIGTERM → SIGKILL grace of a local replica.
     pub(crate) const STOP_GRACE: Duration = Duration::from_secs(10);
+    /// No response head from a replica within this → 504 (Knative's revision timeout).
+    pub(crate) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// No byte either way on an open request or tunnel for this long → closed (Envoy's
+    /// `stream_idle_timeout`).
+    pub(crate) const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+    /// Longest duration any setting accepts: beyond a day is a mistake, not a setting.
+    pub(crate) const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 }
 
 /// One route: where it answers, how it scales, and what runs it.
@@ -50,12 +57,8 @@ pub struct RouteSpec {
     pub hosts: Vec<String>,
     /// Only requests whose path starts with this segment prefix (longest match wins).
     pub path_prefix: Option<String>,
-    /// A held request waits at most this long for a ready replica.
-    pub cold_start_timeout: Duration,
-    /// Held requests beyond this many are refused with 503.
-    pub max_queued: u64,
-    /// How the route scales.
-    pub scaling: ScalePolicy,
+    /// Waiting, timeouts and scaling.
+    pub settings: Settings,
     /// What runs the route's replicas.
     pub workload: Workload,
 }
@@ -140,22 +143,29 @@ pub struct ProcessSpec {
     pub stop_grace: Duration,
 }
 
-/// The settings every route starts from: built in, then the config file's `[defaults]`.
+/// A route's settings, resolved: what every route starts from (built in, then the config file's
+/// `[defaults]`), and what each route ends up with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RouteDefaults {
-    /// A held request waits at most this long.
+pub struct Settings {
+    /// A held request waits at most this long for a ready replica.
     pub cold_start_timeout: Duration,
-    /// Held requests beyond this many are refused.
+    /// Held requests beyond this many are refused with 503.
     pub max_queued: u64,
-    /// Scaling settings.
+    /// No response head from the replica within this → 504 `upstream_timeout`.
+    pub response_timeout: Duration,
+    /// No byte either way on an open request or tunnel for this long → the stream is closed.
+    pub stream_idle_timeout: Duration,
+    /// How the route scales.
     pub scaling: ScalePolicy,
 }
 
-impl Default for RouteDefaults {
-    fn default() -> RouteDefaults {
-        RouteDefaults {
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
             cold_start_timeout: defaults::COLD_START_TIMEOUT,
             max_queued: defaults::MAX_QUEUED,
+            response_timeout: defaults::RESPONSE_TIMEOUT,
+            stream_idle_timeout: defaults::STREAM_IDLE_TIMEOUT,
             scaling: ScalePolicy {
                 idle_timeout: defaults::IDLE_TIMEOUT,
                 min_scale: 0,
@@ -175,6 +185,8 @@ impl Default for RouteDefaults {
 pub(crate) struct RouteSettings {
     pub(crate) idle_timeout: Option<HumanDuration>,
     pub(crate) cold_start_timeout: Option<HumanDuration>,
+    pub(crate) response_timeout: Option<HumanDuration>,
+    pub(crate) stream_idle_timeout: Option<HumanDuration>,
     pub(crate) max_queued: Option<u64>,
     pub(crate) min_scale: Option<u32>,
     pub(crate) max_scale: Option<u32>,
@@ -208,18 +220,10 @@ impl SettingError {
 
 impl RouteSettings {
     /// Applies these settings over `base` and validates the result.
-    pub(crate) fn resolve(&self, base: &RouteDefaults) -> Result<RouteDefaults, SettingError> {
+    pub(crate) fn resolve(&self, base: &Settings) -> Result<Settings, SettingError> {
         let positive = |field, value: Option<HumanDuration>, fallback: Duration| {
             let value = value.map_or(fallback, |d| d.0);
-            if value.is_zero() {
-                Err(SettingError::new(
-                    field,
-                    "\"0s\"",
-                    "a positive duration such as \"10s\"",
-                ))
-            } else {
-                Ok(value)
-            }
+            check_duration(field, value)
         };
         let b = &base.scaling;
         let scaling = ScalePolicy {
@@ -257,15 +261,47 @@ impl RouteSettings {
         if max_queued == 0 {
             return Err(SettingError::new("max_queued", 0, "at least 1"));
         }
-        Ok(RouteDefaults {
+        Ok(Settings {
             cold_start_timeout: positive(
                 "cold_start_timeout",
                 self.cold_start_timeout,
                 base.cold_start_timeout,
             )?,
             max_queued,
+            response_timeout: positive(
+                "response_timeout",
+                self.response_timeout,
+                base.response_timeout,
+            )?,
+            stream_idle_timeout: positive(
+                "stream_idle_timeout",
+                self.stream_idle_timeout,
+                base.stream_idle_timeout,
+            )?,
             scaling,
         })
+    }
+}
+
+/// `value` for `field` if it is positive and at most a day.
+pub(crate) fn check_duration(
+    field: &'static str,
+    value: Duration,
+) -> Result<Duration, SettingError> {
+    if value.is_zero() {
+        Err(SettingError::new(
+            field,
+            "\"0s\"",
+            "a positive duration such as \"10s\"",
+        ))
+    } else if value > defaults::MAX_DURATION {
+        Err(SettingError::new(
+            field,
+            format!("\"{}\"", humantime::format_duration(value)),
+            "at most a day (\"24h\")",
+        ))
+    } else {
+        Ok(value)
     }
 }
 
@@ -372,9 +408,20 @@ mod tests {
             idle_timeout: Some(HumanDuration(Duration::from_secs(5))),
             ..RouteSettings::default()
         };
-        let resolved = settings.resolve(&RouteDefaults::default()).unwrap();
+        let resolved = settings.resolve(&Settings::default()).unwrap();
         assert_eq!(resolved.scaling.idle_timeout, Duration::from_secs(5));
         assert_eq!(resolved.max_queued, defaults::MAX_QUEUED);
+    }
+
+    #[test]
+    fn a_duration_beyond_a_day_is_refused_rather_than_overflowing_a_deadline() {
+        let settings = RouteSettings {
+            cold_start_timeout: Some(HumanDuration(Duration::from_secs(10_000_000_000_000))),
+            ..RouteSettings::default()
+        };
+        let error = settings.resolve(&Settings::default()).unwrap_err();
+        assert_eq!(error.field, "cold_start_timeout");
+        assert!(error.expected.contains("at most a day"), "{error}");
     }
 
     #[test]
@@ -384,7 +431,7 @@ mod tests {
             max_scale: Some(3),
             ..RouteSettings::default()
         };
-        let error = settings.resolve(&RouteDefaults::default()).unwrap_err();
+        let error = settings.resolve(&Settings::default()).unwrap_err();
         assert_eq!(
             error,
             SettingError::new("min_scale", 4, "at most max_scale (3)")

@@ -6,9 +6,12 @@ mod e2e {
 
     mod activation;
     mod binary;
+    mod bursts;
     mod kube;
+    mod limits;
     mod manifests;
     mod proxying;
+    mod requests;
     mod routing;
     mod scaling;
 }

@@ -1,17 +1,18 @@
 //! The upstream side of an endpoint: the HTTP/1.1 connections to one replica, the idle ones kept
-//! for reuse, and the body type requests are sent with.
+//! for reuse, how fast new ones are opened ([`Pacing`]), and the body type requests are sent with.
 //!
 //! Each [`Endpoint`](super::Endpoint) owns one [`Pool`], so a request that has leased an endpoint
 //! finds that replica's idle connections without a shared map, a hash, or a task per request.
 //! The most recently used connection is taken first; one idle for [`IDLE_TIMEOUT`] is closed, and
-//! at most [`MAX_IDLE`] are kept. A connection goes back to the pool only after a response body
-//! was read to its end (the proxy's forwarding decides), so a connection still busy draining a
-//! body is never handed to the next request. Dropping the pool (the endpoint left the ready set
-//! and its last lease ended) closes every idle connection.
+//! at most [`MAX_IDLE`] are kept. A connection goes back to the pool only after its request body
+//! was sent whole and its response body was read to its end (the proxy's forwarding decides), so
+//! a connection still busy is never handed to the next request; and a pooled connection must be
+//! ready within the connect timeout, so no wait on one is unbounded. Dropping the pool (the
+//! endpoint left the ready set and its last lease ended) closes every idle connection.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,8 +22,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use super::pacing::{Pacing, Probation};
+use super::stall::{Exchange, StallTimer, Stalled};
+use crate::body::BoxError;
 
 /// Idle connections kept per replica at most.
 const MAX_IDLE: usize = 1024;
@@ -32,14 +36,23 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A connection to a replica, ready to send one request.
 pub(crate) type Connection = SendRequest<UpstreamBody>;
 
+/// A connection for one request: a kept one, or a new one on probation until it answers.
+#[derive(Debug)]
+pub(crate) struct Checkout {
+    /// The connection.
+    pub(crate) connection: Connection,
+    /// For a new connection, its slot in the replica's window of unproven connections.
+    pub(crate) probation: Option<Probation>,
+}
+
 /// The idle connections to one replica.
 #[derive(Default)]
 pub(crate) struct Pool {
     // Oldest first (connections are pushed as they become idle); held only to push or pop, never
     // across an await.
     idle: Mutex<Vec<Idle>>,
-    /// Signalled when a connection comes back, for requests still waiting on a new one.
-    returned: Notify,
+    /// Signalled when a connection comes back or a slot for a new one frees.
+    pacing: Arc<Pacing>,
 }
 
 struct Idle {
@@ -61,8 +74,8 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle connection that can take a request now, if any.
-    pub(crate) async fn checkout(&self) -> Option<Connection> {
+    /// The most recently used idle connection that can take a request within `ready_within`.
+    async fn checkout(&self, ready_within: Duration) -> Option<Connection> {
         loop {
             let idle = self.idle().pop()?;
             if idle.since.elapsed() >= IDLE_TIMEOUT {
@@ -71,39 +84,74 @@ impl Pool {
                 return None;
             }
             let mut connection = idle.connection;
-            // A connection whose last response ended is ready at once; one the replica closed
-            // meanwhile fails here and is dropped.
-            if connection.ready().await.is_ok() {
+            // A connection whose last exchange ended is ready at once; one the replica closed
+            // meanwhile fails here and is dropped, and so is one that is somehow still busy.
+            if let Ok(Ok(())) = tokio::time::timeout(ready_within, connection.ready()).await {
                 return Some(connection);
             }
         }
     }
 
-    /// A new connection to `addr`, or a connection another request returns while that one is
-    /// still being made, whichever comes first: when a burst of requests all open connections
-    /// at once and the replica's accept queue overflows, a request whose connect is stuck
-    /// waiting for a SYN retransmission (a second) takes the first connection that frees up.
-    pub(crate) async fn connect_or_reuse(
+    /// A connection to `addr` for one request: an idle one, else a new one once the replica's
+    /// window of unproven connections has room, or one another request returns meanwhile,
+    /// whichever comes first. Waits for room at most `wait_at_most`.
+    pub(crate) async fn get(
         &self,
         addr: SocketAddr,
-        timeout: Duration,
-    ) -> Result<Connection, ConnectError> {
+        connect_timeout: Duration,
+        wait_at_most: Duration,
+    ) -> Result<Checkout, ConnectError> {
+        let reused = |connection| Checkout {
+            connection,
+            probation: None,
+        };
+        let started = Instant::now();
+        let probation = loop {
+            if let Some(connection) = self.checkout(connect_timeout).await {
+                return Ok(reused(connection));
+            }
+            let changed = self.pacing.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(probation) = self.pacing.try_open() {
+                break probation;
+            }
+            if tokio::time::timeout_at(started + wait_at_most, changed)
+                .await
+                .is_err()
+            {
+                return Err(ConnectError::Busy {
+                    addr,
+                    waited: started.elapsed(),
+                });
+            }
+        };
         // Boxed: connecting is the rare path, and inline its state would enlarge every request's
         // future, held ones included.
-        let mut connecting = Box::pin(connect(addr, timeout));
+        let mut connecting = Box::pin(connect(addr, connect_timeout));
         loop {
+            let changed = self.pacing.changed().notified();
             tokio::select! {
-                made = &mut connecting => return made,
-                () = self.returned.notified() => {
-                    if let Some(connection) = self.checkout().await {
-                        return Ok(connection);
+                made = &mut connecting => return match made {
+                    Ok(connection) => Ok(Checkout { connection, probation: Some(probation) }),
+                    Err(error) => {
+                        probation.failed();
+                        Err(error)
+                    }
+                },
+                () = changed => {
+                    // A request whose connect is stuck (a SYN retransmission takes a second)
+                    // takes a connection another request returns first.
+                    if let Some(connection) = self.checkout(connect_timeout).await {
+                        return Ok(reused(connection));
                     }
                 }
             }
         }
     }
 
-    /// Keeps `connection` for a later request (after its response body ended).
+    /// Keeps `connection` for a later request (its request was sent whole and its response
+    /// ended), which proves the replica keeps connections: the window widens.
     pub(crate) fn put(&self, connection: Connection) {
         if connection.is_closed() {
             return;
@@ -118,7 +166,7 @@ impl Pool {
                 since: now,
             });
             drop(idle);
-            self.returned.notify_one();
+            self.pacing.widen();
         }
     }
 }
@@ -143,6 +191,14 @@ pub(crate) enum ConnectError {
         /// The connect timeout.
         timeout: Duration,
     },
+    /// No connection could be had within the wait: the replica's connections were all busy.
+    #[error("no connection to {addr} within {waited:?}: all busy")]
+    Busy {
+        /// The replica.
+        addr: SocketAddr,
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// The HTTP/1.1 handshake failed.
     #[error("HTTP handshake with {addr}: {source}")]
     Handshake {
@@ -162,10 +218,7 @@ impl ConnectError {
 }
 
 /// Opens a new HTTP/1.1 connection to `addr` (upgrades allowed) and drives it on its own task.
-pub(crate) async fn connect(
-    addr: SocketAddr,
-    timeout: Duration,
-) -> Result<Connection, ConnectError> {
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
@@ -185,42 +238,89 @@ pub(crate) async fn connect(
     Ok(connection)
 }
 
-/// A request body on its way to a replica: the client's, or none (a replayed request).
+/// A request body on its way to a replica: the client's, or none (a replayed request). It notes
+/// in the exchange when bytes move and when it was sent whole, and fails once nothing moved
+/// either way for the route's stream idle timeout.
 #[derive(Debug)]
-pub(crate) struct UpstreamBody(Option<Incoming>);
+pub(crate) struct UpstreamBody {
+    inner: Option<Incoming>,
+    exchange: Option<Arc<Exchange>>,
+    stall: Option<StallTimer>,
+}
 
 impl UpstreamBody {
-    /// The client's body, streamed.
-    pub(crate) fn new(body: Incoming) -> UpstreamBody {
-        UpstreamBody(Some(body))
+    /// The client's body, streamed, as part of `exchange`.
+    pub(crate) fn new(
+        body: Incoming,
+        exchange: Arc<Exchange>,
+        stream_idle: Duration,
+    ) -> UpstreamBody {
+        if body.is_end_stream() {
+            // hyper sends nothing of a body that is already at its end.
+            exchange.mark_sent_whole();
+        }
+        UpstreamBody {
+            inner: Some(body),
+            exchange: Some(exchange),
+            stall: Some(StallTimer::new(stream_idle)),
+        }
     }
 
     /// No body.
     pub(crate) fn empty() -> UpstreamBody {
-        UpstreamBody(None)
+        UpstreamBody {
+            inner: None,
+            exchange: None,
+            stall: None,
+        }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.0.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(exchange) = &this.exchange {
+                    exchange.moved();
+                }
+                if let Some(stall) = &mut this.stall {
+                    stall.progressed();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => {
+                if let Some(exchange) = &this.exchange {
+                    exchange.mark_sent_whole();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => match &mut this.stall {
+                Some(stall) => match stall.poll_stalled(cx, this.exchange.as_deref()) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Stalled(stall.timeout()).into()))),
+                    Poll::Pending => Poll::Pending,
+                },
+                None => Poll::Pending,
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(|b| b.is_end_stream())
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0
+        self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }

@@ -1,6 +1,5 @@
 //! The command line: flags (each with an `ACTIVATOR_*` environment variable) and subcommands.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,12 +18,14 @@ pub struct Cli {
     /// Config file (TOML) with routes and settings.
     #[arg(long, env = "ACTIVATOR_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// Address of the proxy listener [default: 0.0.0.0:8080].
+    /// Address of the proxy listener: HOST:PORT, :PORT (every interface) or [IPv6]:PORT
+    /// [default: 0.0.0.0:8080].
     #[arg(long, env = "ACTIVATOR_LISTEN")]
-    pub listen: Option<SocketAddr>,
-    /// Address of the admin listener (/metrics, /healthz, /readyz, /routes) [default: 0.0.0.0:9090].
+    pub listen: Option<String>,
+    /// Address of the admin listener (/metrics, /healthz, /readyz, /routes), as --listen
+    /// [default: 0.0.0.0:9090].
     #[arg(long, env = "ACTIVATOR_ADMIN_LISTEN")]
-    pub admin_listen: Option<SocketAddr>,
+    pub admin_listen: Option<String>,
     /// Domain of default hosts: route NAME in namespace NS answers NAME.NS.DOMAIN [default: 127.0.0.1.nip.io].
     #[arg(long, env = "ACTIVATOR_DOMAIN")]
     pub domain: Option<String>,
@@ -44,6 +45,29 @@ pub struct Cli {
     /// With --kube: how often not-yet-ready pods are probed directly [default: 25ms].
     #[arg(long, env = "ACTIVATOR_PROBE_INTERVAL", value_parser = parse_duration)]
     pub probe_interval: Option<Duration>,
+    /// After SIGTERM, how long /readyz fails while requests are still accepted, before the drain
+    /// [default: 5s with --kube, else 0s].
+    #[arg(long, env = "ACTIVATOR_SHUTDOWN_DELAY", value_parser = parse_duration)]
+    pub shutdown_delay: Option<Duration>,
+    /// A connection's request head must arrive whole within this; also for connections that send
+    /// nothing, and HTTP/2 connections that open no stream [default: 30s].
+    #[arg(long, env = "ACTIVATOR_HEADER_READ_TIMEOUT", value_parser = parse_duration)]
+    pub header_read_timeout: Option<Duration>,
+    /// An idle keep-alive connection is closed after this (HTTP/2: GOAWAY) [default: 75s].
+    #[arg(long, env = "ACTIVATOR_KEEPALIVE_TIMEOUT", value_parser = parse_duration)]
+    pub keepalive_timeout: Option<Duration>,
+    /// Client connections open at once on the proxy listener [default: from the open-files limit].
+    #[arg(long, env = "ACTIVATOR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Request header bytes at most; beyond → 431 [default: 65536].
+    #[arg(long, env = "ACTIVATOR_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
+    /// Peers (CIDRs, comma-separated) whose X-Forwarded-* headers are kept [default: none].
+    #[arg(long, env = "ACTIVATOR_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Upgrade protocols tunnelled to replicas (comma-separated) [default: websocket].
+    #[arg(long, env = "ACTIVATOR_ALLOWED_UPGRADES", value_delimiter = ',')]
+    pub allowed_upgrades: Option<Vec<String>>,
 }
 
 /// Subcommands.

@@ -4,7 +4,6 @@
 //! setting silently ignored. Durations are strings such as `"10s"`, `"250ms"` or `"2m"`.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -15,10 +14,17 @@ use crate::spec::{HumanDuration, RouteSettings};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
-    pub(crate) listen: Option<SocketAddr>,
-    pub(crate) admin_listen: Option<SocketAddr>,
+    pub(crate) listen: Option<String>,
+    pub(crate) admin_listen: Option<String>,
     pub(crate) domain: Option<String>,
     pub(crate) drain_timeout: Option<HumanDuration>,
+    pub(crate) shutdown_delay: Option<HumanDuration>,
+    pub(crate) header_read_timeout: Option<HumanDuration>,
+    pub(crate) keepalive_timeout: Option<HumanDuration>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_header_bytes: Option<usize>,
+    pub(crate) trusted_proxies: Option<Vec<String>>,
+    pub(crate) allowed_upgrades: Option<Vec<String>>,
     pub(crate) scaler_tick: Option<HumanDuration>,
     pub(crate) connect_timeout: Option<HumanDuration>,
     pub(crate) probe_interval: Option<HumanDuration>,
@@ -44,6 +50,8 @@ pub(crate) struct FileRoute {
     pub(crate) path_prefix: Option<String>,
     pub(crate) idle_timeout: Option<HumanDuration>,
     pub(crate) cold_start_timeout: Option<HumanDuration>,
+    pub(crate) response_timeout: Option<HumanDuration>,
+    pub(crate) stream_idle_timeout: Option<HumanDuration>,
     pub(crate) max_queued: Option<u64>,
     pub(crate) min_scale: Option<u32>,
     pub(crate) max_scale: Option<u32>,
@@ -60,6 +68,8 @@ impl FileRoute {
         RouteSettings {
             idle_timeout: self.idle_timeout,
             cold_start_timeout: self.cold_start_timeout,
+            response_timeout: self.response_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
             max_queued: self.max_queued,
             min_scale: self.min_scale,
             max_scale: self.max_scale,

@@ -5,7 +5,7 @@
 use super::ConfigError;
 use super::file::{FileProcess, FileRoute};
 use crate::spec::{
-    ProcessSpec, RouteDefaults, RouteSettings, RouteSpec, SettingError, Workload, defaults,
+    ProcessSpec, RouteSettings, RouteSpec, SettingError, Settings, Workload, defaults,
     is_dns_label, route_hosts,
 };
 
@@ -25,8 +25,8 @@ fn setting_error(prefix: &str, error: SettingError, invalid: Invalid<'_>) -> Con
 pub(crate) fn route_defaults(
     file: &RouteSettings,
     invalid: Invalid<'_>,
-) -> Result<RouteDefaults, ConfigError> {
-    file.resolve(&RouteDefaults::default())
+) -> Result<Settings, ConfigError> {
+    file.resolve(&Settings::default())
         .map_err(|e| setting_error("defaults.", e, invalid))
 }
 
@@ -34,7 +34,7 @@ pub(crate) fn route_defaults(
 pub(crate) fn route_spec(
     index: usize,
     route: &FileRoute,
-    defaults: &RouteDefaults,
+    defaults: &Settings,
     domain: &str,
     invalid: Invalid<'_>,
 ) -> Result<RouteSpec, ConfigError> {
@@ -92,9 +92,7 @@ pub(crate) fn route_spec(
         namespace: route.namespace.clone(),
         hosts,
         path_prefix,
-        cold_start_timeout: resolved.cold_start_timeout,
-        max_queued: resolved.max_queued,
-        scaling: resolved.scaling,
+        settings: resolved,
         workload,
     })
 }

@@ -148,7 +148,7 @@ impl KubeProvider {
         };
         let (namespace, name) = (spec.namespace.as_str(), workload.deployment.as_str());
         let api: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
-        let deadline = Instant::now() + spec.cold_start_timeout;
+        let deadline = Instant::now() + spec.settings.cold_start_timeout;
         let mut backoff = FIRST_BACKOFF;
         // After an abandoned write the cache may not show it yet: read the API instead.
         let mut observed = if verify {

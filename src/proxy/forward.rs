@@ -1,4 +1,4 @@
-//! Sending a request to a replica: a connection from the replica's pool (or a new one),
+//! Sending a request to a replica: a connection from the replica's pool (or a new one, paced),
 //! bodies streamed both ways, protocol upgrades tunnelled, and a short retry while a replica
 //! refuses connections.
 //!
@@ -6,27 +6,33 @@
 //! the request exists, and a pooled connection that closed before taking the request hands it
 //! back untouched, so both retry the very same request, body unread. An idempotent request
 //! without a body that failed before any response is replayed from a copy of its head. Any other
-//! request whose sending had begun is never retried.
+//! request whose sending had begun is never retried, and neither is one that timed out.
 //!
-//! A connection goes back to its pool once its response body has been read to the end.
+//! Timeouts: no response head within the route's `response_timeout` → 504 `upstream_timeout`;
+//! no byte either way for its `stream_idle_timeout` → the stream ends (counted in
+//! `activator_stream_idle_timeouts_total`). A connection goes back to its pool only once its
+//! request body was sent whole and its response body was read to the end.
 
 use std::error::Error as StdError;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Uri, request};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, request};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::activity::{Activity, CountedIo};
 use crate::balancer::Lease;
-use crate::balancer::upstream::{Connection, UpstreamBody};
-use crate::body::BoxBody;
-use crate::proxy::headers;
+use crate::balancer::stall::{Exchange, StallTimer, Stalled};
+use crate::balancer::upstream::{Checkout, ConnectError, Connection, UpstreamBody};
+use crate::body::{BoxBody, BoxError};
+use crate::metrics::RouteMetrics;
+use crate::proxy::headers::{self, Client};
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
 use crate::stats::RequestGuard;
@@ -43,6 +49,19 @@ pub(crate) struct Upstream {
     connect_timeout: Duration,
 }
 
+/// Who sent a request and how it was routed.
+#[derive(Debug)]
+pub(crate) struct Context<'a> {
+    /// The peer, and whether its forwarded headers are trusted.
+    pub(crate) client: &'a Client,
+    /// The authority the request was routed by: the replica's `Host`.
+    pub(crate) authority: Option<HeaderValue>,
+    /// Upgrade protocols tunnelled.
+    pub(crate) allowed_upgrades: &'a [String],
+    /// The client connection's counters, told the route's stream idle timeout.
+    pub(crate) activity: &'a Arc<Activity>,
+}
+
 impl Upstream {
     /// Requests whose new connections give up after `connect_timeout`.
     pub(crate) fn new(connect_timeout: Duration) -> Upstream {
@@ -55,28 +74,36 @@ impl Upstream {
         &self,
         route: &Arc<Route>,
         request: Request<Incoming>,
-        client_ip: &http::HeaderValue,
+        context: Context<'_>,
         guard: RequestGuard,
         arrived: Instant,
     ) -> Result<Response<BoxBody>, ProxyError> {
+        let settings = route.spec().settings;
+        let (response_timeout, stream_idle) =
+            (settings.response_timeout, settings.stream_idle_timeout);
         let (mut parts, body) = request.into_parts();
-        let upgrade = headers::is_upgrade(&parts);
+        let upgrade = headers::is_allowed_upgrade(&mut parts, context.allowed_upgrades);
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
             None
         };
-        headers::prepare_request(&mut parts, client_ip, upgrade);
+        headers::prepare_request(&mut parts, context.client, context.authority, upgrade);
         // An idempotent request without a body that fails before any response (the replica died,
         // or the pooled connection to it already had) is safe to send again, as nginx's default
         // `proxy_next_upstream error` does: such a request keeps its head to rebuild it from.
-        // Any other request moves its head to the replica.
+        // Any other request moves its head (and its body) to the replica.
         let replayable = !upgrade && parts.method.is_idempotent() && body.is_end_stream();
-        let (mut outgoing, replay) = if replayable {
-            (upstream_request(&parts, UpstreamBody::empty()), Some(parts))
+        let (mut outgoing, replay, exchange) = if replayable {
+            (
+                upstream_request(&parts, UpstreamBody::empty()),
+                Some(parts),
+                None,
+            )
         } else {
-            let body = UpstreamBody::new(body);
-            (upstream_request_moving(parts, body), None)
+            let exchange = Arc::new(Exchange::new());
+            let body = UpstreamBody::new(body, Arc::clone(&exchange), stream_idle);
+            (upstream_request_moving(parts, body), None, Some(exchange))
         };
 
         let mut backoff = FIRST_BACKOFF;
@@ -93,30 +120,47 @@ impl Upstream {
                     })?;
             let endpoint = lease.endpoint();
             let addr = endpoint.addr();
-            let mut connection = match endpoint.pool().checkout().await {
-                Some(pooled) => pooled,
-                None => match endpoint
-                    .pool()
-                    .connect_or_reuse(addr, self.connect_timeout)
-                    .await
-                {
-                    Ok(fresh) => fresh,
-                    Err(error) => {
-                        drop(lease);
-                        if attempt < CONNECT_ATTEMPTS && error.is_refused() {
-                            tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica refused the connection; retrying");
-                            attempt += 1;
-                            tokio::time::sleep(backoff).await;
-                            backoff *= 2;
-                            continue;
-                        }
-                        return Err(upstream_error(route, addr, &error));
-                    }
-                },
+            let timed_out = || ProxyError::UpstreamTimeout {
+                route: route.id().to_owned(),
+                addr,
+                timeout: response_timeout,
             };
-            match connection.try_send_request(outgoing).await {
-                Ok(response) => break (response, lease, connection),
-                Err(mut failed) => {
+            let Checkout {
+                mut connection,
+                probation,
+            } = match endpoint
+                .pool()
+                .get(addr, self.connect_timeout, response_timeout)
+                .await
+            {
+                Ok(checkout) => checkout,
+                Err(ConnectError::Busy { .. }) => return Err(timed_out()),
+                Err(error) => {
+                    drop(lease);
+                    if attempt < CONNECT_ATTEMPTS && error.is_refused() {
+                        tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica refused the connection; retrying");
+                        attempt += 1;
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                        continue;
+                    }
+                    return Err(upstream_error(route, addr, &error));
+                }
+            };
+            let sent =
+                tokio::time::timeout(response_timeout, connection.try_send_request(outgoing)).await;
+            match sent {
+                // Dropped with the request inside: it may have been carried out, so never resent.
+                Err(_) => return Err(timed_out()),
+                Ok(Ok(response)) => {
+                    // A response proves the connection: its slot in the replica's window frees.
+                    drop(probation);
+                    break (response, lease, connection);
+                }
+                Ok(Err(mut failed)) => {
+                    if let Some(probation) = probation {
+                        probation.failed();
+                    }
                     drop(lease);
                     if attempt < CONNECT_ATTEMPTS {
                         // Handed back unsent: the pooled connection closed before taking it.
@@ -148,11 +192,18 @@ impl Upstream {
             route.metrics().response(status.as_u16(), arrived.elapsed());
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             if let Some(client_upgrade) = client_upgrade {
-                tokio::spawn(tunnel(client_upgrade, upstream_upgrade, (guard, lease)));
+                tokio::spawn(tunnel(
+                    client_upgrade,
+                    upstream_upgrade,
+                    (guard, lease),
+                    stream_idle,
+                    route.metrics().clone(),
+                ));
             }
             return Ok(response.map(|_| crate::body::empty()));
         }
         headers::strip_hop_by_hop(response.headers_mut(), false);
+        context.activity.set_stream_idle(stream_idle);
         let done = Done {
             route: Arc::clone(route),
             status: status.as_u16(),
@@ -164,6 +215,10 @@ impl Upstream {
                 inner: incoming,
                 connection: Some(connection),
                 ended: false,
+                stalled: false,
+                exchange,
+                stall: StallTimer::new(stream_idle),
+                activity: Arc::clone(context.activity),
                 done,
             }
             .boxed()
@@ -214,21 +269,50 @@ fn origin_form(uri: &Uri) -> Uri {
 }
 
 /// Copies bytes both ways between the client's and the replica's upgraded connections, keeping
-/// the request open (counted, leased) for as long as the tunnel lives.
+/// the request open (counted, leased) for as long as the tunnel lives, and closing it once
+/// nothing moved either way for `stream_idle`.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
     open: (RequestGuard, Lease),
+    stream_idle: Duration,
+    metrics: RouteMetrics,
 ) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(%error, "upgraded connection ended with an error");
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "protocol upgrade did not complete");
+            return;
+        }
+    };
+    let activity = Arc::new(Activity::default());
+    let mut client = CountedIo::new(TokioIo::new(client), Arc::clone(&activity));
+    let mut upstream = CountedIo::new(TokioIo::new(upstream), Arc::clone(&activity));
+    let copying = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    tokio::pin!(copying);
+    let look = (stream_idle / 4).max(Duration::from_millis(5));
+    let mut last = activity.snapshot();
+    let mut last_moved = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            result = &mut copying => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "upgraded connection ended with an error");
+                }
+                break;
+            }
+            () = tokio::time::sleep(look) => {
+                let now = activity.snapshot();
+                if (now.reads, now.writes) != (last.reads, last.writes) {
+                    last = now;
+                    last_moved = tokio::time::Instant::now();
+                } else if last_moved.elapsed() >= stream_idle {
+                    tracing::debug!(idle_ms = stream_idle.as_millis() as u64, "closing an idle tunnel");
+                    metrics.stream_idle_timeout();
+                    break;
+                }
             }
         }
-        Err(error) => tracing::debug!(%error, "protocol upgrade did not complete"),
     }
     drop(open);
 }
@@ -264,28 +348,53 @@ impl<T> Drop for Done<T> {
     }
 }
 
-/// The replica's response body, streamed as it comes; once it has ended, its connection goes
-/// back to the endpoint's pool.
+/// The replica's response body, streamed as it comes. It ends with an error once nothing moved
+/// either way for the route's stream idle timeout; once it has ended, and the request body was
+/// sent whole, its connection goes back to the endpoint's pool.
 struct Tracked {
     inner: Incoming,
     connection: Option<Connection>,
     ended: bool,
+    stalled: bool,
+    /// Shared with the request body, if the request has one.
+    exchange: Option<Arc<Exchange>>,
+    stall: StallTimer,
+    /// The client connection, to tell whether its watchdog closed it for a stall.
+    activity: Arc<Activity>,
     done: Done<(RequestGuard, Lease)>,
 }
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(exchange) = &this.exchange {
+                    exchange.moved();
+                }
+                this.stall.progressed();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => {
+                this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.stall.poll_stalled(cx, this.exchange.as_deref()) {
+                Poll::Ready(()) => {
+                    this.stalled = true;
+                    this.done.route.metrics().stream_idle_timeout();
+                    Poll::Ready(Some(Err(Stalled(this.stall.timeout()).into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -299,11 +408,16 @@ impl Body for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        // A body dropped before its end leaves the connection mid-response: let it close.
-        if (self.ended || self.inner.is_end_stream())
-            && let Some(connection) = self.connection.take()
-        {
-            self.done.open.1.endpoint().pool().put(connection);
+        let ended = self.ended || self.inner.is_end_stream();
+        let sent_whole = self.exchange.as_ref().is_none_or(|e| e.sent_whole());
+        if ended && sent_whole {
+            if let Some(connection) = self.connection.take() {
+                self.done.open.1.endpoint().pool().put(connection);
+            }
+        } else if !ended && !self.stalled && self.activity.stalled() {
+            // The client connection's watchdog closed it: the client stopped reading.
+            self.done.route.metrics().stream_idle_timeout();
         }
+        // Otherwise the connection is mid-exchange: dropping it closes it.
     }
 }

@@ -2,12 +2,18 @@
 //!
 //! Requests: hop-by-hop headers are removed (RFC 9110 §7.6.1: `Connection` and every header it
 //! names, plus `Keep-Alive`, `Proxy-Connection`, `TE` except `trailers`, `Transfer-Encoding`,
-//! `Upgrade`, and the proxy authentication pair), except the `Upgrade`
-//! handshake of an HTTP/1.1 upgrade request, which must reach the replica. `Host` is kept (and
-//! made from `:authority` for HTTP/2 clients); `X-Forwarded-For` gets the client address
-//! appended; `X-Forwarded-Proto` and `X-Forwarded-Host` are set unless an ingress in front
-//! already set them. Responses lose their hop-by-hop headers too, except on `101`. `Trailer` is
-//! end-to-end (RFC 9110 §6.6.2) and is kept: HTTP/1.1 peers only send the trailer fields it names.
+//! `Upgrade`, and the proxy authentication pair), except the `Upgrade` handshake of an HTTP/1.1
+//! upgrade to an allowed protocol, which must reach the replica. `Host` is the authority the
+//! request was routed by (HTTP/2 clients' `:authority`).
+//!
+//! Forwarded headers are believed only from trusted proxies (`trusted_proxies`), as Envoy's
+//! `xff_num_trusted_hops` and nginx's `set_real_ip_from` do: from a trusted peer,
+//! `X-Forwarded-For` gets the peer appended and `X-Forwarded-Proto`/`-Host` are kept if present;
+//! from anyone else they are replaced: `X-Forwarded-For` starts at the peer, `X-Forwarded-Proto`
+//! is `http`, and `X-Forwarded-Host` is the routed host.
+//!
+//! Responses lose their hop-by-hop headers too, except on `101`. `Trailer` is end-to-end
+//! (RFC 9110 §6.6.2) and is kept: HTTP/1.1 peers only send the trailer fields it names.
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version, request};
@@ -26,12 +32,45 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Whether the request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like).
-pub(crate) fn is_upgrade(parts: &request::Parts) -> bool {
-    parts.version == Version::HTTP_11
+/// Who sent a request, as the forwarded headers see it.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// The peer's address, ready to append to `X-Forwarded-For`.
+    pub(crate) ip: HeaderValue,
+    /// The peer is a trusted proxy: its forwarded headers are kept.
+    pub(crate) trusted: bool,
+}
+
+/// Whether the request asks for an HTTP/1.1 protocol upgrade (WebSocket and the like) to one of
+/// the `allowed` protocols. Protocols not allowed are dropped from its `Upgrade` header; with
+/// none left, it is an ordinary request (a server may ignore an upgrade, RFC 9110 §7.8).
+pub(crate) fn is_allowed_upgrade(parts: &mut request::Parts, allowed: &[String]) -> bool {
+    if !(parts.version == Version::HTTP_11
         && parts.method == Method::GET
         && parts.headers.contains_key(header::UPGRADE)
-        && has_token(&parts.headers, "upgrade")
+        && has_token(&parts.headers, "upgrade"))
+    {
+        return false;
+    }
+    let offered: Vec<&str> = parts
+        .headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|protocol| {
+            let name = protocol.split('/').next().unwrap_or_default();
+            allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        })
+        .collect();
+    match HeaderValue::from_str(&offered.join(", ")) {
+        Ok(value) if !offered.is_empty() => {
+            parts.headers.insert(header::UPGRADE, value);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn has_token(headers: &HeaderMap, token: &str) -> bool {
@@ -92,40 +131,59 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Rewrites a client request for a replica (always HTTP/1.1 upstream).
-pub(crate) fn prepare_request(parts: &mut request::Parts, client_ip: &HeaderValue, upgrade: bool) {
+/// Rewrites a client request for a replica (always HTTP/1.1 upstream); `authority` is what the
+/// request was routed by, and becomes its `Host`.
+pub(crate) fn prepare_request(
+    parts: &mut request::Parts,
+    client: &Client,
+    authority: Option<HeaderValue>,
+    upgrade: bool,
+) {
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let headers = &mut parts.headers;
-    if !headers.contains_key(header::HOST)
-        && let Some(authority) = parts.uri.authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        headers.insert(header::HOST, host);
+    if let Some(authority) = authority {
+        headers.insert(header::HOST, authority);
     }
     // One map lookup per header through `entry`, instead of a look then an insert.
     match headers.entry(&X_FORWARDED_FOR) {
-        Entry::Occupied(mut existing) => {
+        Entry::Occupied(mut existing) if client.trusted => {
             let first = existing.get().as_bytes();
-            let mut joined = Vec::with_capacity(first.len() + 2 + client_ip.len());
+            let mut joined = Vec::with_capacity(first.len() + 2 + client.ip.len());
             joined.extend_from_slice(first);
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client_ip.as_bytes());
+            joined.extend_from_slice(client.ip.as_bytes());
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 // Replaces every earlier X-Forwarded-For line with the one joined value.
                 existing.insert(value);
             }
         }
+        Entry::Occupied(mut existing) => {
+            existing.insert(client.ip.clone());
+        }
         Entry::Vacant(slot) => {
-            slot.insert(client_ip.clone());
+            slot.insert(client.ip.clone());
         }
     }
-    headers
-        .entry(&X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned()
-        && let Entry::Vacant(slot) = headers.entry(&X_FORWARDED_HOST)
-    {
-        slot.insert(host);
+    let http = HeaderValue::from_static("http");
+    match headers.entry(&X_FORWARDED_PROTO) {
+        Entry::Occupied(_) if client.trusted => {}
+        Entry::Occupied(mut existing) => {
+            existing.insert(http);
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(http);
+        }
+    }
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        match headers.entry(&X_FORWARDED_HOST) {
+            Entry::Occupied(_) if client.trusted => {}
+            Entry::Occupied(mut existing) => {
+                existing.insert(host);
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(host);
+            }
+        }
     }
     parts.version = Version::HTTP_11;
 }
@@ -157,7 +215,7 @@ mod tests {
                 .header("host", "a.test")
                 .header("x-kept", "yes")
         });
-        prepare_request(&mut p, &HeaderValue::from_static("10.0.0.1"), false);
+        prepare_request(&mut p, &untrusted(), None, false);
         for gone in [
             "connection",
             "keep-alive",
@@ -172,46 +230,78 @@ mod tests {
         assert_eq!(p.headers["host"], "a.test");
     }
 
+    fn untrusted() -> Client {
+        Client {
+            ip: HeaderValue::from_static("10.0.0.1"),
+            trusted: false,
+        }
+    }
+
+    fn trusted() -> Client {
+        Client {
+            trusted: true,
+            ..untrusted()
+        }
+    }
+
     #[test]
     fn te_trailers_survives() {
         let mut p = parts(|b| b.header("te", "trailers, deflate"));
-        prepare_request(&mut p, &HeaderValue::from_static("10.0.0.1"), false);
+        prepare_request(&mut p, &untrusted(), None, false);
         assert_eq!(p.headers["te"], "trailers");
     }
 
     #[test]
-    fn forwarded_headers_are_appended_or_set() {
+    fn forwarded_headers_from_a_trusted_proxy_are_kept_and_appended() {
         let mut p = parts(|b| {
             b.header("host", "a.test")
                 .header("x-forwarded-for", "1.2.3.4")
-        });
-        prepare_request(&mut p, &HeaderValue::from_static("10.0.0.1"), false);
-        assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
-        assert_eq!(p.headers["x-forwarded-proto"], "http");
-        assert_eq!(p.headers["x-forwarded-host"], "a.test");
-
-        let mut p = parts(|b| {
-            b.header("host", "a.test")
                 .header("x-forwarded-proto", "https")
         });
-        prepare_request(&mut p, &HeaderValue::from_static("10.0.0.1"), false);
+        prepare_request(&mut p, &trusted(), None, false);
+        assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");
+        assert_eq!(p.headers["x-forwarded-host"], "a.test");
     }
 
     #[test]
-    fn an_upgrade_keeps_its_handshake() {
+    fn forwarded_headers_from_anyone_else_are_replaced() {
+        let mut p = parts(|b| {
+            b.header("host", "a.test")
+                .header("x-forwarded-for", "1.2.3.4")
+                .header("x-forwarded-proto", "https")
+                .header("x-forwarded-host", "evil.test")
+        });
+        prepare_request(&mut p, &untrusted(), None, false);
+        assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(p.headers["x-forwarded-proto"], "http");
+        assert_eq!(p.headers["x-forwarded-host"], "a.test");
+    }
+
+    #[test]
+    fn an_allowed_upgrade_keeps_its_handshake_and_others_are_dropped() {
+        let allowed = ["websocket".to_owned()];
         let mut p = parts(|b| {
             b.header("connection", "Upgrade")
                 .header("upgrade", "websocket")
         });
-        assert!(is_upgrade(&p));
-        prepare_request(&mut p, &HeaderValue::from_static("10.0.0.1"), true);
+        assert!(is_allowed_upgrade(&mut p, &allowed));
+        prepare_request(&mut p, &untrusted(), None, true);
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["connection"], "upgrade");
+
+        let mut p = parts(|b| {
+            b.header("connection", "Upgrade, HTTP2-Settings")
+                .header("upgrade", "h2c")
+        });
+        assert!(!is_allowed_upgrade(&mut p, &allowed));
+        prepare_request(&mut p, &untrusted(), None, false);
+        assert!(!p.headers.contains_key("upgrade"));
+        assert!(!p.headers.contains_key("http2-settings"));
     }
 
     #[test]
-    fn http2_authority_becomes_the_host_header() {
+    fn the_routed_authority_becomes_the_host_header() {
         let mut p = Request::builder()
             .uri("http://b.test:8080/x")
             .version(Version::HTTP_2)
@@ -219,7 +309,12 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        prepare_request(&mut p, &HeaderValue::from_static("10.0.0.1"), false);
+        prepare_request(
+            &mut p,
+            &untrusted(),
+            Some(HeaderValue::from_static("b.test:8080")),
+            false,
+        );
         assert_eq!(p.headers["host"], "b.test:8080");
         assert_eq!(p.version, Version::HTTP_11);
     }

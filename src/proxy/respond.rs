@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::activation::ActivationError;
@@ -15,6 +15,23 @@ pub(crate) enum ProxyError {
     /// No Host header or `:authority`.
     #[error("missing host")]
     MissingHost,
+    /// The request names its host ambiguously.
+    #[error("ambiguous host: {detail}")]
+    HostMismatch {
+        /// What disagrees.
+        detail: String,
+    },
+    /// `CONNECT`: the activator is not a tunnel.
+    #[error("CONNECT is not allowed")]
+    MethodNotAllowed,
+    /// The request's headers exceed `max_header_bytes`.
+    #[error("request headers of {size} bytes exceed {max}")]
+    HeadersTooLarge {
+        /// Their size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
     /// No route answers the host.
     #[error("no route for host {host:?}")]
     NoRoute {
@@ -29,6 +46,16 @@ pub(crate) enum ProxyError {
         /// Why.
         #[source]
         source: ActivationError,
+    },
+    /// The replica sent no response head within the route's `response_timeout`.
+    #[error("route {route}: replica {addr} sent no response within {timeout:?}")]
+    UpstreamTimeout {
+        /// `namespace/name`.
+        route: String,
+        /// The replica.
+        addr: std::net::SocketAddr,
+        /// The route's response timeout.
+        timeout: Duration,
     },
     /// The replica failed before a response started.
     #[error("route {route}: replica {addr} failed: {detail}")]
@@ -47,7 +74,11 @@ impl ProxyError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             ProxyError::MissingHost => "missing_host",
+            ProxyError::HostMismatch { .. } => "host_mismatch",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
             ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::Upstream { .. } => "upstream",
             ProxyError::Activation { source, .. } => match source {
                 ActivationError::QueueFull { .. } => "queue_full",
@@ -61,8 +92,11 @@ impl ProxyError {
     /// The status code.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost | ProxyError::HostMismatch { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Activation { source, .. } => match source {
                 ActivationError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -77,6 +111,23 @@ impl ProxyError {
                  cannot tell which service it is for. Send one, e.g. \
                  'Host: helloworld.default.127.0.0.1.nip.io'.\n"
                 .to_owned(),
+            ProxyError::HostMismatch { detail } => format!(
+                "The request names its host ambiguously: {detail}. Send one Host header that \
+                 matches the request target (or HTTP/2 :authority).\n"
+            ),
+            ProxyError::MethodNotAllowed => "CONNECT is not allowed: the activator is a reverse proxy, not a \
+                 tunnel. Send the request itself (GET, POST, ...) with a Host header.\n"
+                .to_owned(),
+            ProxyError::HeadersTooLarge { size, max } => format!(
+                "The request's headers are {size} bytes, more than the {max} allowed \
+                 (max_header_bytes). Send fewer or smaller headers (large cookies are the usual \
+                 cause).\n"
+            ),
+            ProxyError::UpstreamTimeout { route, timeout, .. } => format!(
+                "Route {route}: the replica sent no response within {} (response_timeout). The \
+                 request may or may not have been carried out.\n",
+                human(*timeout)
+            ),
             ProxyError::NoRoute { host } => format!(
                 "No route answers host \"{host}\". Each route answers NAME.NAMESPACE.<domain> and the \
                  hosts it lists; check the Host header, or list the routes with 'activator routes'.\n"
@@ -157,6 +208,12 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<BoxBody> {
     );
     if let Some(seconds) = error.retry_after() {
         headers.insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+    }
+    if let ProxyError::MethodNotAllowed = error {
+        headers.insert(
+            ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
     }
     response
 }

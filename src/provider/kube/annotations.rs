@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{Container, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::spec::{
-    DURATION_EXPECTED, DirectProbe, HumanDuration, KubeWorkload, RouteDefaults, RouteSettings,
-    RouteSpec, SettingError, Workload, is_dns_label, parse_duration, route_hosts,
+    DURATION_EXPECTED, DirectProbe, HumanDuration, KubeWorkload, RouteSettings, RouteSpec,
+    SettingError, Settings, Workload, is_dns_label, parse_duration, route_hosts,
 };
 
 /// The label that opts a Deployment in.
@@ -85,7 +85,7 @@ pub(crate) fn service_name(deployment: &Deployment) -> Result<String, Annotation
 pub(crate) fn route_spec(
     deployment: &Deployment,
     service: &Service,
-    defaults: &RouteDefaults,
+    defaults: &Settings,
     domain: &str,
 ) -> Result<RouteSpec, AnnotationError> {
     let empty = BTreeMap::new();
@@ -121,9 +121,7 @@ pub(crate) fn route_spec(
         namespace,
         hosts,
         path_prefix: None,
-        cold_start_timeout: resolved.cold_start_timeout,
-        max_queued: resolved.max_queued,
-        scaling: resolved.scaling,
+        settings: resolved,
         workload: Workload::Kube(KubeWorkload {
             deployment: deployment.metadata.name.clone().unwrap_or_default(),
             service: name,
@@ -159,6 +157,8 @@ fn settings(annotations: &BTreeMap<String, String>) -> Result<RouteSettings, Ann
     Ok(RouteSettings {
         idle_timeout: duration("idle_timeout")?,
         cold_start_timeout: duration("cold_start_timeout")?,
+        response_timeout: duration("response_timeout")?,
+        stream_idle_timeout: duration("stream_idle_timeout")?,
         max_queued: number("max_queued")?.map(u64::from),
         min_scale: number("min_scale")?,
         max_scale: number("max_scale")?,
@@ -290,8 +290,8 @@ mod tests {
         .unwrap()
     }
 
-    fn defaults() -> RouteDefaults {
-        RouteDefaults::default()
+    fn defaults() -> Settings {
+        Settings::default()
     }
 
     #[test]
@@ -331,11 +331,17 @@ mod tests {
         ]);
         let spec = route_spec(&d, &service(), &defaults(), "127.0.0.1.nip.io").unwrap();
         assert_eq!(
-            spec.scaling.idle_timeout,
+            spec.settings.scaling.idle_timeout,
             std::time::Duration::from_secs(90)
         );
-        assert_eq!((spec.scaling.min_scale, spec.scaling.max_scale), (1, 4));
-        assert_eq!(spec.scaling.container_concurrency, 2);
+        assert_eq!(
+            (
+                spec.settings.scaling.min_scale,
+                spec.settings.scaling.max_scale
+            ),
+            (1, 4)
+        );
+        assert_eq!(spec.settings.scaling.container_concurrency, 2);
         assert_eq!(&spec.hosts[1..], ["hello.example.com", "*.apps.test"]);
         let Workload::Kube(workload) = &spec.workload else {
             panic!("a kube workload")

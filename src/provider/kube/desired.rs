@@ -21,7 +21,7 @@ use kube::ResourceExt;
 
 use super::annotations::{self, AnnotationError};
 use super::readiness::Pending;
-use crate::spec::{RouteDefaults, RouteSpec, Workload};
+use crate::spec::{RouteSpec, Settings, Workload};
 
 /// The label EndpointSlices carry naming their Service.
 pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -72,7 +72,7 @@ pub(crate) struct Inputs<'a> {
     /// Every EndpointSlice labelled with its Service.
     pub(crate) slices: Vec<Arc<EndpointSlice>>,
     /// Route settings before annotations.
-    pub(crate) defaults: &'a RouteDefaults,
+    pub(crate) defaults: &'a Settings,
     /// Domain of default hosts.
     pub(crate) domain: &'a str,
 }
@@ -294,7 +294,7 @@ mod tests {
             deployments,
             services: &services,
             slices,
-            defaults: &RouteDefaults::default(),
+            defaults: &Settings::default(),
             domain: "x.test",
         })
     }

@@ -32,13 +32,13 @@ use super::{KubeProvider, annotations};
 use crate::config::{Config, KubeSettings};
 use crate::metrics::Metrics;
 use crate::provider::RouteSet;
-use crate::spec::RouteDefaults;
+use crate::spec::Settings;
 
 /// The caches, and everything discovery changes.
 pub(crate) struct Discovery {
     client: kube::Client,
     settings: KubeSettings,
-    defaults: RouteDefaults,
+    defaults: Settings,
     domain: String,
     provider: Arc<KubeProvider>,
     deployments: Cache<Deployment>,

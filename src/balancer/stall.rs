@@ -1,0 +1,136 @@
+//! Telling a slow stream from a stalled one: a request's exchange with a replica is stalled when
+//! no byte has moved either way for the route's `stream_idle_timeout` (Envoy's
+//! `stream_idle_timeout`).
+//!
+//! [`Exchange`] is what the two bodies of one exchange share: when a byte last moved, and
+//! whether the request body was sent whole (only then may its connection carry another request).
+//! [`StallTimer`] is the timer a body arms when it has to wait; it is only created then, so a
+//! body that never waits costs no timer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// What both directions of one exchange share.
+#[derive(Debug)]
+pub(crate) struct Exchange {
+    started: Instant,
+    /// Milliseconds from `started` to the last byte moved either way.
+    moved: AtomicU64,
+    sent_whole: AtomicBool,
+}
+
+impl Exchange {
+    /// An exchange starting now.
+    pub(crate) fn new() -> Exchange {
+        Exchange {
+            started: Instant::now(),
+            moved: AtomicU64::new(0),
+            sent_whole: AtomicBool::new(false),
+        }
+    }
+
+    /// A byte moved now.
+    pub(crate) fn moved(&self) {
+        let millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.moved.fetch_max(millis, Ordering::Relaxed);
+    }
+
+    /// When a byte last moved.
+    pub(crate) fn last_moved(&self) -> Instant {
+        self.started + Duration::from_millis(self.moved.load(Ordering::Relaxed))
+    }
+
+    /// The request body was sent to its end.
+    pub(crate) fn mark_sent_whole(&self) {
+        self.sent_whole.store(true, Ordering::Release);
+    }
+
+    /// Whether the request body was sent to its end.
+    pub(crate) fn sent_whole(&self) -> bool {
+        self.sent_whole.load(Ordering::Acquire)
+    }
+}
+
+/// A stall timer: fires once nothing moved for its timeout, counting from the later of its own
+/// last progress and (if shared) the other direction's.
+#[derive(Debug)]
+pub(crate) struct StallTimer {
+    timeout: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallTimer {
+    /// A timer that fires after `timeout` without progress.
+    pub(crate) fn new(timeout: Duration) -> StallTimer {
+        StallTimer {
+            timeout,
+            sleep: None,
+        }
+    }
+
+    /// The timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The stream made progress: the next wait counts afresh.
+    pub(crate) fn progressed(&mut self) {
+        self.sleep = None;
+    }
+
+    /// Called while the stream waits: `Ready` once it has waited its timeout with nothing moving
+    /// either way (`other` is the exchange both directions share, if any).
+    pub(crate) fn poll_stalled(
+        &mut self,
+        cx: &mut Context<'_>,
+        other: Option<&Exchange>,
+    ) -> Poll<()> {
+        let timeout = self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Our own wait is over; the other direction may have moved meanwhile.
+            match other.map(|exchange| exchange.last_moved() + timeout) {
+                Some(deadline) if deadline > Instant::now() => sleep.as_mut().reset(deadline),
+                _ => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// A stream that stalled, as the error that ends it.
+#[derive(Debug, thiserror::Error)]
+#[error("no byte either way for {0:?} (stream_idle_timeout)")]
+pub(crate) struct Stalled(pub(crate) Duration);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stall_is_seen_only_once_neither_direction_moved_for_the_timeout() {
+        let exchange = Exchange::new();
+        let mut timer = StallTimer::new(Duration::from_secs(10));
+        let stalled = async {
+            poll_fn(|cx| timer.poll_stalled(cx, Some(&exchange))).await;
+            Instant::now()
+        };
+        let mover = async {
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            exchange.moved();
+        };
+        let (at, ()) = tokio::join!(stalled, mover);
+        // The other direction moved at 8s: the stall is seen at 18s, not 10s.
+        assert_eq!(at.duration_since(exchange.started), Duration::from_secs(18));
+    }
+}

@@ -1,0 +1,115 @@
+//! What a request must be before it is routed: not `CONNECT`, headers within the limit, and one
+//! unambiguous host. A request whose target names one host and whose Host header another would
+//! be routed by one and served as the other, so it is refused; so are several Host headers, and an
+//! HTTP/2 `:authority` that disagrees with a `host` header (RFC 9113 §8.3.1).
+
+use http::header::HOST;
+use http::{Method, Request};
+
+use super::respond::ProxyError;
+use crate::routing::normalise_host;
+
+/// Checks `request` and returns the authority it is routed by, as the client wrote it.
+pub(crate) fn routed_authority<B>(
+    request: &Request<B>,
+    max_header_bytes: usize,
+) -> Result<&str, ProxyError> {
+    if request.method() == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
+    let size = header_bytes(request);
+    if size > max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            size,
+            max: max_header_bytes,
+        });
+    }
+    let mut hosts = request.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::HostMismatch {
+            detail: "it has more than one Host header".to_owned(),
+        });
+    }
+    let host = match host {
+        Some(value) => Some(value.to_str().map_err(|_| ProxyError::HostMismatch {
+            detail: "its Host header is not a valid host".to_owned(),
+        })?),
+        None => None,
+    };
+    match (request.uri().authority(), host) {
+        (Some(target), Some(host)) => {
+            if normalise_host(target.as_str()) != normalise_host(host) {
+                return Err(ProxyError::HostMismatch {
+                    detail: format!(
+                        "its target names host \"{}\" but its Host header \"{host}\"",
+                        target.as_str()
+                    ),
+                });
+            }
+            Ok(target.as_str())
+        }
+        (Some(target), None) => Ok(target.as_str()),
+        (None, Some(host)) if !host.is_empty() => Ok(host),
+        (None, _) => Err(ProxyError::MissingHost),
+    }
+}
+
+/// The size of the request's header section as HTTP/1.1 sends it: each field's name, value, and
+/// the four bytes of `: ` and CRLF.
+fn header_bytes<B>(request: &Request<B>) -> usize {
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(request: http::request::Builder) -> Result<String, &'static str> {
+        let request = request.body(()).unwrap();
+        routed_authority(&request, 1024)
+            .map(str::to_owned)
+            .map_err(|e| e.reason())
+    }
+
+    #[test]
+    fn the_host_header_routes_an_origin_form_request() {
+        assert_eq!(
+            check(Request::get("/x").header("host", "a.test:8080")),
+            Ok("a.test:8080".into())
+        );
+        assert_eq!(check(Request::get("/x")), Err("missing_host"));
+    }
+
+    #[test]
+    fn a_target_and_a_host_that_disagree_are_refused() {
+        let request = Request::get("http://b.test/").header("host", "a.test");
+        assert_eq!(check(request), Err("host_mismatch"));
+        let agreeing = Request::get("http://A.test/").header("host", "a.test:80");
+        assert_eq!(check(agreeing), Ok("A.test".into()));
+    }
+
+    #[test]
+    fn two_host_headers_are_refused() {
+        let request = Request::get("/")
+            .header("host", "a.test")
+            .header("host", "b.test");
+        assert_eq!(check(request), Err("host_mismatch"));
+    }
+
+    #[test]
+    fn connect_and_oversized_heads_are_refused() {
+        assert_eq!(
+            check(Request::connect("a.test:443").header("host", "a.test:443")),
+            Err("method_not_allowed")
+        );
+        let big = Request::get("/")
+            .header("host", "a.test")
+            .header("cookie", "x".repeat(2000));
+        assert_eq!(check(big), Err("headers_too_large"));
+    }
+}

@@ -1,0 +1,226 @@
+//! Limits that keep one bad client or replica from holding anything for long: connections that
+//! send nothing or stall their headers, idle keep-alive connections, a connection limit that
+//! leaves the admin listener answering, replicas that never answer or stall mid-body, clients
+//! that never read, uploads that stall, and tunnels that go quiet.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::support::{Activator, echo_route, host, metric, wait_closed, wait_until};
+
+/// Short limits, so each test takes a fraction of a second.
+const FAST: &str = "header_read_timeout = \"300ms\"\nkeepalive_timeout = \"300ms\"\n";
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    let activator = Activator::start(&format!("{FAST}{}", echo_route("a", ""))).await;
+    let mut silent = TcpStream::connect(activator.proxy).await.unwrap();
+    wait_closed(&mut silent, "a silent connection").await;
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_head_that_never_completes_is_closed_after_the_header_timeout() {
+    let activator = Activator::start(&format!("{FAST}{}", echo_route("a", ""))).await;
+    let mut slow = TcpStream::connect(activator.proxy).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    wait_closed(&mut slow, "a slow head").await;
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_opens_no_stream_is_closed() {
+    let activator = Activator::start(&format!("{FAST}{}", echo_route("a", ""))).await;
+    let mut h2 = TcpStream::connect(activator.proxy).await.unwrap();
+    // The connection preface and an empty SETTINGS frame, then nothing.
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    wait_closed(&mut h2, "an HTTP/2 connection without streams").await;
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_busy_one_is_not() {
+    let activator = Activator::start(&format!(
+        "header_read_timeout = \"2s\"\nkeepalive_timeout = \"1s\"\n{}",
+        echo_route("a", "")
+    ))
+    .await;
+    let mut conn = TcpStream::connect(activator.proxy).await.unwrap();
+    let request = format!("GET /bytes/10 HTTP/1.1\r\nHost: {}\r\n\r\n", host("a"));
+    let mut buf = [0u8; 4096];
+    for _ in 0..3 {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_closed(&mut conn, "an idle keep-alive connection").await;
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn beyond_max_connections_new_ones_wait_and_the_admin_listener_still_answers() {
+    let activator = Activator::start(&format!(
+        "max_connections = 2\nheader_read_timeout = \"20s\"\n{}",
+        echo_route("a", "")
+    ))
+    .await;
+    let first = TcpStream::connect(activator.proxy).await.unwrap();
+    let _second = TcpStream::connect(activator.proxy).await.unwrap();
+    // The third connects (the kernel's backlog) but is not served while the limit is reached.
+    let mut third = TcpStream::connect(activator.proxy).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        host("a")
+    );
+    third.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond max_connections");
+    assert_eq!(activator.admin("/healthz").await.status, 200);
+    drop(first);
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut answer))
+        .await
+        .expect("served once a slot frees")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_never_answers_gets_504_upstream_timeout() {
+    let activator = Activator::start(&echo_route("slow", "response_timeout = \"300ms\"")).await;
+    let answer = activator.get(&host("slow"), "/delay/600000").await;
+    assert_eq!(answer.status, 504);
+    assert_eq!(answer.headers["x-activator-error"], "upstream_timeout");
+    assert!(
+        answer.text().contains("response_timeout"),
+        "{}",
+        answer.text()
+    );
+    let status = activator.route("slow").await;
+    assert_eq!(status.in_flight, 0, "the request is not in flight any more");
+    // The replica still serves others.
+    assert_eq!(activator.get(&host("slow"), "/").await.status, 200);
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_response_that_stalls_mid_body_is_ended_and_counted() {
+    let activator = Activator::start(&echo_route("stall", "stream_idle_timeout = \"300ms\"")).await;
+    // Two chunks a minute apart: the first arrives, then nothing.
+    let response = activator
+        .spawn_get(&host("stall"), "/stream/2/60000")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body());
+    let ended = tokio::time::timeout(Duration::from_secs(10), body)
+        .await
+        .expect("the stalled body ends");
+    assert!(
+        ended.is_err(),
+        "the body ends with an error, not as complete"
+    );
+    wait_until("the stall counted and the request over", || async {
+        let metrics = activator.metrics().await;
+        metric(
+            &metrics,
+            r#"activator_stream_idle_timeouts_total{route="stall"}"#,
+        ) == 1.0
+            && activator.route("stall").await.in_flight == 0
+    })
+    .await;
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_response_is_let_go() {
+    let activator = Activator::start(&echo_route("big", "stream_idle_timeout = \"300ms\"")).await;
+    assert_eq!(activator.get(&host("big"), "/").await.status, 200);
+    let mut reader_never = TcpStream::connect(activator.proxy).await.unwrap();
+    let request = format!(
+        "GET /bytes/200000000 HTTP/1.1\r\nHost: {}\r\n\r\n",
+        host("big")
+    );
+    reader_never.write_all(request.as_bytes()).await.unwrap();
+    activator
+        .wait_route("big", "serving it", |r| r.in_flight == 1)
+        .await;
+    wait_until("the stalled client let go and counted", || async {
+        let metrics = activator.metrics().await;
+        metric(
+            &metrics,
+            r#"activator_stream_idle_timeouts_total{route="big"}"#,
+        ) == 1.0
+            && activator.route("big").await.in_flight == 0
+    })
+    .await;
+    drop(reader_never);
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_upload_answered_early_does_not_trap_the_next_request() {
+    let activator = Activator::start(&echo_route(
+        "up",
+        "max_scale = 1\nstream_idle_timeout = \"2s\"",
+    ))
+    .await;
+    let pid = activator.get(&host("up"), "/").await.json()["pid"].clone();
+    // An upload of 100,000 bytes that sends 10 and stops; the replica answers 401 at once.
+    let mut uploader = TcpStream::connect(activator.proxy).await.unwrap();
+    let head = format!(
+        "POST /status/401 HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n0123456789",
+        host("up")
+    );
+    uploader.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), uploader.read(&mut buf))
+        .await
+        .expect("the early answer arrives")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
+    // The next request to that replica is served at once, not behind the unfinished upload.
+    let next = tokio::time::timeout(Duration::from_secs(1), activator.get(&host("up"), "/"))
+        .await
+        .expect("the next request is not trapped");
+    assert_eq!(next.status, 200);
+    assert_eq!(next.json()["pid"], pid, "the same replica");
+    drop(uploader);
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_quiet_websocket_tunnel_is_closed_after_the_stream_idle_timeout() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let activator = Activator::start(&echo_route("ws", "stream_idle_timeout = \"300ms\"")).await;
+    let mut request = format!("ws://{}/ws", activator.proxy)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("host", host("ws").parse().unwrap());
+    let stream = TcpStream::connect(activator.proxy).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("the handshake passes");
+    let ended = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
+    assert!(ended.is_ok(), "the quiet tunnel is still open");
+    wait_until("the idle tunnel counted and over", || async {
+        let metrics = activator.metrics().await;
+        metric(
+            &metrics,
+            r#"activator_stream_idle_timeouts_total{route="ws"}"#,
+        ) == 1.0
+            && activator.route("ws").await.in_flight == 0
+    })
+    .await;
+    activator.stop().await;
+}
