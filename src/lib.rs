@@ -31,7 +31,9 @@
 //! [`config`], [`route::RouteStatus`], [`routes_table`], [`telemetry`], [`kube_client`], and
 //! [`bench`].
 
-#![forbid(unsafe_code)]
+// One `unsafe` block in the whole crate: the process provider's `pre_exec` hook, which makes local
+// replicas die with the activator (see `provider::process::replica`).
+#![deny(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
 mod activation;

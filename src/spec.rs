@@ -305,17 +305,43 @@ pub(crate) fn check_duration(
     }
 }
 
-/// A listed host that is neither a host name nor a `*.suffix` wildcard.
+/// Hosts one route may list besides its default host.
+pub(crate) const MAX_HOSTS: usize = 100;
+
+/// A listed host that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BadHost {
-    /// Its position in the list.
-    pub(crate) index: usize,
-    /// The host as written.
-    pub(crate) host: String,
+pub(crate) enum BadHost {
+    /// Neither a host name nor a `*.suffix` wildcard.
+    Invalid {
+        /// Its position in the list.
+        index: usize,
+        /// The host as written.
+        host: String,
+    },
+    /// More than [`MAX_HOSTS`] are listed.
+    TooMany {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl BadHost {
+    /// What would be accepted.
+    pub(crate) fn expected(&self) -> String {
+        match self {
+            BadHost::Invalid { .. } => {
+                "a host name such as \"hello.localhost\" or a wildcard such as \"*.example.com\""
+                    .to_owned()
+            }
+            BadHost::TooMany { count } => {
+                format!("at most {MAX_HOSTS} hosts per route, not {count}")
+            }
+        }
+    }
 }
 
 /// The hosts of route `name` in `namespace`: its default host `NAME.NAMESPACE.DOMAIN` first, then
-/// each listed host normalised, without repeats.
+/// each listed host normalised, without repeats. Linear in the list's length, which is bounded.
 pub(crate) fn route_hosts<'a>(
     name: &str,
     namespace: &str,
@@ -323,16 +349,20 @@ pub(crate) fn route_hosts<'a>(
     listed: impl IntoIterator<Item = &'a str>,
 ) -> Result<Vec<String>, BadHost> {
     let mut hosts = vec![format!("{name}.{namespace}.{domain}")];
+    let mut seen: std::collections::HashSet<String> = hosts.iter().cloned().collect();
     for (index, host) in listed.into_iter().enumerate() {
+        if index >= MAX_HOSTS {
+            return Err(BadHost::TooMany { count: index + 1 });
+        }
         let normalised = normalise_host_name(host);
         let bare = normalised.strip_prefix("*.").unwrap_or(&normalised);
         if !is_host_name(bare) {
-            return Err(BadHost {
+            return Err(BadHost::Invalid {
                 index,
                 host: host.to_owned(),
             });
         }
-        if !hosts.contains(&normalised) {
+        if seen.insert(normalised.clone()) {
             hosts.push(normalised);
         }
     }
@@ -450,10 +480,18 @@ mod tests {
         let bad = route_hosts("web", "shop", "x.test", ["ok.test", "no spaces"]).unwrap_err();
         assert_eq!(
             bad,
-            BadHost {
+            BadHost::Invalid {
                 index: 1,
                 host: "no spaces".into()
             }
+        );
+        let many: Vec<String> = (0..=MAX_HOSTS).map(|i| format!("h{i}.test")).collect();
+        let error = route_hosts("web", "shop", "x.test", many.iter().map(String::as_str));
+        assert_eq!(
+            error,
+            Err(BadHost::TooMany {
+                count: MAX_HOSTS + 1
+            })
         );
     }
 }

@@ -5,7 +5,7 @@
 use super::ConfigError;
 use super::file::{FileProcess, FileRoute};
 use crate::spec::{
-    ProcessSpec, RouteSettings, RouteSpec, SettingError, Settings, Workload, defaults,
+    BadHost, ProcessSpec, RouteSettings, RouteSpec, SettingError, Settings, Workload, defaults,
     is_dns_label, route_hosts,
 };
 
@@ -55,12 +55,17 @@ pub(crate) fn route_spec(
         domain,
         route.hosts.iter().map(String::as_str),
     )
-    .map_err(|bad| {
-        invalid(
-            &format!("{prefix}hosts[{}]", bad.index),
-            &format!("{:?}", bad.host),
-            "a host name such as \"hello.localhost\" or a wildcard such as \"*.example.com\"",
-        )
+    .map_err(|bad| match &bad {
+        BadHost::Invalid { index, host } => invalid(
+            &format!("{prefix}hosts[{index}]"),
+            &format!("{host:?}"),
+            &bad.expected(),
+        ),
+        BadHost::TooMany { count } => invalid(
+            &format!("{prefix}hosts"),
+            &format!("{count} hosts"),
+            &bad.expected(),
+        ),
     })?;
     let path_prefix = match route.path_prefix.as_deref() {
         None | Some("") | Some("/") => None,

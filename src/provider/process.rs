@@ -153,6 +153,7 @@ impl ProcessProvider {
                 spec: process.clone(),
                 ready: Arc::clone(&set.ready),
                 stop: stop_rx,
+                last_output: Arc::default(),
             };
             let task = tokio::spawn(replica.supervise());
             set.running.push(Running { id, stop, task });

@@ -346,3 +346,51 @@ async fn metrics_carry_every_contract_name_and_pass_promtool() {
     );
     activator.stop().await;
 }
+
+#[tokio::test]
+async fn replicas_die_with_an_activator_killed_by_sigkill() {
+    let mut running = Running::start(&echo_route("kept", "min_scale = 2")).await;
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..50 {
+        let (status, body) = running.get(running.proxy, &host("kept"), "/").await;
+        assert_eq!(status, 200);
+        let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+        pids.insert(echo["pid"].as_u64().unwrap());
+        if pids.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(pids.len(), 2, "two replicas answered");
+    running.child.start_kill().unwrap();
+    let _ = running.child.wait().await;
+    for pid in pids {
+        wait_process_gone(pid).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_keeps_serving_for_the_shutdown_delay_while_readiness_fails() {
+    let mut running = Running::start(&format!(
+        "shutdown_delay = \"1500ms\"\n{}",
+        echo_route("hello", "")
+    ))
+    .await;
+    assert_eq!(running.get(running.proxy, &host("hello"), "/").await.0, 200);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let admin = running.admin;
+    super::support::wait_until("readiness fails at once", || async {
+        admin_status(admin, "/readyz").await == Some(503)
+    })
+    .await;
+    // Still accepting new connections and serving them (a new client, a new connection).
+    assert_eq!(running.get(running.proxy, &host("hello"), "/").await.0, 200);
+    let exit = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+}

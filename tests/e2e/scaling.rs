@@ -92,3 +92,28 @@ async fn stopping_the_activator_stops_every_replica() {
         assert!(!process_alive(pid), "replica {pid} outlived the activator");
     }
 }
+
+#[tokio::test]
+async fn a_replica_writing_bytes_that_are_not_utf8_and_endless_lines_keeps_running() {
+    // Invalid UTF-8, then 100,000 bytes without a newline, then the echo server (which logs a
+    // line of its own when it listens).
+    let script = format!(
+        "printf '\\377\\376 not UTF-8\\n'; head -c 100000 /dev/zero | tr '\\0' x; exec {} --port $PORT",
+        super::support::echo()
+    );
+    let route = format!(
+        "[[routes]]\nname = \"noisy\"\n[routes.process]\ncommand = [\"sh\", \"-c\", {script:?}]\n"
+    );
+    let activator = Activator::start(&route).await;
+    let first = activator.get(&host("noisy"), "/").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let second = activator.get(&host("noisy"), "/").await;
+    assert_eq!(
+        second.json()["pid"],
+        first.json()["pid"],
+        "the same replica, still running"
+    );
+    assert!(process_alive(first.json()["pid"].as_u64().unwrap()));
+    activator.stop().await;
+}

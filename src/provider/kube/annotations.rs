@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::spec::{
-    DURATION_EXPECTED, DirectProbe, HumanDuration, KubeWorkload, RouteSettings, RouteSpec,
+    BadHost, DURATION_EXPECTED, DirectProbe, HumanDuration, KubeWorkload, RouteSettings, RouteSpec,
     SettingError, Settings, Workload, is_dns_label, parse_duration, route_hosts,
 };
 
@@ -47,10 +47,18 @@ impl From<SettingError> for AnnotationError {
     }
 }
 
+/// Longest annotation value quoted in an error; the rest is summarised (values are tenants', and
+/// errors go to logs and Events).
+const QUOTED_VALUE: usize = 200;
+
 fn error(key: &str, value: &str, expected: &str) -> AnnotationError {
+    let value = match value.char_indices().nth(QUOTED_VALUE) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+        None => value.to_owned(),
+    };
     AnnotationError {
         key: key.to_owned(),
-        value: value.to_owned(),
+        value,
         expected: expected.to_owned(),
     }
 }
@@ -107,12 +115,13 @@ pub(crate) fn route_spec(
         domain,
         listed.split(',').map(str::trim).filter(|h| !h.is_empty()),
     )
-    .map_err(|_| {
-        error(
+    .map_err(|bad| match bad {
+        BadHost::Invalid { .. } => error(
             HOSTS,
             listed,
             "comma-separated host names or *.suffix wildcards",
-        )
+        ),
+        BadHost::TooMany { .. } => error(HOSTS, listed, &bad.expected()),
     })?;
 
     let port_name = service_port_name(service, annotations.get(PORT).map(String::as_str))?;
@@ -347,6 +356,20 @@ mod tests {
             panic!("a kube workload")
         };
         assert_eq!(workload.port_name, "admin");
+    }
+
+    #[test]
+    fn a_duration_beyond_a_day_and_too_many_hosts_are_invalid_annotations() {
+        let d = deployment(&[("activator.dev/cold-start-timeout", "10000000000000000000s")]);
+        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        assert_eq!(e.key, "activator.dev/cold-start-timeout");
+        assert!(e.expected.contains("at most a day"), "{e}");
+        let hosts: Vec<String> = (0..1000).map(|i| format!("h{i}.test")).collect();
+        let d = deployment(&[("activator.dev/hosts", &hosts.join(","))]);
+        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        assert_eq!(e.key, "activator.dev/hosts");
+        assert!(e.expected.contains("at most 100 hosts"), "{e}");
+        assert!(e.value.len() < 300, "the value is quoted in part: {e}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use std::sync::Mutex;
+
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -36,6 +38,8 @@ pub(crate) struct Replica {
     pub(crate) spec: ProcessSpec,
     pub(crate) ready: Arc<ReadySet>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// The replica's last line of output, for failure reports.
+    pub(crate) last_output: Arc<Mutex<String>>,
 }
 
 enum Outcome {
@@ -98,6 +102,7 @@ impl Replica {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
+        die_with_parent(&mut command);
         if let Some(dir) = &self.spec.workdir {
             command.current_dir(dir);
         }
@@ -106,10 +111,12 @@ impl Replica {
             .map_err(|e| format!("cannot start {:?}: {e}", args[0]))?;
         let route = self.ready.route_id().to_owned();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(forward_lines(out, route.clone(), self.id, "stdout"));
+            let last = Arc::clone(&self.last_output);
+            tokio::spawn(forward_lines(out, route.clone(), self.id, "stdout", last));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(forward_lines(err, route.clone(), self.id, "stderr"));
+            let last = Arc::clone(&self.last_output);
+            tokio::spawn(forward_lines(err, route.clone(), self.id, "stderr", last));
         }
         tracing::info!(route = %route, replica = self.id, pid = child.id(), port, "replica started");
         Ok((child, SocketAddr::from(([127, 0, 0, 1], port))))
@@ -188,14 +195,70 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Makes the replica's process die with the activator's, even when the activator is killed
+/// with SIGKILL and cannot stop it: Linux sends the child SIGKILL when its parent thread exits
+/// (`PR_SET_PDEATHSIG`). The replica is spawned from a runtime worker thread, which lives as long
+/// as the activator. Children the replica forks itself are not covered (a command that forks
+/// should `exec` its server); on an orderly stop the whole process group is signalled.
+fn die_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    let set_death_signal = move || {
+        nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))?;
+        // The parent may have died before the death signal was set: then nobody would send it.
+        if nix::unistd::getppid().as_raw() as u32 != parent {
+            return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it makes two system calls (prctl, getppid) and allocates nothing (its
+    // error is a raw OS error, and nix's `Errno` converts to one without allocating).
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(set_death_signal);
+    }
+}
+
+/// Longest line of replica output logged as one; longer ones are logged in pieces this long.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Logs a replica's output line by line, at DEBUG under the target `activator::replica` (an
+/// access log is one line per request), keeping the last line for failure reports. Bytes that
+/// are not UTF-8 are replaced, and a line is never buffered beyond [`MAX_LINE`].
 async fn forward_lines(
     stream: impl AsyncRead + Unpin,
     route: String,
     replica: u64,
     which: &'static str,
+    last: Arc<Mutex<String>>,
 ) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!(target: "activator::replica", route = %route, replica, stream = which, "{line}");
+    let mut reader = BufReader::new(stream);
+    let mut line: Vec<u8> = Vec::with_capacity(256);
+    let emit = |line: &mut Vec<u8>| {
+        let text = String::from_utf8_lossy(line);
+        let text = text.trim_end_matches(['\r', '\n']);
+        if !text.is_empty() {
+            tracing::debug!(target: "activator::replica", route = %route, replica, stream = which, "{text}");
+            *last.lock().unwrap_or_else(|e| e.into_inner()) = text.to_owned();
+        }
+        line.clear();
+    };
+    loop {
+        let buffer = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buffer) => buffer,
+        };
+        let (taken, complete) = match buffer.iter().position(|b| *b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (buffer.len(), false),
+        };
+        let room = MAX_LINE - line.len();
+        let kept = taken.min(room);
+        line.extend_from_slice(&buffer[..kept]);
+        reader.consume(kept);
+        if complete && kept == taken || line.len() >= MAX_LINE {
+            emit(&mut line);
+        }
     }
+    emit(&mut line);
 }
