@@ -40,7 +40,7 @@ use crate::balancer::{Backends, Lease};
 use crate::metrics::RouteMetrics;
 use crate::provider::{Provider, Report, ScaleRequest, Scaled};
 use crate::spec::RouteSpec;
-use crate::stats::RouteStats;
+use crate::stats::{HoldBudget, QueueFull, RouteStats};
 use replicas::{Adopted, Replicas};
 
 /// Where a route stands.
@@ -85,14 +85,19 @@ const SHUTTING_DOWN: u8 = 2;
 /// A request that could not be given an endpoint.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ActivationError {
-    /// The route already holds `max` requests.
-    #[error("route already holds {max} requests")]
+    /// The route already holds `max` requests, or the activator `max` across all routes.
+    #[error("already holding {max} requests")]
     QueueFull {
         /// The bound.
         max: u64,
+        /// Which bound: the route's (`max_queued`) or the total (`max_queued_total`).
+        total: bool,
     },
     /// No replica could take the request within the cold-start timeout.
-    #[error("no replica ready within {waited:?}")]
+    #[error(
+        "no replica could take the request within {waited:?} ({ready} ready){}",
+        problem.as_deref().map(|p| format!("; last problem: {p}")).unwrap_or_default()
+    )]
     Timeout {
         /// How long the request waited.
         waited: Duration,
@@ -116,6 +121,8 @@ pub(crate) struct Activation {
     spec: Arc<ArcSwap<RouteSpec>>,
     backends: Arc<Backends>,
     stats: Arc<RouteStats>,
+    /// Held requests across all routes.
+    budget: Arc<HoldBudget>,
     metrics: RouteMetrics,
     provider: Arc<dyn Provider>,
     /// Leases may be taken (closed while a scale-to-zero decision is made and carried out).
@@ -150,6 +157,7 @@ impl Activation {
         spec: Arc<ArcSwap<RouteSpec>>,
         backends: Arc<Backends>,
         stats: Arc<RouteStats>,
+        budget: Arc<HoldBudget>,
         metrics: RouteMetrics,
         provider: Arc<dyn Provider>,
     ) -> Arc<Activation> {
@@ -159,6 +167,7 @@ impl Activation {
             spec,
             backends,
             stats,
+            budget,
             metrics,
             provider,
             gate: AtomicBool::new(true),
@@ -184,8 +193,15 @@ impl Activation {
         self.check_closed()?;
         let spec = self.spec.load();
         let max = spec.settings.max_queued;
-        let Some(_held) = self.stats.enqueue(max) else {
-            return Err(ActivationError::QueueFull { max });
+        let _held = match self.stats.enqueue(max, &self.budget) {
+            Ok(held) => held,
+            Err(QueueFull::Route) => return Err(ActivationError::QueueFull { max, total: false }),
+            Err(QueueFull::Total) => {
+                return Err(ActivationError::QueueFull {
+                    max: self.budget.max(),
+                    total: true,
+                });
+            }
         };
         let started = Instant::now();
         let wait = async {
@@ -543,6 +559,7 @@ mod tests {
             Arc::new(ArcSwap::from_pointee(spec)),
             backends,
             Arc::clone(&stats),
+            HoldBudget::new(100),
             metrics,
             Arc::new(Accepting),
         );

@@ -29,6 +29,7 @@ use crate::routing::RouteTable;
 use crate::server::Limits;
 use crate::server::watchdog::Timeouts;
 use crate::spec::RouteSpec;
+use crate::stats::HoldBudget;
 use crate::{scaler, server};
 
 /// After the drain timeout, how long requests still held get to receive their 503.
@@ -49,7 +50,7 @@ impl App {
     pub fn new(config: Config) -> App {
         let metrics = Metrics::new();
         let provider: Arc<dyn Provider> = Arc::new(ProcessProvider::new());
-        let routes = ServedRoutes::new(provider, metrics.clone());
+        let routes = ServedRoutes::new(provider, metrics.clone(), &config);
         routes.replace(config.routes.clone());
         App::assemble(config, metrics, routes, None)
     }
@@ -60,7 +61,7 @@ impl App {
         let metrics = Metrics::new();
         let settings = config.kube.clone().unwrap_or_default();
         let (discovery, provider) = Discovery::new(client, &config, settings, metrics.clone());
-        let routes = ServedRoutes::new(provider, metrics.clone());
+        let routes = ServedRoutes::new(provider, metrics.clone(), &config);
         App::assemble(config, metrics, routes, Some(discovery))
     }
 
@@ -211,14 +212,17 @@ impl App {
 struct ServedRoutes {
     table: Arc<RouteTable>,
     provider: Arc<dyn Provider>,
+    /// Held requests across every route.
+    budget: Arc<HoldBudget>,
     metrics: Metrics,
 }
 
 impl ServedRoutes {
-    fn new(provider: Arc<dyn Provider>, metrics: Metrics) -> Arc<ServedRoutes> {
+    fn new(provider: Arc<dyn Provider>, metrics: Metrics, config: &Config) -> Arc<ServedRoutes> {
         Arc::new(ServedRoutes {
-            table: Arc::new(RouteTable::new(Vec::new())),
+            table: Arc::new(RouteTable::new(Vec::new(), &config.domain)),
             provider,
+            budget: HoldBudget::new(config.max_queued_total),
             metrics,
         })
     }
@@ -243,7 +247,12 @@ impl RouteSet for ServedRoutes {
                     next.push(Arc::clone(route));
                 }
                 None => {
-                    next.push(Route::new(spec, &self.provider, &self.metrics));
+                    next.push(Route::new(
+                        spec,
+                        &self.provider,
+                        &self.budget,
+                        &self.metrics,
+                    ));
                     reindex = true;
                 }
             }

@@ -14,6 +14,7 @@ use crate::provider::{BoxFuture, Provider, ProviderError, Reporter, ScaleRequest
 use crate::route::Route;
 use crate::routing::{RouteTable, normalise_host};
 use crate::spec::{ProcessSpec, RouteSpec, Settings, Workload};
+use crate::stats::HoldBudget;
 use crate::stats::RouteStats;
 
 /// A route table, as the proxy looks routes up.
@@ -45,10 +46,10 @@ impl Table {
                         stop_grace: crate::spec::defaults::STOP_GRACE,
                     }),
                 };
-                Route::new(spec, &provider, &metrics)
+                Route::new(spec, &provider, &HoldBudget::new(u64::MAX), &metrics)
             })
             .collect();
-        Table(RouteTable::new(routes))
+        Table(RouteTable::new(routes, "127.0.0.1.nip.io"))
     }
 
     /// Normalises a Host header value and looks it up with `path`, as the proxy does; whether a

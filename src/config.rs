@@ -20,6 +20,7 @@ use ipnet::IpNet;
 pub use cli::{Cli, Command, LogFormat};
 use file::FileConfig;
 
+use crate::policy::Policy;
 use crate::spec::{RouteSpec, Settings};
 
 /// A whole, validated configuration.
@@ -45,6 +46,10 @@ pub struct Config {
     pub forwarding: Forwarding,
     /// Route settings for routes that do not set them (annotation-discovered routes too).
     pub defaults: Settings,
+    /// What tenants' annotations may claim and ask for (Kubernetes mode).
+    pub policy: Policy,
+    /// Held requests across all routes at most; beyond it, 503 `queue_full` whichever route asks.
+    pub max_queued_total: u64,
     /// Kubernetes mode, if enabled.
     pub kube: Option<KubeSettings>,
     /// The routes, in file order (none in Kubernetes mode: they are discovered).
@@ -134,6 +139,9 @@ pub(crate) mod defaults {
     pub(crate) const RESERVED_FILES: u64 = 1024;
     /// Connections the admin listener serves at once, apart from the proxy's.
     pub(crate) const ADMIN_CONNECTIONS: usize = 256;
+    /// Held requests across all routes (see the README for the arithmetic against deploy/'s
+    /// memory limit).
+    pub(crate) const MAX_QUEUED_TOTAL: u64 = 20_000;
 }
 
 /// A configuration that cannot be used; the message names the key, the value and what was expected.

@@ -46,6 +46,7 @@ pub mod bench;
 mod body;
 pub mod config;
 mod metrics;
+pub mod policy;
 mod provider;
 mod proxy;
 pub mod route;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
+use crate::activation;
 use crate::activity::Activity;
 use crate::body::BoxBody;
 use crate::config::Forwarding;
@@ -26,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::routing::{RouteTable, normalise_host};
 use forward::Upstream;
 use headers::Client;
-use respond::{ProxyError, error_response};
+use respond::{ProxyError, Reply, error_response};
 
 /// What the proxy needs to know besides the routes.
 #[derive(Debug, Clone)]
@@ -90,17 +91,22 @@ impl Proxy {
     /// Answers one request.
     async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         client: &Client,
         activity: &Arc<Activity>,
     ) -> Response<BoxBody> {
         let arrived = Instant::now();
         let shared = &self.shared;
+        let reply = Reply {
+            request_id: Some(request_id(request.headers_mut())),
+            grpc: respond::is_grpc(request.headers()),
+        };
         let refuse = |error: ProxyError| {
             shared
                 .metrics
                 .unrouted(error.status().as_u16(), error.reason());
-            error_response(&error)
+            log_refusal(&error, &reply);
+            error_response(&error, &reply)
         };
         let authority = match checks::routed_authority(&request, shared.settings.max_header_bytes) {
             Ok(authority) => authority,
@@ -138,9 +144,51 @@ impl Proxy {
                 let metrics = route.metrics();
                 metrics.rejected(error.reason());
                 metrics.response(error.status().as_u16(), arrived.elapsed());
-                error_response(&error)
+                log_refusal(&error, &reply);
+                error_response(&error, &reply)
             }
         }
+    }
+}
+
+/// The request's `x-request-id`, as a client or an ingress sent it, else a new one (added to the
+/// request, so the replica sees it too).
+fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
+    static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+    if let Some(id) = headers.get(&X_REQUEST_ID)
+        && !id.is_empty()
+        && id.len() <= 128
+    {
+        return id.clone();
+    }
+    let mut hex = [0u8; 32];
+    let random = fastrand::u128(..);
+    for (i, byte) in hex.iter_mut().enumerate() {
+        *byte = b"0123456789abcdef"[((random >> (i * 4)) & 0xf) as usize];
+    }
+    let id = HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value");
+    headers.insert(&X_REQUEST_ID, id.clone());
+    id
+}
+
+/// Logs what the activator answered itself, with the detail the client is not given (the
+/// replica's address, what failed): replica failures and timeouts at WARN, the client's own
+/// mistakes and overload at DEBUG (a line per request would flood the log).
+fn log_refusal(error: &ProxyError, reply: &Reply) {
+    let id = reply
+        .request_id
+        .as_ref()
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    let reason = error.reason();
+    match error {
+        ProxyError::Upstream { .. }
+        | ProxyError::UpstreamTimeout { .. }
+        | ProxyError::Activation {
+            source: activation::ActivationError::Timeout { .. },
+            ..
+        } => tracing::warn!(request_id = id, reason, "{error}"),
+        _ => tracing::debug!(request_id = id, reason, "{error}"),
     }
 }
 

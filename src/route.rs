@@ -17,7 +17,7 @@ use crate::balancer::Backends;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::provider::{Provider, Reporter};
 use crate::spec::RouteSpec;
-use crate::stats::RouteStats;
+use crate::stats::{HoldBudget, RouteStats};
 
 /// A route and everything that serves it.
 pub struct Route {
@@ -45,6 +45,7 @@ impl Route {
     pub(crate) fn new(
         spec: RouteSpec,
         provider: &Arc<dyn Provider>,
+        budget: &Arc<HoldBudget>,
         metrics: &Metrics,
     ) -> Arc<Route> {
         let id = spec.id();
@@ -56,6 +57,7 @@ impl Route {
             Arc::clone(&spec),
             Arc::clone(&backends),
             Arc::clone(&stats),
+            Arc::clone(budget),
             route_metrics.clone(),
             Arc::clone(provider),
         );

@@ -12,6 +12,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::metrics::{GaugeSource, RouteGaugeValues};
+use crate::policy::namespace_of;
 use crate::route::Route;
 use arc_swap::ArcSwap;
 
@@ -19,6 +20,9 @@ use arc_swap::ArcSwap;
 #[derive(Debug, Default)]
 pub(crate) struct RouteTable {
     index: ArcSwap<Index>,
+    /// The domain of default hosts: a wildcard never serves a host in another namespace's part
+    /// of it (see [`crate::policy`]).
+    domain: String,
 }
 
 #[derive(Debug, Default)]
@@ -84,10 +88,11 @@ impl Index {
 }
 
 impl RouteTable {
-    /// A table of `routes`.
-    pub(crate) fn new(routes: Vec<Arc<Route>>) -> RouteTable {
+    /// A table of `routes`, whose default hosts are under `domain`.
+    pub(crate) fn new(routes: Vec<Arc<Route>>, domain: &str) -> RouteTable {
         RouteTable {
             index: ArcSwap::from_pointee(Index::build(routes)),
+            domain: domain.to_owned(),
         }
     }
 
@@ -114,15 +119,19 @@ impl RouteTable {
         if index.wildcard.is_empty() {
             return None;
         }
+        // A wildcard reaching into the domain of default hosts serves only its own namespace's
+        // part of it.
+        let owner = namespace_of(host, &self.domain);
         // Longest suffix first: "a.b.example.com" tries "b.example.com", "example.com", "com".
         let mut rest = host;
         while let Some(dot) = rest.find('.') {
             rest = &rest[dot + 1..];
-            if let Some(found) = index
-                .wildcard
-                .get(rest)
-                .and_then(|entries| pick(entries, path))
-            {
+            if let Some(found) = index.wildcard.get(rest).and_then(|entries| {
+                let allowed = entries
+                    .iter()
+                    .filter(|route| owner.is_none_or(|ns| route.spec().namespace == ns));
+                pick(allowed, path)
+            }) {
                 return Some(found);
             }
         }
@@ -130,9 +139,9 @@ impl RouteTable {
     }
 }
 
-fn pick(entries: &[Arc<Route>], path: &str) -> Option<Arc<Route>> {
+fn pick<'a>(entries: impl IntoIterator<Item = &'a Arc<Route>>, path: &str) -> Option<Arc<Route>> {
     entries
-        .iter()
+        .into_iter()
         .find(|route| match &route.spec().path_prefix {
             None => true,
             Some(prefix) => {
@@ -189,6 +198,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::provider::{BoxFuture, Provider, ProviderError, Reporter, ScaleRequest, Scaled};
     use crate::spec::RouteSpec;
+    use crate::stats::HoldBudget;
 
     struct NoProvider;
     impl Provider for NoProvider {
@@ -213,8 +223,9 @@ mod tests {
             config
                 .routes
                 .into_iter()
-                .map(|s| Route::new(s, &provider, &metrics))
+                .map(|s| Route::new(s, &provider, &HoldBudget::new(u64::MAX), &metrics))
                 .collect(),
+            "127.0.0.1.nip.io",
         )
     }
 
@@ -296,6 +307,25 @@ command = ["true"]
             Some("default/deep".into())
         );
         assert_eq!(routed(&t, "apps.test", "/"), None);
+    }
+
+    #[test]
+    fn a_wildcard_over_the_domain_never_serves_another_namespaces_hosts() {
+        let t = table(
+            r#"
+[[routes]]
+name = "catchall"
+namespace = "a"
+hosts = ["*.127.0.0.1.nip.io"]
+[routes.process]
+command = ["true"]
+"#,
+        );
+        assert_eq!(
+            routed(&t, "anything.a.127.0.0.1.nip.io", "/"),
+            Some("a/catchall".into())
+        );
+        assert_eq!(routed(&t, "web.b.127.0.0.1.nip.io", "/"), None);
     }
 
     #[test]

@@ -126,17 +126,33 @@ impl RouteStats {
         self.open_now().saturating_sub(self.queued_now())
     }
 
-    /// Counts a request as held unless `max` are held already.
-    pub(crate) fn enqueue(self: &Arc<Self>, max: u64) -> Option<QueueGuard> {
+    /// Counts a request as held unless `max` are held on this route already, or `budget` is
+    /// spent across all routes.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        max: u64,
+        budget: &Arc<HoldBudget>,
+    ) -> Result<QueueGuard, QueueFull> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.queued
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
                 (q < max).then_some(q + 1)
             })
-            .ok()
-            .map(|_| QueueGuard {
-                stats: Arc::clone(self),
+            .map_err(|_| QueueFull::Route)?;
+        // Taken second, and given back if the route's own bound refused: the budget is only ever
+        // held by requests actually held.
+        let mut guard = QueueGuard {
+            stats: Arc::clone(self),
+            budget: None,
+        };
+        budget
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < budget.max).then_some(n + 1)
             })
+            .map_err(|_| QueueFull::Total)?;
+        guard.budget = Some(Arc::clone(budget));
+        Ok(guard)
     }
 
     /// Time since the last request started or ended.
@@ -221,11 +237,47 @@ impl Drop for RequestGuard {
 #[must_use = "the request leaves the queue when the guard drops"]
 pub(crate) struct QueueGuard {
     stats: Arc<RouteStats>,
+    budget: Option<Arc<HoldBudget>>,
 }
 
 impl Drop for QueueGuard {
     fn drop(&mut self) {
         self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        if let Some(budget) = &self.budget {
+            budget.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Which bound refused a held request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueFull {
+    /// The route's `max_queued`.
+    Route,
+    /// `max_queued_total`, across all routes.
+    Total,
+}
+
+/// One bound on requests held across all routes, so that full queues on many routes cannot
+/// exhaust the activator's memory.
+#[derive(Debug)]
+pub(crate) struct HoldBudget {
+    held: AtomicU64,
+    max: u64,
+}
+
+impl HoldBudget {
+    /// At most `max` held requests in all.
+    pub(crate) fn new(max: u64) -> Arc<HoldBudget> {
+        Arc::new(HoldBudget {
+            held: AtomicU64::new(0),
+            max,
+        })
+    }
+
+    /// The bound.
+    pub(crate) fn max(&self) -> u64 {
+        self.max
     }
 }
 
@@ -269,7 +321,9 @@ mod tests {
         let stats = Arc::new(RouteStats::new());
         let a = stats.begin();
         let b = stats.begin();
-        let held = stats.enqueue(10).expect("room in the queue");
+        let held = stats
+            .enqueue(10, &HoldBudget::new(10))
+            .expect("room in the queue");
         let report = stats.peek(Instant::now(), WINDOW);
         assert_eq!(
             (report.in_flight, report.queued, report.requests_total),
@@ -281,12 +335,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_queue_refuses_beyond_its_bound() {
-        let stats = Arc::new(RouteStats::new());
-        let first = stats.enqueue(1).expect("room for one");
-        assert!(stats.enqueue(1).is_none());
-        drop(first);
-        assert!(stats.enqueue(1).is_some());
+    async fn the_queue_refuses_beyond_its_bound_and_the_total() {
+        let budget = HoldBudget::new(2);
+        let (a, b) = (Arc::new(RouteStats::new()), Arc::new(RouteStats::new()));
+        let first = a.enqueue(1, &budget).expect("room for one");
+        assert_eq!(a.enqueue(1, &budget).unwrap_err(), QueueFull::Route);
+        let second = b.enqueue(5, &budget).expect("room in the total");
+        assert_eq!(b.enqueue(5, &budget).unwrap_err(), QueueFull::Total);
+        assert_eq!(b.queued_now(), 1, "a refused request is not counted held");
+        drop((first, second));
+        assert!(b.enqueue(5, &budget).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,7 +31,33 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) defaults: RouteSettings,
     #[serde(default)]
+    pub(crate) limits: FileLimits,
+    #[serde(default)]
+    pub(crate) host_grants: Vec<FileGrant>,
+    #[serde(default)]
+    pub(crate) trusted_endpointslice_namespaces: Vec<String>,
+    #[serde(default)]
     pub(crate) routes: Vec<FileRoute>,
+}
+
+/// The `[limits]` table: ceilings on tenants' annotations and one bound on held requests.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileLimits {
+    pub(crate) max_queued: Option<u64>,
+    pub(crate) cold_start_timeout: Option<HumanDuration>,
+    pub(crate) response_timeout: Option<HumanDuration>,
+    pub(crate) max_scale: Option<u32>,
+    pub(crate) activation_scale: Option<u32>,
+    pub(crate) max_queued_total: Option<u64>,
+}
+
+/// One `[[host_grants]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileGrant {
+    pub(crate) namespace: String,
+    pub(crate) hosts: Vec<String>,
 }
 
 /// One `[[routes]]` entry.

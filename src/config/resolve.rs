@@ -9,7 +9,11 @@ use ipnet::IpNet;
 use super::file::FileConfig;
 use super::validate::{route_defaults, route_spec};
 use super::{Cli, Config, ConfigError, Connections, Forwarding, KubeSettings, address, defaults};
-use crate::spec::{HumanDuration, defaults::MAX_DURATION, is_host_name, normalise_host_name};
+use crate::policy::{Ceilings, HostGrant, Policy};
+use crate::spec::{
+    HumanDuration, check_duration, defaults::MAX_DURATION, is_dns_label, is_host_name,
+    normalise_host_name,
+};
 
 /// The whole configuration from `cli` over `file` (read from `origin`).
 pub(super) fn config(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config, ConfigError> {
@@ -113,7 +117,7 @@ pub(super) fn config(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config
             file.admin_listen.as_ref(),
             defaults::ADMIN_LISTEN,
         )?,
-        domain,
+        domain: domain.clone(),
         drain_timeout: duration(
             "drain_timeout",
             cli.drain_timeout,
@@ -181,6 +185,12 @@ pub(super) fn config(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config
             },
         },
         forwarding: forwarding(cli, &file, &invalid, &pick)?,
+        policy: policy(&file, &domain, &invalid)?,
+        max_queued_total: match file.limits.max_queued_total {
+            Some(0) => return Err(invalid("limits.max_queued_total", &0, "at least 1")),
+            Some(total) => total,
+            None => defaults::MAX_QUEUED_TOTAL,
+        },
         defaults,
         kube,
         routes,
@@ -222,6 +232,91 @@ fn routes(
         routes.push(spec);
     }
     Ok(routes)
+}
+
+/// Host grants, ceilings on annotations, and namespaces whose hand-written EndpointSlices count.
+fn policy(
+    file: &FileConfig,
+    domain: &str,
+    invalid: super::validate::Invalid<'_>,
+) -> Result<Policy, ConfigError> {
+    let limits = &file.limits;
+    let builtin = Ceilings::default();
+    let ceiling = |key: &'static str, value: Option<HumanDuration>, default: Duration| {
+        let value = value.map_or(default, |d| d.0);
+        check_duration(key, value)
+            .map_err(|e| invalid(&format!("limits.{key}"), &e.value, &e.expected))
+    };
+    let count = |key: &str, value: Option<u64>, default: u64| match value {
+        Some(0) => Err(invalid(&format!("limits.{key}"), &0, "at least 1")),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    };
+    let small = |key: &str, value: Option<u32>, default: u32| {
+        count(key, value.map(u64::from), u64::from(default)).map(|v| v as u32)
+    };
+    let ceilings = Ceilings {
+        max_queued: count("max_queued", limits.max_queued, builtin.max_queued)?,
+        cold_start_timeout: ceiling(
+            "cold_start_timeout",
+            limits.cold_start_timeout,
+            builtin.cold_start_timeout,
+        )?,
+        response_timeout: ceiling(
+            "response_timeout",
+            limits.response_timeout,
+            builtin.response_timeout,
+        )?,
+        max_scale: small("max_scale", limits.max_scale, builtin.max_scale)?,
+        activation_scale: small(
+            "activation_scale",
+            limits.activation_scale,
+            builtin.activation_scale,
+        )?,
+    };
+    let mut host_grants = Vec::with_capacity(file.host_grants.len());
+    for (index, grant) in file.host_grants.iter().enumerate() {
+        if !is_dns_label(&grant.namespace) {
+            return Err(invalid(
+                &format!("host_grants[{index}].namespace"),
+                &format!("{:?}", grant.namespace),
+                "a namespace name (a DNS label)",
+            ));
+        }
+        let mut hosts = Vec::with_capacity(grant.hosts.len());
+        for (i, host) in grant.hosts.iter().enumerate() {
+            let normalised = normalise_host_name(host);
+            if !is_host_name(normalised.strip_prefix("*.").unwrap_or(&normalised)) {
+                return Err(invalid(
+                    &format!("host_grants[{index}].hosts[{i}]"),
+                    &format!("{host:?}"),
+                    "a host name such as \"shop.example.com\" or a wildcard such as \"*.shop.example.com\"",
+                ));
+            }
+            hosts.push(normalised);
+        }
+        host_grants.push(HostGrant {
+            namespace: grant.namespace.clone(),
+            hosts,
+        });
+    }
+    let mut unmanaged_slice_namespaces = std::collections::HashSet::new();
+    for (index, namespace) in file.trusted_endpointslice_namespaces.iter().enumerate() {
+        if !is_dns_label(namespace) {
+            return Err(invalid(
+                &format!("trusted_endpointslice_namespaces[{index}]"),
+                &format!("{namespace:?}"),
+                "a namespace name (a DNS label)",
+            ));
+        }
+        unmanaged_slice_namespaces.insert(namespace.clone());
+    }
+    Ok(Policy {
+        domain: domain.to_owned(),
+        host_grants,
+        ceilings,
+        unmanaged_slice_namespaces,
+    })
 }
 
 /// Trusted proxies (CIDRs or single addresses) and allowed upgrades.

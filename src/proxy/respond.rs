@@ -132,31 +132,34 @@ impl ProxyError {
                 "No route answers host \"{host}\". Each route answers NAME.NAMESPACE.<domain> and the \
                  hosts it lists; check the Host header, or list the routes with 'activator routes'.\n"
             ),
-            ProxyError::Upstream { route, addr, detail } => format!(
-                "Route {route}: the replica at {addr} failed before answering ({detail}). \
-                 The request may be retried; if this persists, check the replica's logs.\n"
+            ProxyError::Upstream { route, .. } => format!(
+                "Route {route}: the replica failed before answering. The request may be retried; \
+                 if this persists, the service's operators can find why in the activator's log \
+                 under this request id.\n"
             ),
             ProxyError::Activation { route, source } => match source {
-                ActivationError::QueueFull { max } => format!(
+                ActivationError::QueueFull { max, total: false } => format!(
                     "Route {route} is starting and already holds {max} waiting requests (max_queued). \
                      Retry in a moment.\n"
                 ),
-                ActivationError::Timeout { waited, ready, problem } => {
+                ActivationError::QueueFull { max, total: true } => format!(
+                    "The activator already holds {max} waiting requests across all services \
+                     (max_queued_total), so route {route} cannot hold more. Retry in a moment.\n"
+                ),
+                ActivationError::Timeout { waited, ready, .. } => {
                     let mut text = format!(
                         "Route {route}: no replica could take the request within {} (cold_start_timeout).",
                         human(*waited)
                     );
                     if *ready > 0 {
-                        text.push_str(&format!(
-                            " {ready} replica(s) are ready but at their container_concurrency limit."
-                        ));
+                        text.push_str(" Its replicas are all busy (container_concurrency).");
+                    } else {
+                        text.push_str(" The service did not become ready in time.");
                     }
-                    match problem {
-                        Some(problem) => text.push_str(&format!(" Last problem: {problem}.")),
-                        None if *ready == 0 => text.push_str(" No replica has become ready yet."),
-                        None => {}
-                    }
-                    text.push('\n');
+                    text.push_str(
+                        " Retry later; the service's operators can find why in the activator's log \
+                         under this request id, or with 'activator routes'.\n",
+                    );
                     text
                 }
                 ActivationError::RouteRemoved => {
@@ -193,19 +196,74 @@ fn human(d: Duration) -> String {
     }
 }
 
-/// The response for `error`.
-pub(crate) fn error_response(error: &ProxyError) -> Response<BoxBody> {
-    let mut response = Response::new(body::full(error.message()));
-    *response.status_mut() = error.status();
+/// The gRPC status the activator answers `error` with, as a gRPC server would have (the codes of
+/// <https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
+fn grpc_status(error: &ProxyError) -> u16 {
+    match error {
+        ProxyError::MissingHost | ProxyError::HostMismatch { .. } => 3, // INVALID_ARGUMENT
+        ProxyError::NoRoute { .. } => 5,                                // NOT_FOUND
+        ProxyError::HeadersTooLarge { .. } => 8,                        // RESOURCE_EXHAUSTED
+        ProxyError::MethodNotAllowed => 12,                             // UNIMPLEMENTED
+        ProxyError::UpstreamTimeout { .. }
+        | ProxyError::Activation {
+            source: ActivationError::Timeout { .. },
+            ..
+        } => 4, // DEADLINE_EXCEEDED
+        ProxyError::Upstream { .. } | ProxyError::Activation { .. } => 14, // UNAVAILABLE
+    }
+}
+
+/// Whether a request's `content-type` says it is gRPC (`application/grpc`, `application/grpc+proto`, ...).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// How the activator's own answer to one request is written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reply {
+    /// The request's id, quoted in the answer.
+    pub(crate) request_id: Option<HeaderValue>,
+    /// The request is gRPC: answer as a gRPC server would.
+    pub(crate) grpc: bool,
+}
+
+/// The response for `error`: plain text a person can act on, or for gRPC clients a trailers-only
+/// gRPC status. Either carries `x-activator-error` and the request id, and nothing internal
+/// (replica addresses, probe output): those are in the log line with that id.
+pub(crate) fn error_response(error: &ProxyError, reply: &Reply) -> Response<BoxBody> {
+    let mut text = error.message();
+    if let Some(id) = reply.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+        text.truncate(text.trim_end().len());
+        text.push_str(&format!(" (request id {id})\n"));
+    }
+    let mut response = if reply.grpc {
+        let mut response = Response::new(body::empty());
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(grpc_status(error)));
+        if let Ok(message) = HeaderValue::from_str(&grpc_message(text.trim_end())) {
+            headers.insert("grpc-message", message);
+        }
+        response
+    } else {
+        let mut response = Response::new(body::full(text));
+        *response.status_mut() = error.status();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
     let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     headers.insert(
         "x-activator-error",
         HeaderValue::from_static(error.reason()),
     );
+    if let Some(id) = &reply.request_id {
+        headers.insert("x-request-id", id.clone());
+    }
     if let Some(seconds) = error.retry_after() {
         headers.insert(RETRY_AFTER, HeaderValue::from_static(seconds));
     }
@@ -218,35 +276,78 @@ pub(crate) fn error_response(error: &ProxyError) -> Response<BoxBody> {
     response
 }
 
+/// `text` percent-encoded as `grpc-message` requires: every byte outside printable ASCII, and
+/// `%` itself.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x20..0x7f).contains(&byte) && byte != b'%' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_cold_start_timeout_names_the_route_the_wait_and_the_problem() {
+    fn a_cold_start_timeout_names_the_route_and_the_wait_but_nothing_internal() {
         let error = ProxyError::Activation {
             route: "default/hello".into(),
             source: ActivationError::Timeout {
                 waited: Duration::from_millis(300),
                 ready: 0,
-                problem: Some("replica 1 exited with status 1".into()),
+                problem: Some("replica 1 (pid 4242) at 10.0.0.7:8080 exited".into()),
             },
         };
         assert_eq!(error.status(), StatusCode::GATEWAY_TIMEOUT);
         let text = error.message();
         assert!(
-            text.contains("default/hello") && text.contains("300ms") && text.contains("exited"),
+            text.contains("default/hello") && text.contains("300ms"),
             "{text}"
         );
+        assert!(
+            !text.contains("4242") && !text.contains("10.0.0.7"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_grpc_client_gets_a_trailers_only_status_with_the_same_sentence() {
+        let error = ProxyError::NoRoute {
+            host: "nobody.test".into(),
+        };
+        let reply = Reply {
+            request_id: Some(HeaderValue::from_static("abc")),
+            grpc: true,
+        };
+        let response = error_response(&error, &reply);
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers();
+        assert_eq!(headers["grpc-status"], "5");
+        assert_eq!(headers["x-activator-error"], "no_route");
+        let message = headers["grpc-message"].to_str().unwrap();
+        assert!(
+            message.contains("nobody.test") && message.contains("request id abc"),
+            "{message}"
+        );
+        assert_eq!(grpc_message("50% ü"), "50%25 %C3%BC");
     }
 
     #[test]
     fn a_full_queue_says_when_to_retry() {
         let error = ProxyError::Activation {
             route: "default/hello".into(),
-            source: ActivationError::QueueFull { max: 5 },
+            source: ActivationError::QueueFull {
+                max: 5,
+                total: false,
+            },
         };
-        let response = error_response(&error);
+        let response = error_response(&error, &Reply::default());
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()["retry-after"], "1");
         assert_eq!(response.headers()["x-activator-error"], "queue_full");

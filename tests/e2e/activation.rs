@@ -68,7 +68,7 @@ fn never_ready(name: &str, settings: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_replica_that_never_becomes_ready_gives_504_saying_why() {
+async fn a_replica_that_never_becomes_ready_gives_504_and_says_why_only_to_the_operator() {
     let activator = Activator::start(&never_ready("stuck", "cold_start_timeout = \"1s\"")).await;
     let answer = activator.get(&host("stuck"), "/").await;
     assert_eq!(answer.status, 504);
@@ -76,9 +76,17 @@ async fn a_replica_that_never_becomes_ready_gives_504_saying_why() {
     let text = answer.text();
     assert!(text.contains("default/stuck"), "names the route: {text}");
     assert!(text.contains("1.0s"), "names the time waited: {text}");
+    let id = answer.headers["x-request-id"].to_str().unwrap();
+    assert!(text.contains(id), "quotes the request id: {text}");
     assert!(
-        text.contains("GET /status/503 answered 503"),
-        "says what is wrong with the replica: {text}"
+        !text.contains("503") && !text.contains("pid") && !text.contains("127.0.0.1"),
+        "nothing internal reaches the client: {text}"
+    );
+    let status = activator.route("stuck").await;
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("GET /status/503 answered 503"),
+        "/routes says what is wrong with the replica: {message}"
     );
     let metrics = activator.metrics().await;
     assert_eq!(

@@ -516,7 +516,8 @@ async fn an_invalid_annotation_is_reported_and_other_routes_are_unaffected() {
 async fn an_edited_annotation_applies_in_place() {
     let sim = sim(0.01).await;
     sim.apply_yaml(&helloworld("60s")).unwrap();
-    let activator = activator(&sim, "").await;
+    let grant = "[[host_grants]]\nnamespace = \"default\"\nhosts = [\"*.example.test\"]\n";
+    let activator = activator(&sim, grant).await;
     let h = host("helloworld");
     let pid = activator.get(&h, "/").await.json()["pid"].as_u64().unwrap();
     assert_eq!(activator.get("hello.example.test", "/").await.status, 404);
@@ -559,7 +560,8 @@ async fn the_older_deployment_keeps_a_contested_host() {
         "/",
     ))
     .unwrap();
-    let activator = activator(&sim, "").await;
+    let grant = "[[host_grants]]\nnamespace = \"default\"\nhosts = [\"shared.test\"]\n";
+    let activator = activator(&sim, grant).await;
 
     let answer = activator.get("shared.test", "/").await;
     assert_eq!(answer.status, 200);

@@ -11,9 +11,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::policy::{Clamped, Policy, Refusal};
 use crate::spec::{
     BadHost, DURATION_EXPECTED, DirectProbe, HumanDuration, KubeWorkload, RouteSettings, RouteSpec,
-    SettingError, Settings, Workload, is_dns_label, parse_duration, route_hosts,
+    SettingError, Settings, Workload, check_duration, is_dns_label, parse_duration, route_hosts,
 };
 
 /// The label that opts a Deployment in.
@@ -23,7 +24,7 @@ const SERVICE: &str = "activator.dev/service";
 /// The Service port (number or name) requests go to.
 const PORT: &str = "activator.dev/port";
 /// Extra hosts, comma-separated.
-const HOSTS: &str = "activator.dev/hosts";
+pub(crate) const HOSTS: &str = "activator.dev/hosts";
 
 /// A value that cannot be used, on one annotation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,7 +65,7 @@ fn error(key: &str, value: &str, expected: &str) -> AnnotationError {
 }
 
 /// The annotation that sets a route setting field.
-fn annotation_of(field: &str) -> String {
+pub(crate) fn annotation_of(field: &str) -> String {
     format!("activator.dev/{}", field.replace('_', "-"))
 }
 
@@ -89,13 +90,25 @@ pub(crate) fn service_name(deployment: &Deployment) -> Result<String, Annotation
     }
 }
 
-/// The route a Deployment asks for, given the Service it names.
+/// A Deployment's route as the operator's policy lets it be.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Routed {
+    /// The route.
+    pub(crate) spec: RouteSpec,
+    /// Settings asked above their ceilings, and clamped.
+    pub(crate) clamped: Vec<Clamped>,
+    /// Hosts asked for but not allowed to the Deployment's namespace, left out.
+    pub(crate) refused: Vec<(String, Refusal)>,
+}
+
+/// The route a Deployment asks for, given the Service it names, within `policy`.
 pub(crate) fn route_spec(
     deployment: &Deployment,
     service: &Service,
     defaults: &Settings,
-    domain: &str,
-) -> Result<RouteSpec, AnnotationError> {
+    policy: &Policy,
+) -> Result<Routed, AnnotationError> {
+    let domain = policy.domain.as_str();
     let empty = BTreeMap::new();
     let annotations = deployment.metadata.annotations.as_ref().unwrap_or(&empty);
     let namespace = deployment
@@ -104,7 +117,9 @@ pub(crate) fn route_spec(
         .clone()
         .unwrap_or_else(|| "default".to_owned());
     let name = service_name(deployment)?;
-    let resolved = settings(annotations)?.resolve(defaults)?;
+    let mut asked = settings(annotations)?;
+    let clamped = policy.ceilings.clamp(&mut asked);
+    let resolved = asked.resolve(defaults)?;
     let listed = annotations
         .get(HOSTS)
         .map(String::as_str)
@@ -124,31 +139,45 @@ pub(crate) fn route_spec(
         BadHost::TooMany { .. } => error(HOSTS, listed, &bad.expected()),
     })?;
 
+    // The default host comes first and is always the namespace's own.
+    let mut refused = Vec::new();
+    let mut kept = Vec::with_capacity(hosts.len());
+    for (index, host) in hosts.into_iter().enumerate() {
+        match policy.allows(&namespace, &host) {
+            Err(why) if index > 0 => refused.push((host, why)),
+            _ => kept.push(host),
+        }
+    }
     let port_name = service_port_name(service, annotations.get(PORT).map(String::as_str))?;
-    Ok(RouteSpec {
-        name: name.clone(),
-        namespace,
-        hosts,
-        path_prefix: None,
-        settings: resolved,
-        workload: Workload::Kube(KubeWorkload {
-            deployment: deployment.metadata.name.clone().unwrap_or_default(),
-            service: name,
-            port_name,
-            probe: direct_probe(deployment),
-        }),
+    Ok(Routed {
+        spec: RouteSpec {
+            name: name.clone(),
+            namespace,
+            hosts: kept,
+            path_prefix: None,
+            settings: resolved,
+            workload: Workload::Kube(KubeWorkload {
+                deployment: deployment.metadata.name.clone().unwrap_or_default(),
+                service: name,
+                port_name,
+                probe: direct_probe(deployment),
+            }),
+        },
+        clamped,
+        refused,
     })
 }
 
 fn settings(annotations: &BTreeMap<String, String>) -> Result<RouteSettings, AnnotationError> {
-    let duration = |field: &str| -> Result<Option<HumanDuration>, AnnotationError> {
+    let duration = |field: &'static str| -> Result<Option<HumanDuration>, AnnotationError> {
         let key = annotation_of(field);
         annotations
             .get(&key)
             .map(|v| {
-                parse_duration(v)
+                let parsed = parse_duration(v).map_err(|_| error(&key, v, DURATION_EXPECTED))?;
+                check_duration(field, parsed)
                     .map(HumanDuration)
-                    .map_err(|_| error(&key, v, DURATION_EXPECTED))
+                    .map_err(|e| error(&key, v, &e.expected))
             })
             .transpose()
     };
@@ -265,6 +294,7 @@ fn direct_probe(deployment: &Deployment) -> DirectProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::HostGrant;
 
     fn deployment(yaml_annotations: &[(&str, &str)]) -> Deployment {
         let annotations: serde_json::Map<String, serde_json::Value> = yaml_annotations
@@ -303,15 +333,51 @@ mod tests {
         Settings::default()
     }
 
+    fn policy(domain: &str) -> Policy {
+        Policy {
+            domain: domain.into(),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn hosts_the_namespace_may_not_claim_are_left_out_and_the_rest_kept() {
+        let d = deployment(&[(
+            "activator.dev/hosts",
+            "api.default.x.test, web.other.x.test, elsewhere.test",
+        )]);
+        let routed = route_spec(&d, &service(), &defaults(), &policy("x.test")).unwrap();
+        assert_eq!(
+            routed.spec.hosts,
+            ["helloworld.default.x.test", "api.default.x.test"]
+        );
+        assert_eq!(
+            routed.refused,
+            [
+                ("web.other.x.test".to_owned(), Refusal::OtherNamespace),
+                ("elsewhere.test".to_owned(), Refusal::NotGranted)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_setting_above_the_operators_ceiling_is_clamped_and_reported() {
+        let d = deployment(&[("activator.dev/max-queued", "4294967295")]);
+        let routed = route_spec(&d, &service(), &defaults(), &policy("x.test")).unwrap();
+        assert_eq!(routed.spec.settings.max_queued, 10_000);
+        assert_eq!(routed.clamped[0].field, "max_queued");
+    }
+
     #[test]
     fn the_route_is_named_after_the_service_not_the_deployment() {
         let spec = route_spec(
             &deployment(&[]),
             &service(),
             &defaults(),
-            "127.0.0.1.nip.io",
+            &policy("127.0.0.1.nip.io"),
         )
-        .unwrap();
+        .unwrap()
+        .spec;
         assert_eq!(spec.id(), "default/helloworld");
         assert_eq!(spec.hosts[0], "helloworld.default.127.0.0.1.nip.io");
         let Workload::Kube(workload) = &spec.workload else {
@@ -338,7 +404,14 @@ mod tests {
             ("activator.dev/port", "9000"),
             ("activator.dev/container-concurrency", "2"),
         ]);
-        let spec = route_spec(&d, &service(), &defaults(), "127.0.0.1.nip.io").unwrap();
+        let mut granted = policy("127.0.0.1.nip.io");
+        granted.host_grants.push(HostGrant {
+            namespace: "default".into(),
+            hosts: vec!["hello.example.com".into(), "*.apps.test".into()],
+        });
+        let spec = route_spec(&d, &service(), &defaults(), &granted)
+            .unwrap()
+            .spec;
         assert_eq!(
             spec.settings.scaling.idle_timeout,
             std::time::Duration::from_secs(90)
@@ -361,12 +434,12 @@ mod tests {
     #[test]
     fn a_duration_beyond_a_day_and_too_many_hosts_are_invalid_annotations() {
         let d = deployment(&[("activator.dev/cold-start-timeout", "10000000000000000000s")]);
-        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        let e = route_spec(&d, &service(), &defaults(), &policy("x.test")).unwrap_err();
         assert_eq!(e.key, "activator.dev/cold-start-timeout");
         assert!(e.expected.contains("at most a day"), "{e}");
         let hosts: Vec<String> = (0..1000).map(|i| format!("h{i}.test")).collect();
         let d = deployment(&[("activator.dev/hosts", &hosts.join(","))]);
-        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        let e = route_spec(&d, &service(), &defaults(), &policy("x.test")).unwrap_err();
         assert_eq!(e.key, "activator.dev/hosts");
         assert!(e.expected.contains("at most 100 hosts"), "{e}");
         assert!(e.value.len() < 300, "the value is quoted in part: {e}");
@@ -375,21 +448,21 @@ mod tests {
     #[test]
     fn an_invalid_value_names_the_annotation_and_what_is_expected() {
         let d = deployment(&[("activator.dev/idle-timeout", "soon")]);
-        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        let e = route_spec(&d, &service(), &defaults(), &policy("x.test")).unwrap_err();
         assert_eq!(e.key, "activator.dev/idle-timeout");
         assert_eq!(e.value, "soon");
         let d = deployment(&[
             ("activator.dev/min-scale", "5"),
             ("activator.dev/max-scale", "2"),
         ]);
-        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        let e = route_spec(&d, &service(), &defaults(), &policy("x.test")).unwrap_err();
         assert_eq!(
             (e.key.as_str(), e.value.as_str()),
             ("activator.dev/min-scale", "5")
         );
         assert!(e.expected.contains("at most max_scale (2)"), "{e}");
         let d = deployment(&[("activator.dev/port", "8443")]);
-        let e = route_spec(&d, &service(), &defaults(), "x.test").unwrap_err();
+        let e = route_spec(&d, &service(), &defaults(), &policy("x.test")).unwrap_err();
         assert!(e.to_string().contains("http (80), admin (9000)"), "{e}");
     }
 }

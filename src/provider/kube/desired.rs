@@ -3,10 +3,15 @@
 //! endpoints, and the problems to report.
 //!
 //! Rules: a Deployment labelled `activator.dev/enabled=true` becomes a route named after its
-//! Service; an invalid annotation keeps that route out (others are untouched); when two
+//! Service; an invalid annotation keeps that route out (others are untouched); a host the
+//! operator's [`Policy`] does not allow the namespace is left out of that route only
+//! (`HostNotAllowed`), and a setting above the policy's ceiling is clamped (`AboveLimit`); when two
 //! Deployments ask for one route, or one host, the older Deployment keeps it (ties broken by
 //! name, so the outcome never depends on watch order) and the other is reported. A route whose
 //! Service does not exist yet is left out without a problem: it appears once the Service does.
+//! Endpoints come only from EndpointSlices the EndpointSlice controller manages, unless the
+//! policy trusts hand-written ones in that namespace: anyone who can write a slice could
+//! otherwise point a route at any address (CVE-2021-25740).
 //!
 //! Nothing here talks to the API or changes anything; [`super::discovery`] applies the result.
 
@@ -19,12 +24,16 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
-use super::annotations::{self, AnnotationError};
+use super::annotations::{self, AnnotationError, Routed};
 use super::readiness::Pending;
+use crate::policy::{Policy, Refusal};
 use crate::spec::{RouteSpec, Settings, Workload};
 
 /// The label EndpointSlices carry naming their Service.
 pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// The label naming who manages an EndpointSlice, and the EndpointSlice controller's value.
+const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+const ENDPOINTSLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
 
 /// Everything route discovery derives from the caches.
 #[derive(Debug, Default)]
@@ -55,7 +64,7 @@ pub(crate) struct DesiredRoute {
 pub(crate) struct Problem {
     /// The Deployment.
     pub(crate) deployment: Arc<Deployment>,
-    /// The Event reason (`InvalidAnnotation`, `HostConflict`).
+    /// The Event reason (`InvalidAnnotation`, `HostConflict`, `HostNotAllowed`, `AboveLimit`).
     pub(crate) reason: &'static str,
     /// What a person should know.
     pub(crate) note: String,
@@ -73,8 +82,8 @@ pub(crate) struct Inputs<'a> {
     pub(crate) slices: Vec<Arc<EndpointSlice>>,
     /// Route settings before annotations.
     pub(crate) defaults: &'a Settings,
-    /// Domain of default hosts.
-    pub(crate) domain: &'a str,
+    /// What tenants may claim and ask for.
+    pub(crate) policy: &'a Policy,
 }
 
 /// The routes, replica counts, endpoints and problems `inputs` call for.
@@ -84,7 +93,7 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> Desired {
         services,
         slices,
         defaults,
-        domain,
+        policy,
     } = inputs;
     // Oldest first: on a conflict, the older Deployment keeps the route or host.
     deployments.sort_by(|a, b| {
@@ -127,13 +136,46 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> Desired {
             tracing::debug!(deployment = %deployment.name_any(), service = %service_name, "waiting for the Service");
             continue;
         };
-        let mut spec = match annotations::route_spec(&deployment, &service, defaults, domain) {
-            Ok(spec) => spec,
+        let Routed {
+            mut spec,
+            clamped,
+            refused,
+        } = match annotations::route_spec(&deployment, &service, defaults, policy) {
+            Ok(routed) => routed,
             Err(error) => {
                 out.problems.push(invalid(error));
                 continue;
             }
         };
+        for clamp in clamped {
+            let key = annotations::annotation_of(clamp.field);
+            out.problems.push(Problem {
+                deployment: Arc::clone(&deployment),
+                reason: "AboveLimit",
+                note: format!(
+                    "annotation {key}={:?} is above the operator's limit; using {} (limits.{})",
+                    clamp.asked, clamp.ceiling, clamp.field
+                ),
+                annotation: None,
+            });
+        }
+        for (host, why) in refused {
+            let because = match why {
+                Refusal::OtherNamespace => {
+                    "it lies in another namespace's part of the domain".to_owned()
+                }
+                Refusal::NotGranted => format!(
+                    "hosts outside {namespace}.{} need a [[host_grants]] entry for namespace {namespace}",
+                    policy.domain
+                ),
+            };
+            out.problems.push(Problem {
+                deployment: Arc::clone(&deployment),
+                reason: "HostNotAllowed",
+                note: format!("host {host:?} is not served for namespace {namespace}: {because}"),
+                annotation: Some(annotations::HOSTS.to_owned()),
+            });
+        }
         let id = spec.id();
         if let Some(owner) = owners.get(&id) {
             out.problems.push(conflict(format!(
@@ -178,18 +220,30 @@ pub(crate) fn desired(inputs: Inputs<'_>) -> Desired {
             },
         );
     }
-    attach_endpoints(&mut out.routes, &slices);
+    attach_endpoints(&mut out.routes, &slices, policy);
     out
 }
 
 /// Fills each route's endpoints from its Service's EndpointSlices: ready ones take requests,
 /// terminating ones none, and the rest are probed directly.
-fn attach_endpoints(routes: &mut BTreeMap<String, DesiredRoute>, slices: &[Arc<EndpointSlice>]) {
+fn attach_endpoints(
+    routes: &mut BTreeMap<String, DesiredRoute>,
+    slices: &[Arc<EndpointSlice>],
+    policy: &Policy,
+) {
     let mut by_service: HashMap<(String, &str), Vec<&EndpointSlice>> = HashMap::new();
     for slice in slices {
+        let namespace = slice.namespace().unwrap_or_default();
+        let managed = slice.labels().get(MANAGED_BY_LABEL).map(String::as_str)
+            == Some(ENDPOINTSLICE_CONTROLLER);
+        if !managed && !policy.unmanaged_slice_namespaces.contains(&namespace) {
+            continue;
+        }
         if let Some(service) = slice.labels().get(SERVICE_NAME_LABEL) {
-            let key = (slice.namespace().unwrap_or_default(), service.as_str());
-            by_service.entry(key).or_default().push(slice);
+            by_service
+                .entry((namespace, service.as_str()))
+                .or_default()
+                .push(slice);
         }
     }
     for route in routes.values_mut() {
@@ -244,6 +298,7 @@ fn attach_endpoints(routes: &mut BTreeMap<String, DesiredRoute>, slices: &[Arc<E
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::HostGrant;
     use serde_json::json;
 
     fn deployment(name: &str, created: &str, annotations: serde_json::Value) -> Arc<Deployment> {
@@ -279,7 +334,8 @@ mod tests {
         Arc::new(
             serde_json::from_value(json!({
                 "metadata": {"name": format!("{service}-x"), "namespace": "default",
-                             "labels": {SERVICE_NAME_LABEL: service}},
+                             "labels": {SERVICE_NAME_LABEL: service,
+                                        MANAGED_BY_LABEL: ENDPOINTSLICE_CONTROLLER}},
                 "addressType": "IPv4",
                 "ports": [{"name": "http", "port": 8080}],
                 "endpoints": endpoints,
@@ -289,14 +345,75 @@ mod tests {
     }
 
     fn derive(deployments: Vec<Arc<Deployment>>, slices: Vec<Arc<EndpointSlice>>) -> Desired {
+        let policy = Policy {
+            domain: "x.test".into(),
+            host_grants: vec![HostGrant {
+                namespace: "default".into(),
+                hosts: vec!["shared.test".into()],
+            }],
+            ..Policy::default()
+        };
+        derive_with(deployments, slices, &policy)
+    }
+
+    fn derive_with(
+        deployments: Vec<Arc<Deployment>>,
+        slices: Vec<Arc<EndpointSlice>>,
+        policy: &Policy,
+    ) -> Desired {
         let services = |_: &str, name: &str| (name != "missing").then(|| service(name));
         desired(Inputs {
             deployments,
             services: &services,
             slices,
             defaults: &Settings::default(),
-            domain: "x.test",
+            policy,
         })
+    }
+
+    #[test]
+    fn hand_written_endpoint_slices_are_ignored_unless_the_namespace_is_trusted() {
+        let mut forged = (*slice("web", json!([{"addresses": ["10.9.9.9"]}]))).clone();
+        forged
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .remove(MANAGED_BY_LABEL);
+        let forged = Arc::new(forged);
+        let web = || vec![deployment("web", "2026-01-01T00:00:00Z", json!({}))];
+        let out = derive(web(), vec![Arc::clone(&forged)]);
+        assert!(out.routes["default/web"].ready.is_empty());
+        let trusting = Policy {
+            domain: "x.test".into(),
+            unmanaged_slice_namespaces: ["default".to_owned()].into(),
+            ..Policy::default()
+        };
+        let out = derive_with(web(), vec![forged], &trusting);
+        assert_eq!(
+            out.routes["default/web"].ready,
+            ["10.9.9.9:8080".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn a_host_claimed_from_another_namespace_is_refused_however_old_the_claimant() {
+        let mut intruder = (*deployment(
+            "web",
+            "2020-01-01T00:00:00Z",
+            json!({"activator.dev/hosts": "web.b.x.test, *.x.test"}),
+        ))
+        .clone();
+        intruder.metadata.namespace = Some("a".into());
+        let out = derive(vec![Arc::new(intruder)], Vec::new());
+        assert_eq!(out.routes["a/web"].spec.hosts, ["web.a.x.test"]);
+        let reasons: Vec<_> = out.problems.iter().map(|p| p.reason).collect();
+        assert_eq!(reasons, ["HostNotAllowed", "HostNotAllowed"]);
+        assert!(
+            out.problems[0].note.contains("another namespace"),
+            "{}",
+            out.problems[0].note
+        );
     }
 
     #[test]

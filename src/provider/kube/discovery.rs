@@ -31,6 +31,7 @@ use super::events::Notices;
 use super::{KubeProvider, annotations};
 use crate::config::{Config, KubeSettings};
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::provider::RouteSet;
 use crate::spec::Settings;
 
@@ -39,7 +40,7 @@ pub(crate) struct Discovery {
     client: kube::Client,
     settings: KubeSettings,
     defaults: Settings,
-    domain: String,
+    policy: Policy,
     provider: Arc<KubeProvider>,
     deployments: Cache<Deployment>,
     services: Cache<Service>,
@@ -130,7 +131,7 @@ impl Discovery {
             client,
             settings,
             defaults: config.defaults,
-            domain: config.domain.clone(),
+            policy: config.policy.clone(),
             provider: Arc::clone(&provider),
             deployments,
             services: Cache::new(),
@@ -219,7 +220,7 @@ impl Discovery {
             services: &services,
             slices: self.slices.store.state(),
             defaults: &self.defaults,
-            domain: &self.domain,
+            policy: &self.policy,
         });
         self.apply(desired, routes);
     }
