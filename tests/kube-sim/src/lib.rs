@@ -26,7 +26,6 @@ pub mod api;
 pub mod config;
 pub mod controllers;
 pub mod counters;
-pub mod echo;
 pub mod faults;
 pub mod kubelet;
 pub mod lifecycle;

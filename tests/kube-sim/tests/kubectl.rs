@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{WAIT, kubectl_available, start};
+use support::{WAIT, http_get, kubectl_available, start};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/helloworld.yaml");
 const DEPLOYMENT: &str = "helloworld-00001-deployment";
@@ -16,7 +16,7 @@ async fn echo_answers(address: std::net::SocketAddr) -> Value {
     // The pod is Ready as soon as its process runs (it has no readiness probe), which can be
     // a moment before the process listens: retry connecting, boundedly, as a client would.
     for _ in 0..200 {
-        if let Ok((200, body)) = kube_sim::echo::get(address, "/hello?from=test").await {
+        if let Ok((200, body)) = http_get(address, "/hello?from=test").await {
             return body;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -6,7 +6,7 @@ mod support;
 
 use kube_sim::{Sim, SimConfig};
 use serde_json::{Value, json};
-use support::{ECHO, WAIT, start, start_with};
+use support::{WAIT, echo, start, start_with};
 
 /// A Deployment `web` and Service `web` running `image` on port 8080.
 fn manifest(image: &str, replicas: u32, extra_container: Value, grace: u32) -> String {
@@ -97,7 +97,7 @@ async fn a_pod_is_ready_only_once_its_readiness_probe_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
     // This image ignores SIGTERM, so the pod stays terminating until the grace period ends.
-    let stubborn = format!("trap '' TERM; exec {ECHO} --exit-on-stdin-eof");
+    let stubborn = format!("trap '' TERM; exec {} --exit-on-stdin-eof", echo());
     let sim = start_with(SimConfig::default().image("example/stubborn", &stubborn)).await;
     sim.apply_yaml(&manifest("example/stubborn:1.0", 2, json!({}), 300))
         .expect("apply");

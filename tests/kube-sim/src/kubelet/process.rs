@@ -23,10 +23,8 @@ pub(crate) enum StartError {
     #[error("image {0:?} has no command mapping (use --image NAME=COMMAND)")]
     UnknownImage(String),
     /// The echo server binary was not found.
-    #[error(
-        "kube-sim-echo was not found next to the executable or on PATH; build it (cargo build -p kube-sim --bins) or set KUBE_SIM_ECHO"
-    )]
-    EchoMissing,
+    #[error(transparent)]
+    EchoMissing(#[from] activator_echo::NotBuilt),
     /// Spawning failed.
     #[error("starting {command:?}: {source}")]
     Spawn {
@@ -56,22 +54,10 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Finds the echo server: `KUBE_SIM_ECHO`, next to the running executable (or its parent
-/// directory, where cargo puts binaries relative to test executables), or on `PATH`.
-fn echo_command() -> Option<String> {
-    if let Ok(explicit) = std::env::var("KUBE_SIM_ECHO") {
-        return Some(explicit);
-    }
-    let name = "kube-sim-echo";
-    let exe = std::env::current_exe().ok()?;
-    let dirs = exe.ancestors().skip(1).take(2).map(Path::to_path_buf);
-    let path_dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    dirs.chain(path_dirs)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .map(|p| shell_quote(&p.to_string_lossy()))
+/// The echo server's command: `activator-echo` where [`activator_echo::locate`] finds it.
+fn echo_command() -> Result<String, StartError> {
+    let path = activator_echo::locate()?;
+    Ok(shell_quote(&path.to_string_lossy()))
 }
 
 /// The shell command to run for a container, with placeholders not yet filled.
@@ -90,10 +76,11 @@ pub(crate) fn command_for(config: &SimConfig, container: &Value) -> Result<Strin
         return Ok(command);
     }
     if name == ECHO_IMAGE {
-        let echo = config.echo_command.clone().or_else(echo_command);
-        return echo
-            .map(|e| format!("exec {e} --exit-on-stdin-eof"))
-            .ok_or(StartError::EchoMissing);
+        let echo = match &config.echo_command {
+            Some(command) => command.clone(),
+            None => echo_command()?,
+        };
+        return Ok(format!("exec {echo} --exit-on-stdin-eof"));
     }
     let words: Vec<String> = ["command", "args"]
         .iter()
