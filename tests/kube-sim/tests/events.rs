@@ -13,16 +13,14 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::events::{Event as Published, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use support::{WAIT, kubectl_available, start};
+use support::{WAIT, require_kubectl, start};
 
 const SEED: &str = include_str!("../manifests/helloworld.yaml");
 const DEPLOYMENT: &str = "helloworld-00001-deployment";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorder_events_are_core_events_to_kubectl() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let sim = start().await;
     sim.apply_yaml(SEED).expect("seed");
     let client = sim.client().expect("client");

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{WAIT, http_get, kubectl_available, start};
+use support::{WAIT, http_get, require_kubectl, start};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/helloworld.yaml");
 const DEPLOYMENT: &str = "helloworld-00001-deployment";
@@ -26,9 +26,7 @@ async fn echo_answers(address: std::net::SocketAddr) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let sim = start().await;
     let created = sim.kubectl(&["create", "-f", SEED]).await.expect("create");
     assert!(
@@ -185,9 +183,7 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_generators_send_protobuf_that_the_server_decodes() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let sim = start().await;
     // kubectl 1.32's typed clients POST `application/vnd.kubernetes.protobuf` for these.
     let created = sim

@@ -1,6 +1,6 @@
 //! Starting a simulator for the integration tests: a hundred times faster than real time, with
 //! the workspace's `activator-echo` standing in for `mendhak/http-https-echo`; `kubectl`, which
-//! whether `kubectl` is there for the tests that run it; and a small HTTP client for talking to pods.
+//! `kubectl`, which the tests that run it require; and a small HTTP client for talking to pods.
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
@@ -42,16 +42,17 @@ pub async fn start() -> Sim {
     start_with(SimConfig::default()).await
 }
 
-/// Whether `kubectl` is on `PATH`; says so when it is not, so the test can skip.
-pub fn kubectl_available() -> bool {
-    let found = std::process::Command::new("kubectl")
+/// Panics unless `kubectl` runs, naming what to install: a test that calls kubectl must fail
+/// without it, never pass having checked nothing.
+pub fn require_kubectl() {
+    let runs = std::process::Command::new("kubectl")
         .args(["version", "--client"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("kubectl is not on PATH; skipping");
-    }
-    found
+    assert!(
+        runs,
+        "kubectl is not on PATH; this test runs the real kubectl against the simulator. Install kubectl 1.32 (https://kubernetes.io/docs/tasks/tools/install-kubectl-linux/, or the Debian package `kubectl` from https://pkgs.k8s.io/core:/stable:/v1.32/deb/)"
+    );
 }
 
 /// Sends `GET path` to `address` and returns the status and the body parsed as JSON
