@@ -3,8 +3,9 @@
 //!
 //! It serves the slice of Kubernetes an activator touches — namespaces, services, pods, events,
 //! deployments (with `scale` and `status`), EndpointSlices and leases — over real HTTP with
-//! JSON (and protobuf request bodies), watches, selectors, every patch type and `metav1.Status` errors, so kube-rs and
-//! `kubectl` work against it unchanged. Controllers turn Deployments into pod processes on
+//! JSON (and protobuf request bodies), server-side printing (`Table`), watches, selectors,
+//! every patch type and `metav1.Status` errors, so kube-rs and `kubectl` work against it
+//! unchanged. Controllers turn Deployments into pod processes on
 //! their own loopback addresses, probe readiness, maintain EndpointSlices and Deployment
 //! status, and terminate pods with SIGTERM/SIGKILL. Faults can be injected from tests or over
 //! HTTP.

@@ -233,6 +233,17 @@ impl ResourceType {
         self.subresources.iter().find(|s| s.name == name)
     }
 
+    /// The categories discovery lists, which `kubectl get all` expands: `all` for the
+    /// workload kinds that Kubernetes puts in it.
+    pub fn categories(&self) -> &'static [&'static str] {
+        match (self.group, self.plural) {
+            ("", "pods" | "services")
+            | ("apps", "deployments")
+            | ("autoscaling", "horizontalpodautoscalers") => &["all"],
+            _ => &[],
+        }
+    }
+
     /// Verbs of the resource itself.
     pub fn verbs(&self) -> &'static [&'static str] {
         ALL_VERBS

@@ -96,6 +96,46 @@ async fn recorder_events_are_core_events_to_kubectl() {
         .expect("get by field");
     assert_eq!(unrelated.trim(), "");
 
+    let printed = sim.kubectl(&["get", "events"]).await.expect("get events");
+    let mut lines = printed.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{printed}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[1..],
+        [
+            "Warning",
+            "ColdStartFailed",
+            &format!("deployment/{DEPLOYMENT}"),
+            "no",
+            "ready",
+            "endpoint",
+            "within",
+            "5s"
+        ],
+        "{printed}"
+    );
+    let wide = sim
+        .kubectl(&["get", "events", "-o", "wide"])
+        .await
+        .expect("get events wide");
+    assert!(
+        wide.contains("activator, activator-0"),
+        "the source column names the reporter: {wide}"
+    );
+
     let described = sim
         .kubectl(&["describe", "deployment", DEPLOYMENT])
         .await

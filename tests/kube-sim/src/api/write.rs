@@ -360,6 +360,7 @@ pub fn apply(context: &Context, mut object: Value) -> Result<Value, ApiError> {
         verb: super::request::Verb::Create,
         query: super::request::Query::default(),
         content_type: "application/json".into(),
+        accept: "application/json".into(),
         body: bytes::Bytes::new(),
     };
     let key = key(&call.target);
