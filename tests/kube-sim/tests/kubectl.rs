@@ -241,3 +241,121 @@ async fn kubectl_create_generators_send_protobuf_that_the_server_decodes() {
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
     assert_eq!(service["spec"]["selector"]["app"], "web");
 }
+
+/// One of each kind the simulator stores without acting on it.
+const STORED_KINDS: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app, namespace: default}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app, namespace: default}
+data: {config.toml: "domain = \"example.test\"\n"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: app}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: app}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: app}
+subjects: [{kind: ServiceAccount, name: app, namespace: default}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: app, namespace: default}
+rules: [{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, update]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: app}
+subjects: [{kind: ServiceAccount, name: app, namespace: default}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: app, namespace: default}
+spec: {minAvailable: 1, selector: {matchLabels: {app: app}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: app, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: app}
+  minReplicas: 1
+  maxReplicas: 3
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: app, namespace: default}
+spec: {podSelector: {matchLabels: {app: app}}, policyTypes: [Ingress]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_and_reads_back_the_kinds_that_are_only_stored() {
+    require_kubectl();
+    let sim = start().await;
+    let file = std::env::temp_dir().join(format!("kube-sim-stored-{}.yaml", std::process::id()));
+    std::fs::write(&file, STORED_KINDS).expect("manifest");
+    let path = file.to_string_lossy().to_string();
+    let applied = sim.kubectl(&["apply", "-f", &path]).await;
+    let again = sim.kubectl(&["apply", "-f", &path]).await;
+    let _ = std::fs::remove_file(&file);
+    let applied = applied.expect("apply");
+    for created in [
+        "serviceaccount/app created",
+        "configmap/app created",
+        "clusterrole.rbac.authorization.k8s.io/app created",
+        "clusterrolebinding.rbac.authorization.k8s.io/app created",
+        "role.rbac.authorization.k8s.io/app created",
+        "rolebinding.rbac.authorization.k8s.io/app created",
+        "poddisruptionbudget.policy/app created",
+        "horizontalpodautoscaler.autoscaling/app created",
+        "networkpolicy.networking.k8s.io/app created",
+    ] {
+        assert!(applied.contains(created), "{created} in\n{applied}");
+    }
+    let again = again.expect("apply again");
+    assert_eq!(
+        again.lines().filter(|l| l.ends_with(" unchanged")).count(),
+        8,
+        "{again}"
+    );
+    // A PodDisruptionBudget's selector has patch strategy `replace`, so kubectl's patch for it
+    // is never empty and it says so against a real API server too.
+    assert!(
+        again.contains("poddisruptionbudget.policy/app configured"),
+        "{again}"
+    );
+    let names = sim
+        .kubectl(&[
+            "get",
+            "sa,cm,roles,rolebindings,pdb,hpa,netpol",
+            "-o",
+            "name",
+        ])
+        .await
+        .expect("get");
+    assert_eq!(
+        names.lines().filter(|l| l.ends_with("/app")).count(),
+        7,
+        "{names}"
+    );
+    let data = sim
+        .kubectl(&[
+            "get",
+            "configmap",
+            "app",
+            "-o",
+            "jsonpath={.data.config\\.toml}",
+        ])
+        .await
+        .expect("get data");
+    assert_eq!(data, "domain = \"example.test\"\n");
+    let role = sim
+        .get("clusterrolebindings", "", "app")
+        .expect("a cluster-scoped binding");
+    assert_eq!(role["subjects"][0]["namespace"], "default");
+}

@@ -35,7 +35,7 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
     for r in ResourceType::in_group_version(group, version) {
         let mut entry = json!({
             "name": r.plural,
-            "singularName": r.singular,
+            "singularName": r.singular(),
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": r.verbs(),
