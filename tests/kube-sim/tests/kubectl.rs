@@ -354,6 +354,30 @@ async fn kubectl_applies_and_reads_back_the_kinds_that_are_only_stored() {
         .await
         .expect("get data");
     assert_eq!(data, "domain = \"example.test\"\n");
+    let printed = sim
+        .kubectl(&["get", "configmap,serviceaccount", "app"])
+        .await
+        .expect("get printed");
+    let columns: Vec<Vec<&str>> = printed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|c: &Vec<&str>| c.len() >= 2)
+        .collect();
+    assert!(columns.contains(&vec!["NAME", "DATA", "AGE"]), "{printed}");
+    assert!(
+        columns.contains(&vec!["NAME", "SECRETS", "AGE"]),
+        "{printed}"
+    );
+    assert!(
+        columns.iter().any(|c| c[..2] == ["configmap/app", "1"]),
+        "{printed}"
+    );
+    assert!(
+        columns
+            .iter()
+            .any(|c| c[..2] == ["serviceaccount/app", "0"]),
+        "{printed}"
+    );
     let role = sim
         .get("clusterrolebindings", "", "app")
         .expect("a cluster-scoped binding");

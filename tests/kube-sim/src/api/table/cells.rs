@@ -35,6 +35,31 @@ pub(crate) fn cells(kind: &str, object: &Value) -> (Vec<Value>, Option<Value>) {
             ],
             None,
         ),
+        "ConfigMap" => {
+            let entries = |field: &str| {
+                object
+                    .get(field)
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len())
+            };
+            let data = entries("data") + entries("binaryData");
+            (
+                vec![
+                    json!(meta::name(object)),
+                    json!(data),
+                    json!(age(object, now)),
+                ],
+                None,
+            )
+        }
+        "ServiceAccount" => (
+            vec![
+                json!(meta::name(object)),
+                json!(array(object, "/secrets").len()),
+                json!(age(object, now)),
+            ],
+            None,
+        ),
         _ => (
             vec![json!(meta::name(object)), json!(age(object, now))],
             None,

@@ -1,6 +1,7 @@
 //! The column definitions of each kind's `Table`, as the API server's printers declare them
 //! (`pkg/printers/internalversion/printers.go`): pods, deployments, services, EndpointSlices,
-//! events, namespaces and leases have their own; every other kind gets `Name` and `Age`.
+//! events, namespaces, leases, ConfigMaps and ServiceAccounts have their own; every other kind
+//! gets `Name` and `Age`.
 
 use serde_json::{Value, json};
 
@@ -88,6 +89,20 @@ const LEASE: &[Column] = &[
     AGE,
 ];
 
+#[rustfmt::skip]
+const CONFIG_MAP: &[Column] = &[
+    NAME,
+    ("Data", 0, "Data contains the configuration data."),
+    AGE,
+];
+
+#[rustfmt::skip]
+const SERVICE_ACCOUNT: &[Column] = &[
+    NAME,
+    ("Secrets", 0, "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."),
+    AGE,
+];
+
 const DEFAULT: &[Column] = &[NAME, AGE];
 
 fn columns(kind: &str) -> &'static [Column] {
@@ -99,6 +114,8 @@ fn columns(kind: &str) -> &'static [Column] {
         "Event" => EVENT,
         "Namespace" => NAMESPACE,
         "Lease" => LEASE,
+        "ConfigMap" => CONFIG_MAP,
+        "ServiceAccount" => SERVICE_ACCOUNT,
         _ => DEFAULT,
     }
 }
