@@ -7,6 +7,7 @@
 //! This module is the manager: it starts a [`worker`] per pod and passes it orders as the pod
 //! changes. What one pod goes through is the worker's.
 
+mod env;
 mod probe;
 mod process;
 mod status;
@@ -15,6 +16,7 @@ mod worker;
 pub use process::ProcessTable;
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +54,8 @@ struct Worker {
 
 /// The kubelet: shared state of every pod worker.
 pub struct Kubelet {
+    /// Where the API server listens, for the pods' kubeconfigs.
+    api: SocketAddr,
     store: Arc<Store>,
     config: Arc<SimConfig>,
     faults: Arc<Faults>,
@@ -60,8 +64,9 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
-    /// A kubelet over `store`, logging pod output under `work_dir`.
+    /// A kubelet over `store` of the API server at `api`, logging pod output under `work_dir`.
     pub fn new(
+        api: SocketAddr,
         store: Arc<Store>,
         config: Arc<SimConfig>,
         faults: Arc<Faults>,
@@ -69,6 +74,7 @@ impl Kubelet {
         work_dir: PathBuf,
     ) -> Self {
         Self {
+            api,
             store,
             config,
             faults,

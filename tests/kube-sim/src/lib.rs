@@ -28,6 +28,7 @@ pub mod config;
 pub mod controllers;
 pub mod counters;
 pub mod faults;
+pub mod kubeconfig;
 pub mod kubelet;
 pub mod lifecycle;
 pub mod meta;

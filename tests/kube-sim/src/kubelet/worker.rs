@@ -3,7 +3,7 @@
 //! exits (as its `restartPolicy` says), and terminate it when the pod is deleted. Every step is
 //! reported in the pod's status. The manager (`kubelet`) only sends orders.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +15,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::probe::{Probe, Readiness};
-use super::process::{Launch, ProcessTable, command_for, spawn};
+use super::process::{ContainerCommand, Launch, ProcessTable, command_for, spawn};
 use super::status::{container_status, schedule, set_ready};
 use super::{Kubelet, Order};
 use crate::config::SimConfig;
 use crate::faults::Faults;
+use crate::kubeconfig;
 use crate::meta;
 use crate::store::{Key, Store, StoreError, resource};
 
@@ -33,6 +34,9 @@ pub(super) struct PodWorker {
     faults: Arc<Faults>,
     processes: Arc<ProcessTable>,
     log: PathBuf,
+    /// The kubeconfig the pod's containers get, written when the pod is scheduled.
+    kubeconfig: PathBuf,
+    api: SocketAddr,
     orders: watch::Receiver<Order>,
     restarts: u32,
 }
@@ -41,7 +45,7 @@ pub(super) struct PodWorker {
 struct Sandbox {
     container: Value,
     ip: Ipv4Addr,
-    command: String,
+    command: ContainerCommand,
     probe: Option<Probe>,
     _address: AddressLease,
 }
@@ -81,9 +85,9 @@ impl PodWorker {
             meta::name(&pod),
         );
         let uid = meta::uid(&pod).to_string();
-        let log = kubelet
-            .work_dir
-            .join(format!("{}_{}_{uid}.log", key.namespace, key.name));
+        let base = format!("{}_{}_{uid}", key.namespace, key.name);
+        let log = kubelet.work_dir.join(format!("{base}.log"));
+        let kubeconfig = kubelet.work_dir.join(format!("{base}.kubeconfig"));
         Self {
             key,
             uid,
@@ -93,6 +97,8 @@ impl PodWorker {
             faults: kubelet.faults.clone(),
             processes: kubelet.processes.clone(),
             log,
+            kubeconfig,
+            api: kubelet.api,
             orders,
             restarts: 0,
         }
@@ -155,6 +161,13 @@ impl PodWorker {
                 return None;
             }
         };
+        let namespace = self.key.namespace.clone();
+        if let Err(error) = kubeconfig::write(&self.kubeconfig, self.api, &namespace) {
+            let message = format!("writing {}: {error}", self.kubeconfig.display());
+            self.waiting(&container, "CreateContainerConfigError", &message);
+            self.idle_until_deleted().await;
+            return None;
+        }
         Some(Sandbox {
             probe: Probe::from_container(&container, &self.config),
             container,
@@ -169,11 +182,11 @@ impl PodWorker {
     async fn start(&mut self, sandbox: &Sandbox) -> Option<Started> {
         let launch = Launch {
             command: &sandbox.command,
+            pod: &self.pod,
             container: &sandbox.container,
-            name: &self.key.name,
-            namespace: &self.key.namespace,
             ip: sandbox.ip,
             log: &self.log,
+            kubeconfig: &self.kubeconfig,
         };
         let mut child = match spawn(&launch) {
             Ok(child) => child,
