@@ -6,6 +6,7 @@ mod e2e {
 
     mod activation;
     mod binary;
+    mod deploy;
     mod kube;
     mod manifests;
     mod proxying;
