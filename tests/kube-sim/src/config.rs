@@ -16,7 +16,8 @@ pub struct ImageMapping {
     /// only that tag.
     pub image: String,
     /// Shell command (run by `/bin/sh -c`) with `{ip}`, `{port}`, `{name}` and `{namespace}`
-    /// replaced by the pod's address, first container port, name and namespace.
+    /// replaced by the pod's address, first container port, name and namespace. It stands for
+    /// the image's entrypoint: the container's `args` follow it, shell-quoted.
     pub command: String,
 }
 
