@@ -19,9 +19,18 @@ pub fn activator_binary() -> String {
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_activator").to_owned())
 }
 
-/// The echo backend binary.
+/// The echo backend binary, from the workspace's `activator-echo` package built with the same
+/// profile (`cargo build --release -p activator-echo`); stops the benchmark naming that command
+/// when it is missing.
 pub fn echo_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_activator-echo")
+    static ECHO: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ECHO.get_or_init(|| match activator_echo::locate() {
+        Ok(path) => path.display().to_string(),
+        Err(missing) => {
+            eprintln!("error: {missing}");
+            std::process::exit(2)
+        }
+    })
 }
 
 /// Stops the benchmark with a message naming the missing tool, unless `tool` is on the PATH.

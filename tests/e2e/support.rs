@@ -1,6 +1,7 @@
 //! Shared test helpers: start an activator on 127.0.0.1:0, talk to it, wait for conditions.
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use activator::app::App;
@@ -16,9 +17,14 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The echo backend binary.
+/// The echo backend binary, built by the workspace's `activator-echo` package. Panics with the
+/// command that builds it when it is missing: a test must never pass without its replicas.
 pub fn echo() -> &'static str {
-    env!("CARGO_BIN_EXE_activator-echo")
+    static ECHO: OnceLock<String> = OnceLock::new();
+    ECHO.get_or_init(|| match activator_echo::locate() {
+        Ok(path) => path.display().to_string(),
+        Err(missing) => panic!("{missing}"),
+    })
 }
 
 /// The default host of route `name` in `default`.

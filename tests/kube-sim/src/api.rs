@@ -12,6 +12,7 @@ pub mod read;
 pub mod request;
 pub mod scale;
 pub mod status;
+pub mod table;
 pub mod watch;
 pub mod write;
 
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{ACCEPT, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -123,6 +124,8 @@ pub struct Call {
     pub query: Query,
     /// `Content-Type` of the body.
     pub content_type: String,
+    /// `Accept` of the request: a `Table` is printed for kubectl when it asks for one.
+    pub accept: String,
     /// The request body.
     pub body: Bytes,
 }
@@ -186,17 +189,20 @@ async fn serve(
     };
     let query = Query::parse(req.uri().query());
     let verb = Verb::of(req.method(), &target, &query)?;
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (content_type, accept) = (header(CONTENT_TYPE), header(ACCEPT));
     let call = Call {
         target,
         verb,
         query,
         content_type,
+        accept,
         body: read_body(req.into_body()).await?,
     };
     let resource = call.resource_key();

@@ -16,7 +16,8 @@ pub struct ImageMapping {
     /// only that tag.
     pub image: String,
     /// Shell command (run by `/bin/sh -c`) with `{ip}`, `{port}`, `{name}` and `{namespace}`
-    /// replaced by the pod's address, first container port, name and namespace.
+    /// replaced by the pod's address, first container port, name and namespace. It stands for
+    /// the image's entrypoint: the container's `args` follow it, shell-quoted.
     pub command: String,
 }
 
@@ -56,8 +57,9 @@ pub struct SimConfig {
     pub kubeconfig_path: Option<PathBuf>,
     /// Directory for pod logs and the kubeconfig; a fresh temporary directory when `None`.
     pub work_dir: Option<PathBuf>,
-    /// Command for the echo image; found next to the running executable or on `PATH`
-    /// (`kube-sim-echo`), or taken from `KUBE_SIM_ECHO`, when `None`.
+    /// Command for the echo image; `activator-echo` as [`activator_echo::locate`] finds it
+    /// (`$ACTIVATOR_ECHO_BIN`, next to the running executable or one directory up, `PATH`)
+    /// when `None`.
     pub echo_command: Option<String>,
 }
 

@@ -3,11 +3,13 @@
 //!
 //! It serves the slice of Kubernetes an activator touches — namespaces, services, pods, events,
 //! deployments (with `scale` and `status`), EndpointSlices and leases — over real HTTP with
-//! JSON (and protobuf request bodies), watches, selectors, every patch type and `metav1.Status` errors, so kube-rs and
-//! `kubectl` work against it unchanged. Controllers turn Deployments into pod processes on
-//! their own loopback addresses, probe readiness, maintain EndpointSlices and Deployment
-//! status, and terminate pods with SIGTERM/SIGKILL. Faults can be injected from tests or over
-//! HTTP.
+//! JSON (and protobuf request bodies), server-side printing (`Table`), watches, selectors,
+//! every patch type and `metav1.Status` errors, so kube-rs and `kubectl` work against it
+//! unchanged. It also stores the ServiceAccounts, ConfigMaps, RBAC objects,
+//! PodDisruptionBudgets, HorizontalPodAutoscalers and NetworkPolicies that manifests declare,
+//! without acting on them. Controllers turn Deployments into pod processes on their own
+//! loopback addresses, probe readiness, maintain EndpointSlices and Deployment status, and
+//! terminate pods with SIGTERM/SIGKILL. Faults can be injected from tests or over HTTP.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_sim::SimError> {
@@ -26,8 +28,8 @@ pub mod api;
 pub mod config;
 pub mod controllers;
 pub mod counters;
-pub mod echo;
 pub mod faults;
+pub mod kubeconfig;
 pub mod kubelet;
 pub mod lifecycle;
 pub mod meta;

@@ -11,8 +11,6 @@ pub struct ResourceType {
     pub version: &'static str,
     /// Plural resource name used in URLs.
     pub plural: &'static str,
-    /// Singular resource name.
-    pub singular: &'static str,
     /// Object kind.
     pub kind: &'static str,
     /// Whether objects live in a namespace.
@@ -64,7 +62,6 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "",
         version: "v1",
         plural: "namespaces",
-        singular: "namespace",
         kind: "Namespace",
         namespaced: false,
         short_names: &["ns"],
@@ -75,7 +72,6 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "",
         version: "v1",
         plural: "services",
-        singular: "service",
         kind: "Service",
         namespaced: true,
         short_names: &["svc"],
@@ -86,7 +82,6 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "",
         version: "v1",
         plural: "pods",
-        singular: "pod",
         kind: "Pod",
         namespaced: true,
         short_names: &["po"],
@@ -106,7 +101,6 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "",
         version: "v1",
         plural: "events",
-        singular: "event",
         kind: "Event",
         namespaced: true,
         short_names: &["ev"],
@@ -117,7 +111,6 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "apps",
         version: "v1",
         plural: "deployments",
-        singular: "deployment",
         kind: "Deployment",
         namespaced: true,
         short_names: &["deploy"],
@@ -137,7 +130,6 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "discovery.k8s.io",
         version: "v1",
         plural: "endpointslices",
-        singular: "endpointslice",
         kind: "EndpointSlice",
         namespaced: true,
         short_names: &[],
@@ -148,7 +140,6 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "coordination.k8s.io",
         version: "v1",
         plural: "leases",
-        singular: "lease",
         kind: "Lease",
         namespaced: true,
         short_names: &[],
@@ -159,26 +150,104 @@ pub static RESOURCES: &[ResourceType] = &[
         group: "events.k8s.io",
         version: "v1",
         plural: "events",
-        singular: "event",
         kind: "Event",
         namespaced: true,
         short_names: &["ev"],
         subresources: &[],
         graceful_delete: false,
     },
+    // Kinds that are stored and served, so that manifests using them apply, but that nothing
+    // in the simulator acts on: no RBAC is enforced, no autoscaler or disruption budget runs, no
+    // network policy filters traffic, and ConfigMaps reach no pod.
+    ResourceType::stored("", "serviceaccounts", "ServiceAccount", true, &["sa"]),
+    ResourceType::stored("", "configmaps", "ConfigMap", true, &["cm"]),
+    ResourceType::stored(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "ClusterRole",
+        false,
+        &[],
+    ),
+    ResourceType::stored(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        false,
+        &[],
+    ),
+    ResourceType::stored("rbac.authorization.k8s.io", "roles", "Role", true, &[]),
+    ResourceType::stored(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "RoleBinding",
+        true,
+        &[],
+    ),
+    ResourceType::stored(
+        "networking.k8s.io",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+        &["netpol"],
+    ),
+    ResourceType {
+        subresources: &[STATUS],
+        ..ResourceType::stored(
+            "policy",
+            "poddisruptionbudgets",
+            "PodDisruptionBudget",
+            true,
+            &["pdb"],
+        )
+    },
+    ResourceType {
+        version: "v2",
+        subresources: &[STATUS],
+        ..ResourceType::stored(
+            "autoscaling",
+            "horizontalpodautoscalers",
+            "HorizontalPodAutoscaler",
+            true,
+            &["hpa"],
+        )
+    },
 ];
 
-/// Groups listed by `/apis`, with the versions served. `autoscaling` is not listed although
-/// `deployments/scale` speaks its `Scale` kind: a group with no resources makes kubectl's
-/// discovery fail.
+/// Groups listed by `/apis`, with the version served. `autoscaling` is listed at `v2`, where
+/// HorizontalPodAutoscalers are; its `v1`, whose `Scale` kind `deployments/scale` speaks, is not
+/// listed, since a group version with no resources makes kubectl's discovery fail.
 pub static GROUPS: &[(&str, &str)] = &[
     ("apps", "v1"),
+    ("autoscaling", "v2"),
     ("coordination.k8s.io", "v1"),
     ("discovery.k8s.io", "v1"),
     ("events.k8s.io", "v1"),
+    ("networking.k8s.io", "v1"),
+    ("policy", "v1"),
+    ("rbac.authorization.k8s.io", "v1"),
 ];
 
 impl ResourceType {
+    /// A kind that is only stored: at `v1` of `group`, no subresources, deleted at once.
+    const fn stored(
+        group: &'static str,
+        plural: &'static str,
+        kind: &'static str,
+        namespaced: bool,
+        short_names: &'static [&'static str],
+    ) -> Self {
+        Self {
+            group,
+            version: "v1",
+            plural,
+            kind,
+            namespaced,
+            short_names,
+            subresources: &[],
+            graceful_delete: false,
+        }
+    }
+
     /// Finds a resource by group, version and plural name.
     pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
         RESOURCES
@@ -228,9 +297,25 @@ impl ResourceType {
         std::ptr::eq(self.storage(), self)
     }
 
+    /// The singular resource name, which for every built-in kind is the kind in lower case.
+    pub fn singular(&self) -> String {
+        self.kind.to_lowercase()
+    }
+
     /// Looks up a subresource by name.
     pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
         self.subresources.iter().find(|s| s.name == name)
+    }
+
+    /// The categories discovery lists, which `kubectl get all` expands: `all` for the
+    /// workload kinds that Kubernetes puts in it.
+    pub fn categories(&self) -> &'static [&'static str] {
+        match (self.group, self.plural) {
+            ("", "pods" | "services")
+            | ("apps", "deployments")
+            | ("autoscaling", "horizontalpodautoscalers") => &["all"],
+            _ => &[],
+        }
     }
 
     /// Verbs of the resource itself.

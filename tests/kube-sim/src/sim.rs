@@ -127,6 +127,7 @@ impl Sim {
         });
         let (shutdown, stop) = watch::channel(false);
         let kubelet = Arc::new(Kubelet::new(
+            address,
             store.clone(),
             config.clone(),
             context.faults.clone(),
@@ -384,16 +385,11 @@ impl Drop for Sim {
     }
 }
 
-/// Writes a kubeconfig for a simulator at `address`.
+/// Writes a kubeconfig for a simulator at `address` (namespace `default`).
 ///
 /// # Errors
 /// When the file cannot be written.
 pub fn write_kubeconfig(path: &Path, address: SocketAddr) -> Result<(), SimError> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: kube-sim\n  cluster:\n    server: http://{address}\ncontexts:\n- name: kube-sim\n  context:\n    cluster: kube-sim\n    user: kube-sim\n    namespace: default\ncurrent-context: kube-sim\nusers:\n- name: kube-sim\n  user: {{}}\n"
-    );
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
-    }
-    std::fs::write(path, text).map_err(io(format!("writing {}", path.display())))
+    crate::kubeconfig::write(path, address, "default")
+        .map_err(io(format!("writing {}", path.display())))
 }

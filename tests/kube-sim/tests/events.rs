@@ -13,16 +13,14 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::events::{Event as Published, EventType, Recorder, Reporter};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
-use support::{WAIT, kubectl_available, start};
+use support::{WAIT, require_kubectl, start};
 
 const SEED: &str = include_str!("../manifests/helloworld.yaml");
 const DEPLOYMENT: &str = "helloworld-00001-deployment";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorder_events_are_core_events_to_kubectl() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let sim = start().await;
     sim.apply_yaml(SEED).expect("seed");
     let client = sim.client().expect("client");
@@ -97,6 +95,46 @@ async fn recorder_events_are_core_events_to_kubectl() {
         .await
         .expect("get by field");
     assert_eq!(unrelated.trim(), "");
+
+    let printed = sim.kubectl(&["get", "events"]).await.expect("get events");
+    let mut lines = printed.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{printed}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[1..],
+        [
+            "Warning",
+            "ColdStartFailed",
+            &format!("deployment/{DEPLOYMENT}"),
+            "no",
+            "ready",
+            "endpoint",
+            "within",
+            "5s"
+        ],
+        "{printed}"
+    );
+    let wide = sim
+        .kubectl(&["get", "events", "-o", "wide"])
+        .await
+        .expect("get events wide");
+    assert!(
+        wide.contains("activator, activator-0"),
+        "the source column names the reporter: {wide}"
+    );
 
     let described = sim
         .kubectl(&["describe", "deployment", DEPLOYMENT])

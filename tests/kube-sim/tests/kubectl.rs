@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{WAIT, kubectl_available, start};
+use support::{WAIT, http_get, require_kubectl, start};
 
 const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/helloworld.yaml");
 const DEPLOYMENT: &str = "helloworld-00001-deployment";
@@ -16,7 +16,7 @@ async fn echo_answers(address: std::net::SocketAddr) -> Value {
     // The pod is Ready as soon as its process runs (it has no readiness probe), which can be
     // a moment before the process listens: retry connecting, boundedly, as a client would.
     for _ in 0..200 {
-        if let Ok((200, body)) = kube_sim::echo::get(address, "/hello?from=test").await {
+        if let Ok((200, body)) = http_get(address, "/hello?from=test").await {
             return body;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -26,9 +26,7 @@ async fn echo_answers(address: std::net::SocketAddr) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let sim = start().await;
     let created = sim.kubectl(&["create", "-f", SEED]).await.expect("create");
     assert!(
@@ -185,9 +183,7 @@ async fn kubectl_creates_scales_annotates_and_deletes_the_seed_example() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_generators_send_protobuf_that_the_server_decodes() {
-    if !kubectl_available() {
-        return;
-    }
+    require_kubectl();
     let sim = start().await;
     // kubectl 1.32's typed clients POST `application/vnd.kubernetes.protobuf` for these.
     let created = sim
@@ -244,4 +240,146 @@ async fn kubectl_create_generators_send_protobuf_that_the_server_decodes() {
     assert_eq!(service["spec"]["ports"][0]["port"], 80);
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http");
     assert_eq!(service["spec"]["selector"]["app"], "web");
+}
+
+/// One of each kind the simulator stores without acting on it.
+const STORED_KINDS: &str = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: app, namespace: default}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app, namespace: default}
+data: {config.toml: "domain = \"example.test\"\n"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: app}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: app}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: app}
+subjects: [{kind: ServiceAccount, name: app, namespace: default}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: app, namespace: default}
+rules: [{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get, update]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: app, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: app}
+subjects: [{kind: ServiceAccount, name: app, namespace: default}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: app, namespace: default}
+spec: {minAvailable: 1, selector: {matchLabels: {app: app}}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: app, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: app}
+  minReplicas: 1
+  maxReplicas: 3
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: app, namespace: default}
+spec: {podSelector: {matchLabels: {app: app}}, policyTypes: [Ingress]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_and_reads_back_the_kinds_that_are_only_stored() {
+    require_kubectl();
+    let sim = start().await;
+    let file = std::env::temp_dir().join(format!("kube-sim-stored-{}.yaml", std::process::id()));
+    std::fs::write(&file, STORED_KINDS).expect("manifest");
+    let path = file.to_string_lossy().to_string();
+    let applied = sim.kubectl(&["apply", "-f", &path]).await;
+    let again = sim.kubectl(&["apply", "-f", &path]).await;
+    let _ = std::fs::remove_file(&file);
+    let applied = applied.expect("apply");
+    for created in [
+        "serviceaccount/app created",
+        "configmap/app created",
+        "clusterrole.rbac.authorization.k8s.io/app created",
+        "clusterrolebinding.rbac.authorization.k8s.io/app created",
+        "role.rbac.authorization.k8s.io/app created",
+        "rolebinding.rbac.authorization.k8s.io/app created",
+        "poddisruptionbudget.policy/app created",
+        "horizontalpodautoscaler.autoscaling/app created",
+        "networkpolicy.networking.k8s.io/app created",
+    ] {
+        assert!(applied.contains(created), "{created} in\n{applied}");
+    }
+    let again = again.expect("apply again");
+    assert_eq!(
+        again.lines().filter(|l| l.ends_with(" unchanged")).count(),
+        8,
+        "{again}"
+    );
+    // A PodDisruptionBudget's selector has patch strategy `replace`, so kubectl's patch for it
+    // is never empty and it says so against a real API server too.
+    assert!(
+        again.contains("poddisruptionbudget.policy/app configured"),
+        "{again}"
+    );
+    let names = sim
+        .kubectl(&[
+            "get",
+            "sa,cm,roles,rolebindings,pdb,hpa,netpol",
+            "-o",
+            "name",
+        ])
+        .await
+        .expect("get");
+    assert_eq!(
+        names.lines().filter(|l| l.ends_with("/app")).count(),
+        7,
+        "{names}"
+    );
+    let data = sim
+        .kubectl(&[
+            "get",
+            "configmap",
+            "app",
+            "-o",
+            "jsonpath={.data.config\\.toml}",
+        ])
+        .await
+        .expect("get data");
+    assert_eq!(data, "domain = \"example.test\"\n");
+    let printed = sim
+        .kubectl(&["get", "configmap,serviceaccount", "app"])
+        .await
+        .expect("get printed");
+    let columns: Vec<Vec<&str>> = printed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|c: &Vec<&str>| c.len() >= 2)
+        .collect();
+    assert!(columns.contains(&vec!["NAME", "DATA", "AGE"]), "{printed}");
+    assert!(
+        columns.contains(&vec!["NAME", "SECRETS", "AGE"]),
+        "{printed}"
+    );
+    assert!(
+        columns.iter().any(|c| c[..2] == ["configmap/app", "1"]),
+        "{printed}"
+    );
+    assert!(
+        columns
+            .iter()
+            .any(|c| c[..2] == ["serviceaccount/app", "0"]),
+        "{printed}"
+    );
+    let role = sim
+        .get("clusterrolebindings", "", "app")
+        .expect("a cluster-scoped binding");
+    assert_eq!(role["subjects"][0]["namespace"], "default");
 }

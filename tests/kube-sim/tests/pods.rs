@@ -6,7 +6,7 @@ mod support;
 
 use kube_sim::{Sim, SimConfig};
 use serde_json::{Value, json};
-use support::{ECHO, WAIT, start, start_with};
+use support::{WAIT, echo, start, start_with};
 
 /// A Deployment `web` and Service `web` running `image` on port 8080.
 fn manifest(image: &str, replicas: u32, extra_container: Value, grace: u32) -> String {
@@ -97,7 +97,7 @@ async fn a_pod_is_ready_only_once_its_readiness_probe_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaled_down_pods_terminate_gracefully_and_leave_the_slice() {
     // This image ignores SIGTERM, so the pod stays terminating until the grace period ends.
-    let stubborn = format!("trap '' TERM; exec {ECHO} --exit-on-stdin-eof");
+    let stubborn = format!("trap '' TERM; exec {} --exit-on-stdin-eof", echo());
     let sim = start_with(SimConfig::default().image("example/stubborn", &stubborn)).await;
     sim.apply_yaml(&manifest("example/stubborn:1.0", 2, json!({}), 300))
         .expect("apply");
@@ -185,4 +185,69 @@ async fn an_image_without_a_command_waits_in_err_image_pull() {
     })
     .await
     .expect("waiting");
+}
+
+#[tokio::test]
+async fn a_container_gets_the_downward_api_expanded_args_and_a_kubeconfig_for_its_namespace() {
+    // The mapped image stands for an entrypoint that prints its arguments and environment;
+    // the container's args follow it.
+    let entrypoint = r#"exec /bin/sh -c 'printf "%s\n" "$@"; env; exec sleep 300' entrypoint"#;
+    let sim = start_with(SimConfig::default().image("example/env", entrypoint)).await;
+    sim.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
+        .expect("namespace");
+    let container = json!({
+        "name": "env",
+        "image": "example/env:1",
+        "env": [
+            {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "MY_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+            {"name": "MY_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        ],
+        "args": ["--listen=$(MY_IP):8080", "$$(MY_IP)"],
+    });
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "env", "namespace": "shop"},
+        "spec": {"containers": [container]},
+    });
+    sim.apply_yaml(&pod.to_string()).expect("pod");
+    // The output is not a store change that `wait_for` would see: poll for it.
+    tokio::time::timeout(WAIT, async {
+        while !sim.pod_log("shop", "env").contains("KUBECONFIG=") {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the pod's output");
+    let stored = sim.get("pods", "shop", "env").expect("the pod");
+    let ip = stored["status"]["podIP"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let log = sim.pod_log("shop", "env");
+    // The args, printed first, one per line.
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], format!("--listen={ip}:8080"), "{log}");
+    assert_eq!(lines[1], "$(MY_IP)", "an escaped reference stays literal");
+    for expected in [
+        format!("MY_IP={ip}"),
+        format!(
+            "MY_UID={}",
+            stored["metadata"]["uid"].as_str().unwrap_or_default()
+        ),
+        "MY_NODE=kube-sim".to_string(),
+        "POD_NAMESPACE=shop".to_string(),
+    ] {
+        assert!(log.lines().any(|l| l == expected), "{expected} in\n{log}");
+    }
+    let kubeconfig = log
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBECONFIG="))
+        .expect("KUBECONFIG");
+    let kubeconfig = std::fs::read_to_string(kubeconfig).expect("the kubeconfig exists");
+    assert!(
+        kubeconfig.contains(&format!("server: {}", sim.url())),
+        "{kubeconfig}"
+    );
+    assert!(kubeconfig.contains("namespace: shop"), "{kubeconfig}");
 }

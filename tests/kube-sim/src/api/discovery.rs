@@ -33,14 +33,18 @@ fn resource_list(group: &str, version: &str) -> Option<Value> {
     }
     let mut resources = Vec::new();
     for r in ResourceType::in_group_version(group, version) {
-        resources.push(json!({
+        let mut entry = json!({
             "name": r.plural,
-            "singularName": r.singular,
+            "singularName": r.singular(),
             "namespaced": r.namespaced,
             "kind": r.kind,
             "verbs": r.verbs(),
             "shortNames": r.short_names,
-        }));
+        });
+        if !r.categories().is_empty() {
+            entry["categories"] = json!(r.categories());
+        }
+        resources.push(entry);
         for sub in r.subresources {
             let mut entry = json!({
                 "name": format!("{}/{}", r.plural, sub.name),

@@ -278,6 +278,16 @@ const DELETE_OPTIONS: &[Field] = &[
     f(5, "dryRun", Str, Rep),
 ];
 
+const CONFIG_MAP: &[Field] = &[
+    f(1, "metadata", Msg(OBJECT_META), One),
+    f(2, "data", Str, M),
+    f(4, "immutable", Bool, Ptr),
+];
+const SERVICE_ACCOUNT: &[Field] = &[
+    f(1, "metadata", Msg(OBJECT_META), One),
+    f(4, "automountServiceAccountToken", Bool, Ptr),
+];
+
 /// The message of each kind that can arrive in protobuf.
 fn schema(kind: &str) -> Option<&'static [Field]> {
     Some(match kind {
@@ -286,6 +296,8 @@ fn schema(kind: &str) -> Option<&'static [Field]> {
         "Deployment" => DEPLOYMENT,
         "Pod" => POD,
         "Lease" => LEASE,
+        "ConfigMap" => CONFIG_MAP,
+        "ServiceAccount" => SERVICE_ACCOUNT,
         "DeleteOptions" => DELETE_OPTIONS,
         _ => return None,
     })

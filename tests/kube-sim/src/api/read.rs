@@ -1,5 +1,5 @@
 //! Reads: get of one object (and its `status`, `scale` and `log` subresources) and list of a
-//! collection filtered by label and field selectors.
+//! collection filtered by label and field selectors, as JSON or, when asked, as a `Table`.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::request::{Query, Target};
 use super::status::ApiError;
+use super::table::TableFormat;
 use super::{Body, Call, Context, convert, full, json_response, scale};
 use crate::resources::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -123,10 +124,21 @@ pub fn get(context: &Context, call: &Call) -> Result<Response<Body>, ApiError> {
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             Ok(response)
         }
-        _ => Ok(json_response(
+        Some(_) => Ok(json_response(
             StatusCode::OK,
             &convert::present(call.target.resource, &object),
         )),
+        None => match TableFormat::negotiate(&call.accept, &call.query)? {
+            Some(format) => {
+                let rv = crate::meta::str_at(&object, "/metadata/resourceVersion");
+                let table = format.table(call.target.resource, [&*object], rv, true);
+                Ok(format.response(&table))
+            }
+            None => Ok(json_response(
+                StatusCode::OK,
+                &convert::present(call.target.resource, &object),
+            )),
+        },
     }
 }
 
@@ -147,6 +159,10 @@ pub fn list(context: &Context, call: &Call) -> Result<Response<Body>, ApiError> 
     let filter = Filter::new(&call.target, &call.query)?;
     let (items, rv) = matching(context, call, &filter);
     let resource = call.target.resource;
+    if let Some(format) = TableFormat::negotiate(&call.accept, &call.query)? {
+        let table = format.table(resource, items.iter().map(|o| &**o), &rv.to_string(), true);
+        return Ok(format.response(&table));
+    }
     let list = json!({
         "kind": format!("{}List", resource.kind),
         "apiVersion": resource.api_version(),

@@ -86,6 +86,12 @@ impl ApiError {
         )
     }
 
+    /// 500 with no reason: what the API server answers for a failure that is not a Status
+    /// (its `StatusReasonUnknown`).
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
+    }
+
     /// 422 Invalid.
     pub fn invalid(resource: &ResourceType, name: &str, message: impl Into<String>) -> Self {
         let message = format!(
@@ -130,6 +136,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty()
+            && let Some(map) = status.as_object_mut()
+        {
+            // An unknown reason is empty, which Go leaves out.
+            map.remove("reason");
+        }
         let mut details = self.details.clone();
         if let Some(secs) = self.retry_after {
             let d = details.get_or_insert_with(|| json!({}));

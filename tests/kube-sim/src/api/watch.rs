@@ -2,7 +2,9 @@
 //! ADDED, MODIFIED, DELETED, BOOKMARK, and ERROR carrying a 410 `Expired` Status when the
 //! requested resourceVersion is older than the kept history. Honours `resourceVersion`,
 //! `allowWatchBookmarks`, `sendInitialEvents`, `timeoutSeconds` and the selectors; ends when
-//! the watches are closed by a fault, the client goes away, or the store's feed overflows.
+//! the watches are closed by a fault, the client goes away, or the store's feed overflows. A
+//! watch asked for as a `Table` sends each object as a one-row `Table`, with the column
+//! definitions on the first event only.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -20,6 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::read::{Filter, matching};
 use super::status::ApiError;
+use super::table::TableFormat;
 use super::{Body, Call, Context, convert};
 use crate::resources::ResourceType;
 use crate::store::{Change, ChangeKind, StoreError, Subscription};
@@ -91,12 +94,14 @@ pub fn start(context: &Context, call: &Call) -> Result<Response<Body>, ApiError>
                 .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?,
         ),
     };
+    let table = TableFormat::negotiate(&call.accept, &call.query)?;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let mut response = Response::new(ChannelBody(rx).boxed());
     *response.status_mut() = StatusCode::OK;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let content_type = table.map_or(HeaderValue::from_static("application/json"), |t| {
+        t.content_type()
+    });
+    response.headers_mut().insert(CONTENT_TYPE, content_type);
 
     let subscription = match context.store.watch(since) {
         Ok(s) => s,
@@ -117,6 +122,8 @@ pub fn start(context: &Context, call: &Call) -> Result<Response<Body>, ApiError>
         tx,
         filter,
         resource,
+        table,
+        headers_sent: false,
         bookmarks: call.query.flag("allowWatchBookmarks"),
         initial_end: call.query.flag("sendInitialEvents"),
         timeout: call
@@ -133,6 +140,10 @@ struct Stream {
     tx: mpsc::Sender<Bytes>,
     filter: Filter,
     resource: &'static ResourceType,
+    /// Objects are sent as one-row Tables in this format, when set.
+    table: Option<TableFormat>,
+    /// Whether a Table with column definitions was sent already.
+    headers_sent: bool,
     bookmarks: bool,
     initial_end: bool,
     timeout: Option<Duration>,
@@ -140,7 +151,7 @@ struct Stream {
 
 impl Stream {
     async fn run(
-        self,
+        mut self,
         subscription: Subscription,
         initial: Option<(Vec<Arc<Value>>, u64)>,
         since: u64,
@@ -155,8 +166,8 @@ impl Stream {
         let mut seen = since;
         if let Some((objects, rv)) = initial {
             for object in objects {
-                let object = convert::present(self.resource, &object);
-                if self.tx.send(event("ADDED", &object)).await.is_err() {
+                let added = self.event("ADDED", &object);
+                if self.tx.send(added).await.is_err() {
                     return;
                 }
             }
@@ -203,8 +214,21 @@ impl Stream {
         }
     }
 
+    /// The event line for a stored object: as the resource presents it, or as a one-row Table.
+    fn event(&mut self, kind: &str, stored: &Value) -> Bytes {
+        match self.table {
+            Some(format) => {
+                let rv = crate::meta::str_at(stored, "/metadata/resourceVersion");
+                let table = format.table(self.resource, [stored], rv, !self.headers_sent);
+                self.headers_sent = true;
+                event(kind, &table)
+            }
+            None => event(kind, &convert::present(self.resource, stored)),
+        }
+    }
+
     /// Sends a change if this watch sees it; false once the client is gone.
-    async fn forward(&self, change: &Change, seen: &mut u64) -> bool {
+    async fn forward(&mut self, change: &Change, seen: &mut u64) -> bool {
         if change.rv <= *seen {
             return true;
         }
@@ -214,8 +238,8 @@ impl Stream {
         }
         match seen_as(change, &self.filter) {
             Some(kind) => {
-                let object = convert::present(self.resource, &change.object);
-                self.tx.send(event(kind, &object)).await.is_ok()
+                let line = self.event(kind, &change.object);
+                self.tx.send(line).await.is_ok()
             }
             None => true,
         }

@@ -143,6 +143,14 @@ fn create_value(context: &Context, call: &Call, mut object: Value) -> Result<Val
     {
         map.remove("status");
     }
+    // As etcd3's store: a resourceVersion that parses to a non-zero number is refused with a
+    // 500 (the message is not a Status), anything else is dropped.
+    let sent = meta::str_at(&object, "/metadata/resourceVersion");
+    if sent.parse::<u64>().is_ok_and(|rv| rv != 0) {
+        return Err(ApiError::internal(
+            "resourceVersion should not be set on objects to be created",
+        ));
+    }
     meta::metadata_mut(&mut object).remove("resourceVersion");
     defaults::apply(resource, &mut object)?;
     Ok((*context.store.create(resource, object)?).clone())
@@ -360,13 +368,14 @@ pub fn apply(context: &Context, mut object: Value) -> Result<Value, ApiError> {
         verb: super::request::Verb::Create,
         query: super::request::Query::default(),
         content_type: "application/json".into(),
+        accept: "application/json".into(),
         body: bytes::Bytes::new(),
     };
     let key = key(&call.target);
+    meta::metadata_mut(&mut object).remove("resourceVersion");
     if call.target.name.is_none() || context.store.get(&key).is_none() {
         return create_value(context, &call, object);
     }
-    meta::metadata_mut(&mut object).remove("resourceVersion");
     let updated = context.store.modify(&key, |current| {
         merge_write(resource, None, current, object.clone()).map(Some)
     })?;

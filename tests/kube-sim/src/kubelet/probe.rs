@@ -1,6 +1,7 @@
 //! Readiness probes as the kubelet runs them: `httpGet` (a 200–399 answer), `tcpSocket` (a
 //! connection) and `exec` (exit code 0), each bounded by `timeoutSeconds`, with the probe's
-//! delays and thresholds (Kubernetes defaults when absent), all scaled by the time scale.
+//! delays and thresholds (Kubernetes defaults when absent), all scaled by the time scale; and
+//! how consecutive results add up to readiness.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -126,4 +127,82 @@ async fn http_get(host: &str, port: u16, path: &str, headers: Option<&Value>) ->
     stream.read_exact(&mut head).await.ok()?;
     let code: u16 = std::str::from_utf8(&head[9..12]).ok()?.parse().ok()?;
     Some((200..400).contains(&code))
+}
+
+/// Consecutive probe results and the readiness they add up to.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub(crate) struct Readiness {
+    successes: u32,
+    failures: u32,
+    /// Whether the results so far make the container ready.
+    pub(crate) ready: bool,
+}
+
+impl Readiness {
+    /// A container that just started: ready at once without a probe (as in Kubernetes),
+    /// otherwise not until the probe passes.
+    pub(crate) fn starting(probe: Option<&Probe>) -> Self {
+        Self {
+            ready: probe.is_none(),
+            ..Self::default()
+        }
+    }
+
+    /// Counts one probe result against the probe's thresholds.
+    pub(crate) fn record(&mut self, passed: bool, probe: &Probe) {
+        if passed {
+            self.successes += 1;
+            self.failures = 0;
+            if self.successes >= probe.success_threshold {
+                self.ready = true;
+            }
+        } else {
+            self.failures += 1;
+            self.successes = 0;
+            if self.failures >= probe.failure_threshold || !self.ready {
+                self.ready = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn probe(success_threshold: u32, failure_threshold: u32) -> Probe {
+        let container = json!({"readinessProbe": {
+            "tcpSocket": {"port": 80},
+            "successThreshold": success_threshold,
+            "failureThreshold": failure_threshold,
+        }});
+        Probe::from_container(&container, &SimConfig::default()).expect("a probe")
+    }
+
+    #[test]
+    fn readiness_needs_the_success_threshold_in_a_row() {
+        let probe = probe(2, 3);
+        let mut readiness = Readiness::default();
+        readiness.record(true, &probe);
+        assert!(!readiness.ready);
+        readiness.record(false, &probe);
+        readiness.record(true, &probe);
+        assert!(!readiness.ready, "the failure reset the count");
+        readiness.record(true, &probe);
+        assert!(readiness.ready);
+    }
+
+    #[test]
+    fn a_ready_container_stays_ready_until_the_failure_threshold() {
+        let probe = probe(1, 3);
+        let mut readiness = Readiness::default();
+        readiness.record(true, &probe);
+        readiness.record(false, &probe);
+        readiness.record(false, &probe);
+        assert!(readiness.ready);
+        readiness.record(false, &probe);
+        assert!(!readiness.ready);
+    }
 }

@@ -1,6 +1,6 @@
 //! Pod processes: choosing the command for an image, allocating the pod's loopback address,
-//! spawning the process in its own process group with the pod's environment and a log file,
-//! and the table of live processes used to signal, crash and finally kill them all.
+//! spawning the process in its own process group with the pod's environment (see `env`) and a
+//! log file, and the table of live processes used to signal, crash and finally kill them all.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
+use super::env;
 use crate::config::{ECHO_IMAGE, SimConfig};
 use crate::meta;
 
@@ -23,10 +24,8 @@ pub(crate) enum StartError {
     #[error("image {0:?} has no command mapping (use --image NAME=COMMAND)")]
     UnknownImage(String),
     /// The echo server binary was not found.
-    #[error(
-        "kube-sim-echo was not found next to the executable or on PATH; build it (cargo build -p kube-sim --bins) or set KUBE_SIM_ECHO"
-    )]
-    EchoMissing,
+    #[error(transparent)]
+    EchoMissing(#[from] activator_echo::NotBuilt),
     /// Spawning failed.
     #[error("starting {command:?}: {source}")]
     Spawn {
@@ -56,72 +55,88 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// Finds the echo server: `KUBE_SIM_ECHO`, next to the running executable (or its parent
-/// directory, where cargo puts binaries relative to test executables), or on `PATH`.
-fn echo_command() -> Option<String> {
-    if let Ok(explicit) = std::env::var("KUBE_SIM_ECHO") {
-        return Some(explicit);
-    }
-    let name = "kube-sim-echo";
-    let exe = std::env::current_exe().ok()?;
-    let dirs = exe.ancestors().skip(1).take(2).map(Path::to_path_buf);
-    let path_dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    dirs.chain(path_dirs)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .map(|p| shell_quote(&p.to_string_lossy()))
+/// The echo server's command: `activator-echo` where [`activator_echo::locate`] finds it.
+fn echo_command() -> Result<String, StartError> {
+    let path = activator_echo::locate()?;
+    Ok(shell_quote(&path.to_string_lossy()))
 }
 
-/// The shell command to run for a container, with placeholders not yet filled.
+/// What runs for a container: a shell snippet (with `{ip}`, `{port}`, `{name}` and
+/// `{namespace}` still to fill) followed by words that are expanded (`$(VAR)`) and quoted.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ContainerCommand {
+    shell: String,
+    words: Vec<String>,
+}
+
+/// The command for a container. A mapped image (or the echo image) stands for the image's
+/// entrypoint, so the container's `args` follow it (its `command` is not used); any other image
+/// runs the container's own `command` and `args`.
 ///
 /// # Errors
-/// When the image is unknown and the container names no command.
-pub(crate) fn command_for(config: &SimConfig, container: &Value) -> Result<String, StartError> {
+/// When the image is unknown and the container names no command, or the echo binary is missing.
+pub(crate) fn command_for(
+    config: &SimConfig,
+    container: &Value,
+) -> Result<ContainerCommand, StartError> {
     let image = meta::str_at(container, "/image");
     let name = image_name(image);
+    let strings = |field: &str| -> Vec<String> {
+        container
+            .get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    };
     let mapped = config
         .images
         .iter()
         .find(|m| m.image == image || m.image == name)
         .map(|m| m.command.clone());
-    if let Some(command) = mapped {
-        return Ok(command);
-    }
-    if name == ECHO_IMAGE {
-        let echo = config.echo_command.clone().or_else(echo_command);
-        return echo
-            .map(|e| format!("exec {e} --exit-on-stdin-eof"))
-            .ok_or(StartError::EchoMissing);
-    }
-    let words: Vec<String> = ["command", "args"]
-        .iter()
-        .filter_map(|f| container.get(*f).and_then(Value::as_array))
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(shell_quote)
-        .collect();
-    if words.is_empty() {
-        return Err(StartError::UnknownImage(image.to_string()));
-    }
-    Ok(format!("exec {}", words.join(" ")))
+    let shell = match mapped {
+        Some(command) => command,
+        None if name == ECHO_IMAGE => {
+            let echo = match &config.echo_command {
+                Some(command) => command.clone(),
+                None => echo_command()?,
+            };
+            format!("exec {echo} --exit-on-stdin-eof")
+        }
+        None => {
+            let mut words = strings("command");
+            words.extend(strings("args"));
+            if words.is_empty() {
+                return Err(StartError::UnknownImage(image.to_string()));
+            }
+            return Ok(ContainerCommand {
+                shell: "exec".to_string(),
+                words,
+            });
+        }
+    };
+    Ok(ContainerCommand {
+        shell,
+        words: strings("args"),
+    })
 }
 
 /// Everything needed to start one container process.
 pub(crate) struct Launch<'a> {
-    /// Shell command with placeholders.
-    pub command: &'a str,
+    /// What to run.
+    pub command: &'a ContainerCommand,
+    /// The pod (for its name, namespace and the downward API).
+    pub pod: &'a Value,
     /// The container spec (for `env` and `ports`).
     pub container: &'a Value,
-    /// Pod name and namespace.
-    pub name: &'a str,
-    /// Pod namespace.
-    pub namespace: &'a str,
     /// Pod address.
     pub ip: Ipv4Addr,
     /// Log file.
     pub log: &'a Path,
+    /// The kubeconfig the container gets in `KUBECONFIG`.
+    pub kubeconfig: &'a Path,
 }
 
 /// Starts a container's process in a new process group. Its stdin is a pipe kept open by the
@@ -136,13 +151,18 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Child, StartError> {
         .and_then(Value::as_i64)
         .map(|p| p.to_string())
         .unwrap_or_default();
-    let ip = launch.ip.to_string();
-    let command = launch
+    let defined = env::container_env(launch.pod, launch.container, launch.ip);
+    let mut command = launch
         .command
-        .replace("{ip}", &ip)
+        .shell
+        .replace("{ip}", &launch.ip.to_string())
         .replace("{port}", &port)
-        .replace("{name}", launch.name)
-        .replace("{namespace}", launch.namespace);
+        .replace("{name}", meta::name(launch.pod))
+        .replace("{namespace}", meta::namespace(launch.pod));
+    for word in &launch.command.words {
+        command.push(' ');
+        command.push_str(&shell_quote(&env::expand(word, &defined)));
+    }
     let spawn_error = |source| StartError::Spawn {
         command: command.clone(),
         source,
@@ -156,33 +176,13 @@ pub(crate) fn spawn(launch: &Launch<'_>) -> Result<Child, StartError> {
     let mut cmd = Command::new("/bin/sh");
     cmd.arg("-c")
         .arg(&command)
-        .env("POD_IP", &ip)
-        .env("POD_NAME", launch.name)
-        .env("POD_NAMESPACE", launch.namespace)
-        .env("HOSTNAME", launch.name)
+        .envs(env::node_env(launch.pod, launch.ip, launch.kubeconfig))
+        .envs(defined)
         .stdin(Stdio::piped())
         .stdout(log)
         .stderr(log_err)
         .process_group(0)
         .kill_on_drop(true);
-    for var in launch
-        .container
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let value = match var
-            .pointer("/valueFrom/fieldRef/fieldPath")
-            .and_then(Value::as_str)
-        {
-            Some("status.podIP") => ip.clone(),
-            Some("metadata.name") => launch.name.to_string(),
-            Some("metadata.namespace") => launch.namespace.to_string(),
-            _ => meta::str_at(var, "/value").to_string(),
-        };
-        cmd.env(meta::str_at(var, "/name"), value);
-    }
     cmd.spawn().map_err(spawn_error)
 }
 

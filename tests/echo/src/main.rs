@@ -1,0 +1,66 @@
+//! `activator-echo`: reads its options, waits the startup delay, listens, prints
+//! `activator-echo listening on ADDR`, and serves until killed, SIGTERM (after the term delay),
+//! or the end of its standard input (with `--exit-on-stdin-eof`). See the crate documentation
+//! for what it answers.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use activator_echo::{Options, options::USAGE};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let options = match Options::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("activator-echo: {error}; {USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(delay) = options.term_delay {
+        exit_after_sigterm(delay);
+    }
+    if options.exit_on_stdin_eof {
+        exit_when_stdin_closes();
+    }
+    tokio::time::sleep(options.startup_delay).await;
+    let address = options.address();
+    let listener = match TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("activator-echo: cannot listen on {address}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(address);
+    println!("activator-echo listening on {bound}");
+    activator_echo::serve(listener, options.hostname).await;
+    ExitCode::SUCCESS
+}
+
+/// Keeps serving for `delay` after SIGTERM, like a server finishing its work before it exits.
+fn exit_after_sigterm(delay: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        term.recv().await;
+        tokio::time::sleep(delay).await;
+        std::process::exit(0);
+    });
+}
+
+/// Exits once standard input reaches its end, so a process whose parent died goes too.
+fn exit_when_stdin_closes() {
+    tokio::spawn(async {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 64];
+        while matches!(stdin.read(&mut buffer).await, Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+}
