@@ -15,4 +15,5 @@ mod e2e {
     mod requests;
     mod routing;
     mod scaling;
+    mod tenancy;
 }

@@ -323,3 +323,38 @@ async fn an_idempotent_request_to_a_replica_that_just_died_is_replayed() {
     }
     activator.stop().await;
 }
+
+#[tokio::test]
+async fn the_global_bound_on_held_requests_answers_503_whichever_route_asks() {
+    let activator = Activator::start(&format!(
+        "[limits]\nmax_queued_total = 2\n{}{}",
+        never_ready("one", "cold_start_timeout = \"20s\""),
+        never_ready("two", "cold_start_timeout = \"20s\"")
+    ))
+    .await;
+    let held = [
+        activator.spawn_get(&host("one"), "/"),
+        activator.spawn_get(&host("two"), "/"),
+    ];
+    activator
+        .wait_route("one", "holding", |r| r.queued == 1)
+        .await;
+    activator
+        .wait_route("two", "holding", |r| r.queued == 1)
+        .await;
+    for route in ["one", "two"] {
+        let refused = activator.get(&host(route), "/").await;
+        assert_eq!(refused.status, 503, "{route}");
+        assert_eq!(refused.headers["x-activator-error"], "queue_full");
+        assert!(refused.headers.contains_key("retry-after"));
+        assert!(
+            refused.text().contains("max_queued_total"),
+            "{}",
+            refused.text()
+        );
+    }
+    for request in held {
+        request.abort();
+    }
+    activator.stop().await;
+}

@@ -65,7 +65,7 @@ spec:
 }
 
 /// A simulator whose echo image runs `activator-echo` on the pod's address.
-async fn sim(time_scale: f64) -> Sim {
+pub(super) async fn sim(time_scale: f64) -> Sim {
     let config = SimConfig {
         time_scale,
         images: vec![ImageMapping {
@@ -78,7 +78,7 @@ async fn sim(time_scale: f64) -> Sim {
 }
 
 /// An activator in Kubernetes mode against `sim`, ready once its caches synced.
-async fn activator(sim: &Sim, toml: &str) -> Activator {
+pub(super) async fn activator(sim: &Sim, toml: &str) -> Activator {
     activator_in(sim, toml, None).await
 }
 
