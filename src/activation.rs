@@ -182,8 +182,12 @@ impl Activation {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leases an endpoint for one request, holding the request until a replica is ready.
-    pub(crate) async fn acquire(&self) -> Result<Lease, ActivationError> {
+    /// Leases an endpoint for one request, holding the request until a replica is ready: at most
+    /// the route's cold-start timeout, or `deadline` if the client gives up sooner.
+    pub(crate) async fn acquire(
+        &self,
+        deadline: Option<Duration>,
+    ) -> Result<Lease, ActivationError> {
         // Fast path, unless others are already waiting (they go first).
         if self.stats.queued_now() == 0
             && let Some(lease) = self.try_lease()
@@ -217,7 +221,10 @@ impl Activation {
                 notified.await;
             }
         };
-        match tokio::time::timeout(spec.settings.cold_start_timeout, wait).await {
+        let limit = deadline.map_or(spec.settings.cold_start_timeout, |d| {
+            d.min(spec.settings.cold_start_timeout)
+        });
+        match tokio::time::timeout(limit, wait).await {
             Ok(result) => result,
             Err(_) => Err(ActivationError::Timeout {
                 waited: started.elapsed(),
@@ -644,7 +651,7 @@ mod tests {
         let held: Vec<_> = (0..3)
             .map(|_| {
                 let activation = Arc::clone(&activation);
-                tokio::spawn(async move { activation.acquire().await.map(|_| ()) })
+                tokio::spawn(async move { activation.acquire(None).await.map(|_| ()) })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(10)).await;

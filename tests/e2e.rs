@@ -8,6 +8,7 @@ mod e2e {
     mod binary;
     mod bursts;
     mod deploy;
+    mod grpc;
     mod kube;
     mod limits;
     mod manifests;

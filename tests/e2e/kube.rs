@@ -66,12 +66,18 @@ spec:
 
 /// A simulator whose echo image runs `activator-echo` on the pod's address.
 pub(super) async fn sim(time_scale: f64) -> Sim {
+    sim_with(time_scale, Vec::new()).await
+}
+
+/// Like [`sim`], with more image mappings.
+pub(super) async fn sim_with(time_scale: f64, mut images: Vec<ImageMapping>) -> Sim {
+    images.push(ImageMapping {
+        image: "mendhak/http-https-echo".into(),
+        command: format!("exec {} --bind {{ip}} --port {{port}}", echo()),
+    });
     let config = SimConfig {
         time_scale,
-        images: vec![ImageMapping {
-            image: "mendhak/http-https-echo".into(),
-            command: format!("exec {} --bind {{ip}} --port {{port}}", echo()),
-        }],
+        images,
         ..SimConfig::default()
     };
     Sim::start(config).await.expect("kube-sim starts")
