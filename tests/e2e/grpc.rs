@@ -259,3 +259,27 @@ spec:
     activator.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_http1_client_reaches_an_h2c_replica_and_keeps_its_host() {
+    let route = format!(
+        "[[routes]]\nname = \"h2\"\nupstream_protocol = \"h2c\"\n\
+         [routes.process]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\n",
+        echo()
+    );
+    let activator = Activator::start(&route).await;
+    let answer = activator.get(&host("h2"), "/who?x=1").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let echo = answer.json();
+    assert_eq!(
+        echo["version"], "HTTP/2.0",
+        "the replica was spoken to in HTTP/2"
+    );
+    assert_eq!(echo["path"], "/who");
+    assert_eq!(
+        echo["hostname"],
+        host("h2"),
+        "the routed host became :authority"
+    );
+    activator.stop().await;
+}
