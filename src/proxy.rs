@@ -125,6 +125,7 @@ impl Proxy {
             .grpc
             .then(|| request.headers().get("grpc-timeout").and_then(grpc_timeout))
             .flatten();
+        let version = request.version();
         let guard = route.stats().begin();
         let forwarding = &shared.settings.forwarding;
         match shared
@@ -138,6 +139,7 @@ impl Proxy {
                     allowed_upgrades: &forwarding.allowed_upgrades,
                     activity,
                     deadline,
+                    version,
                 },
                 guard,
                 arrived,

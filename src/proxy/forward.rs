@@ -64,6 +64,8 @@ pub(crate) struct Context<'a> {
     pub(crate) activity: &'a Arc<Activity>,
     /// The client gives up after this (gRPC's `grpc-timeout`): a held request waits no longer.
     pub(crate) deadline: Option<Duration>,
+    /// The HTTP version the client spoke.
+    pub(crate) version: Version,
 }
 
 impl Upstream {
@@ -213,6 +215,9 @@ impl Upstream {
             return Ok(response.map(|_| crate::body::empty()));
         }
         headers::strip_hop_by_hop(response.headers_mut(), false);
+        // The client gets the HTTP version it spoke, whatever the replica answered in (an
+        // HTTP/1.0 replica's status line would otherwise cost an HTTP/1.1 client its keep-alive).
+        *response.version_mut() = context.version;
         context.activity.set_stream_idle(stream_idle);
         let done = Done {
             route: Arc::clone(route),
