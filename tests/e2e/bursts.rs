@@ -63,7 +63,9 @@ async fn an_http11_client_of_an_http10_replica_gets_http11_and_keeps_its_connect
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let activator = Activator::start(&python_route("py", dir.path())).await;
-    let mut conn = tokio::net::TcpStream::connect(activator.proxy).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(activator.proxy)
+        .await
+        .unwrap();
     let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host("py"));
     for round in 0..2 {
         conn.write_all(request.as_bytes()).await.unwrap();

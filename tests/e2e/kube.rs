@@ -648,3 +648,47 @@ async fn a_route_scaled_up_by_hand_after_going_idle_serves_at_once() {
     activator.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn pods_that_crash_or_cannot_pull_their_image_fail_requests_fast() {
+    let sim = super::kube::sim_with(
+        0.01,
+        vec![ImageMapping {
+            image: "example/crashes".into(),
+            command: "echo cannot open database >&2; exit 3".into(),
+        }],
+    )
+    .await;
+    let crashing = workload(
+        "crashy",
+        &[("activator.dev/cold-start-timeout", "60s")],
+        "/",
+    )
+    .replace("mendhak/http-https-echo", "example/crashes");
+    let missing = workload(
+        "missing",
+        &[("activator.dev/cold-start-timeout", "60s")],
+        "/",
+    )
+    .replace("mendhak/http-https-echo", "example/no-such-image");
+    sim.apply_yaml(&format!("{crashing}---\n{missing}"))
+        .unwrap();
+    let activator = activator(&sim, "").await;
+    for (route, reason) in [("crashy", "CrashLoopBackOff"), ("missing", "ErrImagePull")] {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(20), activator.get(&host(route), "/"))
+                .await
+                .expect("answered long before the 60s cold-start timeout");
+        assert_eq!(answer.status, 503, "{route}: {}", answer.text());
+        assert_eq!(answer.headers["x-activator-error"], "replica_failed");
+        let status = activator.route(route).await;
+        assert_eq!(status.state.as_str(), "failed", "{route}");
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.contains(reason),
+            "{route}: /routes says why: {message}"
+        );
+    }
+    activator.stop().await;
+    sim.shutdown().await;
+}

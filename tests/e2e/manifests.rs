@@ -80,13 +80,14 @@ fn rights(objects: &[serde_yaml::Value], kind: &str) -> Vec<(String, Vec<String>
     rights
 }
 
-/// Exactly what the code calls: watches of Deployments, Services and EndpointSlices; get and
-/// patch of the scale subresource; Events through events.k8s.io.
+/// Exactly what the code calls: watches of Deployments, Services and EndpointSlices; lists of a
+/// starting route's pods; get and patch of the scale subresource; Events through events.k8s.io.
 fn needed() -> Vec<(String, Vec<String>)> {
     let mut needed: Vec<(String, Vec<String>)> = [
         ("apps/deployments", &["list", "watch"][..]),
         ("apps/deployments/scale", &["get", "patch"]),
         ("/services", &["list", "watch"]),
+        ("/pods", &["list"]),
         ("discovery.k8s.io/endpointslices", &["list", "watch"]),
         ("events.k8s.io/events", &["create", "patch"]),
     ]
