@@ -155,21 +155,42 @@ async fn grpc_clients_get_the_activators_own_answers_as_grpc_statuses() {
 
 #[tokio::test]
 async fn a_held_grpc_call_waits_no_longer_than_its_grpc_timeout() {
+    use http_body_util::{BodyExt, Full};
     let never = "[[routes]]\nname = \"never\"\ncold_start_timeout = \"60s\"\n\
                  [routes.process]\ncommand = [\"sleep\", \"600\"]\n";
     let activator = Activator::start(never).await;
-    let result = call(activator.proxy, &host("never"), "0.5", &["unary"]).await;
-    assert_eq!(result["unary"]["code"], "DEADLINE_EXCEEDED", "{result}");
-    // The activator let the call go at its deadline rather than holding it for 60s.
-    super::support::wait_until("the held call answered and gone", || async {
-        let metrics = activator.metrics().await;
-        metric(
-            &metrics,
-            r#"activator_requests_rejected_total{reason="cold_start_timeout",route="never"}"#,
-        ) == 1.0
-            && activator.route("never").await.queued == 0
-    })
-    .await;
+    // An HTTP/2 client that sends grpc-timeout but never gives up itself: the answer it gets is
+    // the activator's.
+    let stream = tokio::net::TcpStream::connect(activator.proxy)
+        .await
+        .unwrap();
+    let (mut send, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{}/echo.Echo/Unary", host("never")))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "300m")
+        .body(Full::new(bytes::Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        send.send_request(request),
+    )
+    .await
+    .expect("answered at the call's deadline, not the route's 60s")
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert_eq!(
+        response.headers()["x-activator-error"],
+        "cold_start_timeout"
+    );
+    let _ = response.into_body().collect().await;
+    assert_eq!(activator.route("never").await.queued, 0);
     activator.stop().await;
 }
 
