@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::balancer::{Backends, Lease};
 use crate::metrics::RouteMetrics;
-use crate::provider::{Provider, Report, ScaleRequest, Scaled};
+use crate::provider::{Cause, Provider, Report, ScaleRequest, Scaled};
 use crate::spec::RouteSpec;
 use crate::stats::{HoldBudget, QueueFull, RouteStats};
 use replicas::{Adopted, Replicas};
@@ -114,12 +114,34 @@ pub(crate) enum ActivationError {
         /// Until the next attempt.
         retry_in: Duration,
     },
+    /// No replica is ready and the request is a browser's on a route with a waiting page: the
+    /// route is starting, and the browser is told so rather than held.
+    #[error("starting; a waiting page was sent")]
+    Starting,
     /// The route went away while the request waited.
     #[error("route removed")]
     RouteRemoved,
     /// The activator is shutting down.
     #[error("shutting down")]
     ShuttingDown,
+}
+
+/// How a request may be held.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Hold {
+    /// The client gives up after this (gRPC's `grpc-timeout`); at most the cold-start timeout.
+    pub(crate) deadline: Option<Duration>,
+    /// Rather than hold it while no replica is ready, answer with the waiting page.
+    pub(crate) waiting_page: bool,
+}
+
+/// An endpoint leased for one request.
+#[derive(Debug)]
+pub(crate) struct Granted {
+    /// The lease.
+    pub(crate) lease: Lease,
+    /// How long the request waited for a cold start, if it arrived with no replica ready.
+    pub(crate) cold_start: Option<Duration>,
 }
 
 /// A route's activation: hold queue, gate, replica count and the provider driver.
@@ -151,6 +173,8 @@ struct State {
     problem: Option<(String, bool)>,
     /// Replicas keep failing to start: requests are refused at once until then.
     failing_until: Option<Instant>,
+    /// Why the wanted count is what it is.
+    cause: Cause,
 }
 
 impl std::fmt::Debug for Activation {
@@ -194,18 +218,24 @@ impl Activation {
 
     /// Leases an endpoint for one request, holding the request until a replica is ready: at most
     /// the route's cold-start timeout, or `deadline` if the client gives up sooner.
-    pub(crate) async fn acquire(
-        &self,
-        deadline: Option<Duration>,
-    ) -> Result<Lease, ActivationError> {
+    pub(crate) async fn acquire(&self, hold: Hold) -> Result<Granted, ActivationError> {
         // Fast path, unless others are already waiting (they go first).
         if self.stats.queued_now() == 0
             && let Some(lease) = self.try_lease()
         {
-            return Ok(lease);
+            return Ok(Granted {
+                lease,
+                cold_start: None,
+            });
         }
         self.check_closed()?;
         self.check_failing()?;
+        let cold = self.backends.ready_count() == 0;
+        if hold.waiting_page && cold {
+            // A browser gets a page that reloads itself instead of a blank wait; the route starts.
+            self.activate(Instant::now());
+            return Err(ActivationError::Starting);
+        }
         let spec = self.spec.load();
         let max = spec.settings.max_queued;
         let _held = match self.stats.enqueue(max, &self.budget) {
@@ -226,14 +256,17 @@ impl Activation {
                 notified.as_mut().enable();
                 self.check_closed()?;
                 if let Some(lease) = self.try_lease() {
-                    return Ok(lease);
+                    return Ok(Granted {
+                        lease,
+                        cold_start: cold.then(|| started.elapsed()),
+                    });
                 }
                 self.check_failing()?;
                 self.activate(started);
                 notified.await;
             }
         };
-        let limit = deadline.map_or(spec.settings.cold_start_timeout, |d| {
+        let limit = hold.deadline.map_or(spec.settings.cold_start_timeout, |d| {
             d.min(spec.settings.cold_start_timeout)
         });
         match tokio::time::timeout(limit, wait).await {
@@ -331,22 +364,29 @@ impl Activation {
         }
         let replicas = self.spec.load().settings.scaling.activation_replicas();
         state.replicas.set(replicas, Instant::now());
+        state.cause = Cause::Requests {
+            held: self.stats.queued_now(),
+        };
         drop(state);
         tracing::info!(route = %self.id, replicas, "activating: request held with no replica ready");
         self.decided();
     }
 
-    /// Asks for `replicas` replicas (the scaler's decision).
-    pub(crate) fn scale_to(&self, replicas: u32) {
-        if self.state().replicas.set(replicas, Instant::now()) {
+    /// Asks for `replicas` replicas (the scaler's decision, for `cause`).
+    pub(crate) fn scale_to(&self, replicas: u32, cause: Cause) {
+        let mut state = self.state();
+        if state.replicas.set(replicas, Instant::now()) {
+            state.cause = cause;
+            drop(state);
             self.decided();
         }
     }
 
-    /// Scales to zero unless a request is open; returns whether it did.
-    pub(crate) fn scale_to_zero_if_unused(&self) -> bool {
+    /// Scales to zero unless a request is open (the route was idle for `idle_for`); returns
+    /// whether it did.
+    pub(crate) fn scale_to_zero_if_unused(&self, idle_for: Option<Duration>) -> bool {
         self.begin_scale_down()
-            .is_some_and(|scale_down| scale_down.commit())
+            .is_some_and(|scale_down| scale_down.commit(idle_for))
     }
 
     /// The first half of a scale-to-zero decision: closes the gate. `None` if the route wants no
@@ -399,15 +439,24 @@ impl Activation {
             let decided = self.decided.notified();
             tokio::pin!(decided);
             decided.as_mut().enable();
-            let Some(step) = self.state().replicas.next_step() else {
-                return;
+            let (step, mut cause) = {
+                let mut state = self.state();
+                let Some(step) = state.replicas.next_step() else {
+                    return;
+                };
+                (step, state.cause)
             };
+            if let Cause::Requests { held } = &mut cause {
+                // The burst may have grown since the decision.
+                *held = (*held).max(self.stats.queued_now());
+            }
             let spec = self.spec.load_full();
             let call = self.provider.scale(ScaleRequest {
                 spec: &spec,
                 replicas: step.replicas,
                 verify: step.verify,
                 metrics: &self.metrics,
+                cause,
             });
             let result = tokio::select! {
                 result = call => Some(result),
@@ -503,7 +552,7 @@ struct ScaleDown<'a> {
 
 impl ScaleDown<'_> {
     /// Scales to zero if no request is open, else reopens the gate; returns whether it scaled.
-    fn commit(self) -> bool {
+    fn commit(self, idle_for: Option<Duration>) -> bool {
         let ScaleDown {
             activation,
             mut state,
@@ -514,6 +563,7 @@ impl ScaleDown<'_> {
             return false;
         }
         state.replicas.set(0, Instant::now());
+        state.cause = Cause::Idle { idle_for };
         drop(state);
         activation.decided();
         true
@@ -666,7 +716,7 @@ mod tests {
         for order in interleavings() {
             let (activation, stats) = activation();
             activation.ready(&[SocketAddr::from(([127, 0, 0, 1], 9))]);
-            activation.scale_to(1);
+            activation.scale_to(1, Cause::Other);
             let mut guard = None;
             let mut lease = None;
             let mut scale_down = None;
@@ -677,7 +727,7 @@ mod tests {
                     Step::Lease => lease = activation.try_lease(),
                     Step::Close => scale_down = activation.begin_scale_down(),
                     Step::Commit => {
-                        scaled_to_zero = Some(scale_down.take().expect("closed first").commit())
+                        scaled_to_zero = Some(scale_down.take().expect("closed first").commit(None))
                     }
                 }
             }
@@ -706,7 +756,7 @@ mod tests {
         let held: Vec<_> = (0..3)
             .map(|_| {
                 let activation = Arc::clone(&activation);
-                tokio::spawn(async move { activation.acquire(None).await.map(|_| ()) })
+                tokio::spawn(async move { activation.acquire(Hold::default()).await.map(|_| ()) })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(10)).await;

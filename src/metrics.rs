@@ -259,8 +259,9 @@ pub(crate) struct RouteMetrics {
 }
 
 /// Every `reason` label value a route can have.
-const REASONS: [&str; 9] = [
+const REASONS: [&str; 10] = [
     "missing_host",
+    "starting",
     "no_route",
     "queue_full",
     "cold_start_timeout",

@@ -68,6 +68,31 @@ pub(crate) struct ScaleRequest<'a> {
     pub(crate) verify: bool,
     /// Where every attempt is counted.
     pub(crate) metrics: &'a RouteMetrics,
+    /// Why the count is wanted, for the record a provider may keep (Kubernetes Events).
+    pub(crate) cause: Cause,
+}
+
+/// Why a replica count was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) enum Cause {
+    /// Requests were held with no replica ready.
+    Requests {
+        /// How many, when the decision was made.
+        held: u64,
+    },
+    /// Nothing was open for the idle timeout.
+    Idle {
+        /// For how long.
+        idle_for: Option<Duration>,
+    },
+    /// Concurrency per replica went over or under its target.
+    Load {
+        /// The time-weighted average concurrency.
+        average: f64,
+    },
+    /// Anything else (`min_scale`, a retried write).
+    #[default]
+    Other,
 }
 
 /// How a scale request ended.

@@ -126,6 +126,12 @@ impl Proxy {
             .then(|| request.headers().get("grpc-timeout").and_then(grpc_timeout))
             .flatten();
         let version = request.version();
+        let browser = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+            && request
+                .headers()
+                .get(http::header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|accept| accept.contains("text/html"));
         let guard = route.stats().begin();
         let forwarding = &shared.settings.forwarding;
         match shared
@@ -140,6 +146,7 @@ impl Proxy {
                     activity,
                     deadline,
                     version,
+                    browser,
                 },
                 guard,
                 arrived,

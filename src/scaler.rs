@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::provider::Cause;
 use crate::routing::RouteTable;
 use crate::spec::ScalePolicy;
 use crate::stats::StatsReport;
@@ -91,7 +92,7 @@ pub(crate) async fn run(
                 .last_scale_up()
                 .map(|at| now.saturating_duration_since(at));
             match decide(policy, current, &report, since_scale_up) {
-                Some(Decision::ToZero) if activation.scale_to_zero_if_unused() => {
+                Some(Decision::ToZero) if activation.scale_to_zero_if_unused(report.idle_for) => {
                     tracing::info!(
                         route = %route.id(),
                         idle_ms = report.idle_for.map(|d| d.as_millis() as u64),
@@ -106,7 +107,14 @@ pub(crate) async fn run(
                         average_concurrency = report.average_concurrency,
                         "scaling"
                     );
-                    activation.scale_to(replicas);
+                    let cause = if current == 0 {
+                        Cause::Other
+                    } else {
+                        Cause::Load {
+                            average: report.average_concurrency,
+                        }
+                    };
+                    activation.scale_to(replicas, cause);
                 }
                 Some(Decision::ToZero) | None => {}
             }

@@ -157,6 +157,9 @@ pub struct Settings {
     pub stream_idle_timeout: Duration,
     /// How requests are sent to the route's replicas.
     pub upstream_protocol: UpstreamProtocol,
+    /// A browser reaching the route with no replica ready gets a page that reloads itself until
+    /// one is, instead of a blank wait.
+    pub waiting_page: bool,
     /// How the route scales.
     pub scaling: ScalePolicy,
 }
@@ -200,6 +203,7 @@ impl Default for Settings {
             response_timeout: defaults::RESPONSE_TIMEOUT,
             stream_idle_timeout: defaults::STREAM_IDLE_TIMEOUT,
             upstream_protocol: UpstreamProtocol::Http1,
+            waiting_page: false,
             scaling: ScalePolicy {
                 idle_timeout: defaults::IDLE_TIMEOUT,
                 min_scale: 0,
@@ -229,6 +233,7 @@ pub(crate) struct RouteSettings {
     pub(crate) container_concurrency: Option<u32>,
     pub(crate) scale_window: Option<HumanDuration>,
     pub(crate) upstream_protocol: Option<UpstreamProtocol>,
+    pub(crate) waiting_page: Option<bool>,
 }
 
 /// A setting whose value cannot be used.
@@ -314,6 +319,7 @@ impl RouteSettings {
                 base.stream_idle_timeout,
             )?,
             upstream_protocol: self.upstream_protocol.unwrap_or(base.upstream_protocol),
+            waiting_page: self.waiting_page.unwrap_or(base.waiting_page),
             scaling,
         })
     }

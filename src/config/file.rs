@@ -86,6 +86,7 @@ pub(crate) struct FileRoute {
     pub(crate) container_concurrency: Option<u32>,
     pub(crate) scale_window: Option<HumanDuration>,
     pub(crate) upstream_protocol: Option<UpstreamProtocol>,
+    pub(crate) waiting_page: Option<bool>,
     pub(crate) process: Option<FileProcess>,
 }
 
@@ -105,6 +106,7 @@ impl FileRoute {
             container_concurrency: self.container_concurrency,
             scale_window: self.scale_window,
             upstream_protocol: self.upstream_protocol,
+            waiting_page: self.waiting_page,
         }
     }
 }

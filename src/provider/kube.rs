@@ -29,12 +29,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::time::Instant;
 
 use crate::metrics::Direction;
-use crate::provider::{BoxFuture, Provider, ProviderError, Reporter, ScaleRequest, Scaled};
+use crate::provider::{BoxFuture, Cause, Provider, ProviderError, Reporter, ScaleRequest, Scaled};
 use crate::spec::{RouteSpec, Workload};
 use desired::DesiredRoute;
 use readiness::RouteEndpoints;
@@ -53,6 +55,8 @@ pub(crate) struct KubeProvider {
     last_write: Mutex<HashMap<String, u64>>,
     /// The endpoints of every attached route, by `namespace/name`.
     attached: Mutex<HashMap<String, Arc<RouteEndpoints>>>,
+    /// Posts the scale Events.
+    recorder: Recorder,
 }
 
 impl std::fmt::Debug for KubeProvider {
@@ -78,6 +82,7 @@ impl KubeProvider {
         probe_interval: Duration,
     ) -> KubeProvider {
         KubeProvider {
+            recorder: events::recorder(client.clone()),
             client,
             deployments,
             probe_interval,
@@ -151,6 +156,48 @@ impl KubeProvider {
         }
     }
 
+    /// Records a scale from or to zero as a Normal Event on the Deployment.
+    fn record_scale(&self, namespace: &str, deployment: &str, from: u32, to: u32, cause: Cause) {
+        let note = match (from, to, cause) {
+            (0, to, Cause::Requests { held }) if to > 0 => format!(
+                "Scaled from 0 to {to} replicas for {held} held request{}",
+                if held == 1 { "" } else { "s" }
+            ),
+            (0, to, _) if to > 0 => format!("Scaled from 0 to {to} replicas"),
+            (
+                from,
+                0,
+                Cause::Idle {
+                    idle_for: Some(idle),
+                },
+            ) if from > 0 => format!(
+                "Scaled from {from} to 0 replicas after {} without requests",
+                humantime::format_duration(Duration::from_secs(idle.as_secs()))
+            ),
+            (from, 0, _) if from > 0 => format!("Scaled from {from} to 0 replicas"),
+            _ => return,
+        };
+        let reason = if to > 0 {
+            "ScaledFromZero"
+        } else {
+            "ScaledToZero"
+        };
+        let Some(object) = self
+            .deployments
+            .get(&ObjectRef::new(deployment).within(namespace))
+        else {
+            return;
+        };
+        events::post(
+            &self.recorder,
+            object.object_ref(&()),
+            EventType::Normal,
+            reason,
+            "Scale",
+            note,
+        );
+    }
+
     /// Replicas and resourceVersion of a Deployment as the watch last saw it.
     fn cached(&self, namespace: &str, deployment: &str) -> Option<(u32, Option<String>)> {
         let object = self
@@ -169,6 +216,7 @@ impl KubeProvider {
             replicas,
             verify,
             metrics,
+            cause,
         } = request;
         let id = spec.id();
         let Workload::Kube(workload) = &spec.workload else {
@@ -252,7 +300,10 @@ impl KubeProvider {
             };
             metrics.scale_event(direction, result);
             match attempt {
-                Attempt::Done => return Ok(Scaled::Applied),
+                Attempt::Done => {
+                    self.record_scale(namespace, name, current, replicas, cause);
+                    return Ok(Scaled::Applied);
+                }
                 Attempt::Conflict => {
                     // Someone else wrote the Deployment since we looked. Re-read; if its replica
                     // count moved, that change wins and this scale request is dropped.

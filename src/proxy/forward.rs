@@ -27,6 +27,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::activation::Hold;
 use crate::activity::{Activity, CountedIo};
 use crate::balancer::Lease;
 use crate::balancer::stall::{Exchange, StallTimer, Stalled};
@@ -66,6 +67,8 @@ pub(crate) struct Context<'a> {
     pub(crate) deadline: Option<Duration>,
     /// The HTTP version the client spoke.
     pub(crate) version: Version,
+    /// The request is a browser's page load (`GET`/`HEAD` accepting `text/html`).
+    pub(crate) browser: bool,
 }
 
 impl Upstream {
@@ -122,15 +125,22 @@ impl Upstream {
 
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
+        let mut cold_start = None;
         let (mut response, lease, sender) = loop {
-            let lease = route
+            let granted = route
                 .activation()
-                .acquire(context.deadline)
+                .acquire(Hold {
+                    deadline: context.deadline,
+                    // Only the first attempt may get the page: a retry is already under way.
+                    waiting_page: attempt == 1 && settings.waiting_page && context.browser,
+                })
                 .await
                 .map_err(|source| ProxyError::Activation {
                     route: route.id().to_owned(),
                     source,
                 })?;
+            cold_start = cold_start.or(granted.cold_start);
+            let lease = granted.lease;
             let endpoint = lease.endpoint();
             let addr = endpoint.addr();
             let timed_out = || ProxyError::UpstreamTimeout {
@@ -218,6 +228,16 @@ impl Upstream {
         // The client gets the HTTP version it spoke, whatever the replica answered in (an
         // HTTP/1.0 replica's status line would otherwise cost an HTTP/1.1 client its keep-alive).
         *response.version_mut() = context.version;
+        if let Some(waited) = cold_start {
+            // Users and dashboards can see what a cold start cost this response.
+            let timing = format!(
+                "activator;desc=\"cold start\";dur={:.1}",
+                waited.as_secs_f64() * 1e3
+            );
+            if let Ok(value) = HeaderValue::from_str(&timing) {
+                response.headers_mut().append("server-timing", value);
+            }
+        }
         context.activity.set_stream_idle(stream_idle);
         let done = Done {
             route: Arc::clone(route),

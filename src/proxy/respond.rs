@@ -84,6 +84,7 @@ impl ProxyError {
                 ActivationError::QueueFull { .. } => "queue_full",
                 ActivationError::Timeout { .. } => "cold_start_timeout",
                 ActivationError::ReplicaFailed { .. } => "replica_failed",
+                ActivationError::Starting => "starting",
                 ActivationError::RouteRemoved => "route_removed",
                 ActivationError::ShuttingDown => "shutting_down",
             },
@@ -170,6 +171,9 @@ impl ProxyError {
                      id, or with 'activator routes'.\n",
                     human(*retry_in)
                 ),
+                ActivationError::Starting => format!(
+                    "Route {route} is starting; this page reloads itself until it is ready.\n"
+                ),
                 ActivationError::RouteRemoved => {
                     format!("Route {route} was removed while the request waited for a replica.\n")
                 }
@@ -185,7 +189,10 @@ impl ProxyError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ProxyError::Activation {
-                source: ActivationError::QueueFull { .. } | ActivationError::ShuttingDown,
+                source:
+                    ActivationError::QueueFull { .. }
+                    | ActivationError::ShuttingDown
+                    | ActivationError::Starting,
                 ..
             } => Some(1),
             ProxyError::Activation {
@@ -247,7 +254,13 @@ pub(crate) fn error_response(error: &ProxyError, reply: &Reply) -> Response<BoxB
         text.truncate(text.trim_end().len());
         text.push_str(&format!(" (request id {id})\n"));
     }
-    let mut response = if reply.grpc {
+    let mut response = if let ProxyError::Activation {
+        route,
+        source: ActivationError::Starting,
+    } = error
+    {
+        waiting_page(route)
+    } else if reply.grpc {
         let mut response = Response::new(body::empty());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
@@ -282,6 +295,32 @@ pub(crate) fn error_response(error: &ProxyError, reply: &Reply) -> Response<BoxB
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
         );
     }
+    response
+}
+
+/// The page a browser gets while its route starts: it says so, and reloads itself every second
+/// until a replica answers instead (503 so that nothing caches it).
+fn waiting_page(route: &str) -> Response<BoxBody> {
+    let route = route.replace(['<', '>', '&', '"'], "");
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta http-equiv=\"refresh\" content=\"1\">\n<title>Starting {route}</title>\n\
+         <style>body{{font-family:system-ui,sans-serif;margin:4em auto;max-width:32em;color:#333}}</style>\n\
+         </head>\n<body>\n<h1>Starting…</h1>\n<p>The service <code>{route}</code> was idle and is \
+         starting now. This page reloads itself until it is ready, usually within a few seconds.</p>\n\
+         </body>\n</html>\n"
+    );
+    let mut response = Response::new(body::full(page));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     response
 }
 

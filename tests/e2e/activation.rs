@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use http::Request;
+use http_body_util::Full;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -397,6 +399,69 @@ async fn a_replica_that_keeps_exiting_before_it_is_ready_fails_requests_fast() {
         ),
         1.0,
         "{metrics}"
+    );
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_browser_gets_a_waiting_page_that_reloads_until_the_route_is_ready() {
+    let activator = Activator::start(&echo_route_with(
+        "slow",
+        "waiting_page = true",
+        &["--startup-delay-ms", "500"],
+    ))
+    .await;
+    let browser = |path: &str| {
+        Request::get(format!("http://{}{path}", activator.proxy))
+            .header("host", host("slow"))
+            .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+            .body(Full::default())
+            .unwrap()
+    };
+    let page = activator.send(browser("/")).await;
+    assert_eq!(page.status, 503);
+    assert_eq!(page.headers["x-activator-error"], "starting");
+    assert_eq!(page.headers["content-type"], "text/html; charset=utf-8");
+    assert_eq!(page.headers["cache-control"], "no-store");
+    let html = page.text();
+    assert!(
+        html.contains("http-equiv=\"refresh\"") && html.contains("default/slow"),
+        "{html}"
+    );
+    // The page reloads itself: soon a reload gets the service.
+    super::support::wait_until("a reload reaches the started service", || async {
+        activator.send(browser("/")).await.status == 200
+    })
+    .await;
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn an_api_client_of_a_waiting_page_route_is_held_and_told_the_cold_start_cost() {
+    let activator = Activator::start(&echo_route_with(
+        "slow",
+        "waiting_page = true",
+        &["--startup-delay-ms", "200"],
+    ))
+    .await;
+    let cold = activator.get(&host("slow"), "/").await;
+    assert_eq!(
+        cold.status,
+        200,
+        "held, not given the page: {}",
+        cold.text()
+    );
+    let timing = cold.headers["server-timing"].to_str().unwrap();
+    assert!(
+        timing.starts_with("activator;desc=\"cold start\";dur="),
+        "{timing}"
+    );
+    let ms: f64 = timing.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(ms > 0.0, "{timing}");
+    let warm = activator.get(&host("slow"), "/").await;
+    assert!(
+        warm.headers.get("server-timing").is_none(),
+        "no cold start, no timing"
     );
     activator.stop().await;
 }

@@ -692,3 +692,28 @@ async fn pods_that_crash_or_cannot_pull_their_image_fail_requests_fast() {
     activator.stop().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn scaling_from_and_to_zero_is_told_in_kubectl_describe() {
+    let sim = sim(0.01).await;
+    sim.apply_yaml(&helloworld("300ms")).unwrap();
+    let activator = activator(&sim, "").await;
+    assert_eq!(activator.get(&host("helloworld"), "/").await.status, 200);
+    super::support::wait_until("scaled back to zero", || async {
+        replicas(&sim, DEPLOYMENT) == 0
+    })
+    .await;
+    super::support::wait_until("both Events in kubectl describe", || async {
+        let described = sim
+            .kubectl(&["describe", "deployment", DEPLOYMENT])
+            .await
+            .unwrap_or_default();
+        described.contains("ScaledFromZero")
+            && described.contains("Scaled from 0 to 1 replicas for 1 held request")
+            && described.contains("ScaledToZero")
+            && described.contains("without requests")
+    })
+    .await;
+    activator.stop().await;
+    sim.shutdown().await;
+}

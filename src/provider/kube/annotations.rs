@@ -28,6 +28,8 @@ const PORT: &str = "activator.dev/port";
 pub(crate) const HOSTS: &str = "activator.dev/hosts";
 /// `http1` or `h2c`.
 const UPSTREAM_PROTOCOL: &str = "activator.dev/upstream-protocol";
+/// `true` for a waiting page for browsers during a cold start.
+const WAITING_PAGE: &str = "activator.dev/waiting-page";
 
 /// A value that cannot be used, on one annotation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,6 +212,14 @@ fn settings(annotations: &BTreeMap<String, String>) -> Result<RouteSettings, Ann
         target_concurrency: number("target_concurrency")?,
         container_concurrency: number("container_concurrency")?,
         scale_window: duration("scale_window")?,
+        waiting_page: annotations
+            .get(WAITING_PAGE)
+            .map(|v| match v.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(error(WAITING_PAGE, v, "\"true\" or \"false\"")),
+            })
+            .transpose()?,
         upstream_protocol: annotations
             .get(UPSTREAM_PROTOCOL)
             .map(|v| {

@@ -1,7 +1,11 @@
-//! Telling operators about a Deployment's route where they look first: a Warning Event on the
-//! Deployment (`kubectl describe`), a log line, and `activator_config_errors_total` for an invalid
-//! annotation. Each problem is told once per version of the Deployment's annotations (where
-//! problems come from), not on every watch event, nor again when only its replica count changes.
+//! Telling operators about a Deployment's route where they look first, as Events on the
+//! Deployment (`kubectl describe deployment`): a Warning for each problem with its annotations
+//! (with a log line, and `activator_config_errors_total` for an invalid annotation), told once per
+//! version of the Deployment's annotations (where problems come from), not on every watch event;
+//! and a Normal Event for each scale from zero (`ScaledFromZero`, with the held requests' count)
+//! and to zero (`ScaledToZero`, with the idle time), as the HPA records `SuccessfulRescale`.
+//! kube-rs's recorder rate-limits repeats itself: the same Event again within its series window
+//! patches a count instead of creating another.
 
 use std::collections::HashSet;
 
@@ -30,18 +34,47 @@ impl std::fmt::Debug for Notices {
     }
 }
 
+/// A recorder posting Events through `client` as controller `activator`, instance `POD_NAME`
+/// (else the host name).
+pub(crate) fn recorder(client: kube::Client) -> Recorder {
+    let reporter = Reporter {
+        controller: "activator".to_owned(),
+        instance: std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok()),
+    };
+    Recorder::new(client, reporter)
+}
+
+/// Posts an Event about `regarding` in the background; a failure is logged, never fatal.
+pub(crate) fn post(
+    recorder: &Recorder,
+    regarding: ObjectReference,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let recorder = recorder.clone();
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish(&event, &regarding).await {
+            tracing::warn!(%error, "posting a Kubernetes Event failed");
+        }
+    });
+}
+
 impl Notices {
-    /// Events posted through `client` as controller `activator`, instance `POD_NAME` (else the
-    /// host name).
+    /// Problems told through `client`, counted in `metrics`.
     pub(crate) fn new(client: kube::Client, metrics: Metrics) -> Notices {
-        let reporter = Reporter {
-            controller: "activator".to_owned(),
-            instance: std::env::var("POD_NAME")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok()),
-        };
         Notices {
-            recorder: Recorder::new(client, reporter),
+            recorder: recorder(client),
             metrics,
             told: HashSet::new(),
         }
@@ -83,19 +116,13 @@ impl Notices {
             let route = annotations::service_name(&deployment).unwrap_or_else(|_| name.clone());
             self.metrics.config_error(&route, &namespace, key);
         }
-        let recorder = self.recorder.clone();
-        let reference: ObjectReference = deployment.object_ref(&());
-        tokio::spawn(async move {
-            let event = Event {
-                type_: EventType::Warning,
-                reason: reason.to_owned(),
-                note: Some(note),
-                action: "Route".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = recorder.publish(&event, &reference).await {
-                tracing::warn!(%error, "posting a Kubernetes Event failed");
-            }
-        });
+        post(
+            &self.recorder,
+            deployment.object_ref(&()),
+            EventType::Warning,
+            reason,
+            "Route",
+            note,
+        );
     }
 }
