@@ -464,3 +464,58 @@ async fn a_504_body_carries_no_internals_but_the_log_line_with_its_request_id_do
     );
     child.start_kill().unwrap();
 }
+
+#[tokio::test]
+async fn the_readmes_bad_config_example_says_what_the_readme_says() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = Command::new(BIN)
+        .current_dir(root)
+        .args(["--config", "examples/bad.toml"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    assert!(
+        readme.contains(stderr.trim()),
+        "the README quotes what the activator says:\n{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn listen_addresses_are_taken_as_people_write_them_and_a_bad_one_is_explained() {
+    let output = Command::new(BIN)
+        .args(["--listen", "127.0.0.1"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--listen") && stderr.contains("\"127.0.0.1\"") && stderr.contains(":8080"),
+        "names the flag, the value and an example: {stderr}"
+    );
+    let file = config_file(&format!(
+        "listen = \"localhost:0\"\nadmin_listen = \":0\"\n{}",
+        echo_route("hello", "")
+    ));
+    let mut child = Command::new(BIN)
+        .args([
+            "--config",
+            file.path().to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (proxy, admin) = started_addresses(&mut child).await;
+    assert!(proxy.ip().is_loopback(), "localhost is 127.0.0.1: {proxy}");
+    assert!(
+        admin.ip().is_unspecified(),
+        ":PORT is every interface: {admin}"
+    );
+    child.start_kill().unwrap();
+}

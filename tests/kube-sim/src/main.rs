@@ -41,6 +41,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "kube_sim=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into a redirected log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let config = SimConfig {
