@@ -119,8 +119,12 @@ impl Proxy {
             let host = host.into_owned();
             return refuse(ProxyError::NoRoute { host });
         };
-        // The Host the replica sees is the authority the request was routed by.
-        let authority = HeaderValue::from_str(authority).ok();
+        // The Host the replica sees is the authority the request was routed by: the Host header
+        // itself unless the target (absolute form, HTTP/2's :authority) named it.
+        let authority = request
+            .uri()
+            .authority()
+            .and_then(|_| HeaderValue::from_str(authority).ok());
         let deadline = reply
             .grpc
             .then(|| request.headers().get("grpc-timeout").and_then(grpc_timeout))
@@ -189,20 +193,28 @@ fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
 /// request, so the replica sees it too).
 fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
     static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-    if let Some(id) = headers.get(&X_REQUEST_ID)
-        && !id.is_empty()
-        && id.len() <= 128
-    {
-        return id.clone();
+    let new_id = || {
+        let mut hex = [0u8; 32];
+        let random = fastrand::u128(..);
+        for (i, byte) in hex.iter_mut().enumerate() {
+            *byte = b"0123456789abcdef"[((random >> (i * 4)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
+    };
+    // One lookup of the map either way.
+    match headers.entry(&X_REQUEST_ID) {
+        http::header::Entry::Occupied(kept)
+            if !kept.get().is_empty() && kept.get().len() <= 128 =>
+        {
+            kept.get().clone()
+        }
+        http::header::Entry::Occupied(mut odd) => {
+            let id = new_id();
+            odd.insert(id.clone());
+            id
+        }
+        http::header::Entry::Vacant(slot) => slot.insert(new_id()).clone(),
     }
-    let mut hex = [0u8; 32];
-    let random = fastrand::u128(..);
-    for (i, byte) in hex.iter_mut().enumerate() {
-        *byte = b"0123456789abcdef"[((random >> (i * 4)) & 0xf) as usize];
-    }
-    let id = HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value");
-    headers.insert(&X_REQUEST_ID, id.clone());
-    id
 }
 
 /// Logs what the activator answered itself, with the detail the client is not given (the

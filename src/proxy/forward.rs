@@ -170,16 +170,26 @@ impl Upstream {
                     return Err(upstream_error(route, addr, &error));
                 }
             };
-            let sent = tokio::time::timeout(response_timeout, sender.try_send(outgoing)).await;
+            // Pinned where it is rather than moved into a timeout wrapper: the sending future is
+            // large, and this is every request's path.
+            let sent = {
+                let sending = sender.try_send(outgoing);
+                tokio::pin!(sending);
+                tokio::select! {
+                    biased;
+                    sent = &mut sending => sent,
+                    // Dropped with the request inside: it may have been carried out, so it is
+                    // never resent.
+                    () = tokio::time::sleep(response_timeout) => return Err(timed_out()),
+                }
+            };
             match sent {
-                // Dropped with the request inside: it may have been carried out, so never resent.
-                Err(_) => return Err(timed_out()),
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     // A response proves the connection: its slot in the replica's window frees.
                     drop(probation);
                     break (response, lease, sender);
                 }
-                Ok(Err(mut failed)) => {
+                Err(mut failed) => {
                     if let Some(probation) = probation {
                         probation.failed();
                     }
