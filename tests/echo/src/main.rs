@@ -1,19 +1,34 @@
 //! `activator-echo`: reads its options, waits the startup delay, listens, prints
 //! `activator-echo listening on ADDR`, and serves until killed, SIGTERM (after the term delay),
 //! or the end of its standard input (with `--exit-on-stdin-eof`). See the crate documentation
-//! for what it answers.
+//! for what it answers. The clock of its start (see `startup`) is read before anything else,
+//! the runtime included.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use activator_echo::startup::Clock;
 use activator_echo::{Options, options::USAGE};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let clock = Clock::start();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(clock)),
+        Err(error) => {
+            eprintln!("activator-echo: cannot start the runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(clock: Clock) -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1), |name| std::env::var(name).ok()) {
         Ok(options) => options,
         Err(error) => {
@@ -36,9 +51,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let startup = clock.listening();
     let bound = listener.local_addr().unwrap_or(address);
     println!("activator-echo listening on {bound}");
-    activator_echo::serve(listener, options.hostname).await;
+    activator_echo::serve(listener, options.hostname, startup).await;
     ExitCode::SUCCESS
 }
 
