@@ -1,4 +1,4 @@
-//! `activator-echo`: reads its options, waits the startup delay, listens, prints
+//! `activator-echo`: reads its options, waits the startup delay (and jitter), listens, prints
 //! `activator-echo listening on ADDR`, and serves until killed, SIGTERM (after the term delay),
 //! or the end of its standard input (with `--exit-on-stdin-eof`). See the crate documentation
 //! for what it answers. The clock of its start (see `startup`) is read before anything else,
@@ -42,7 +42,7 @@ async fn run(clock: Clock) -> ExitCode {
     if options.exit_on_stdin_eof {
         exit_when_stdin_closes();
     }
-    tokio::time::sleep(options.startup_delay).await;
+    tokio::time::sleep(options.startup_wait(random_fraction())).await;
     let address = options.address();
     let listener = match TcpListener::bind(address).await {
         Ok(listener) => listener,
@@ -56,6 +56,13 @@ async fn run(clock: Clock) -> ExitCode {
     println!("activator-echo listening on {bound}");
     activator_echo::serve(listener, options.hostname, startup).await;
     ExitCode::SUCCESS
+}
+
+/// A number from 0 to 1 that differs from process to process (std's hasher keys are random).
+fn random_fraction() -> f64 {
+    use std::hash::BuildHasher;
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Keeps serving for `delay` after SIGTERM, like a server finishing its work before it exits.
