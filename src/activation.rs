@@ -106,6 +106,14 @@ pub(crate) enum ActivationError {
         /// What keeps replicas from becoming ready, as the provider reported it.
         problem: Option<String>,
     },
+    /// The route's replicas keep failing to start; the next attempt comes in `retry_in`.
+    #[error("replicas keep failing to start: {problem}")]
+    ReplicaFailed {
+        /// What failed, for the log.
+        problem: String,
+        /// Until the next attempt.
+        retry_in: Duration,
+    },
     /// The route went away while the request waited.
     #[error("route removed")]
     RouteRemoved,
@@ -141,6 +149,8 @@ struct State {
     held_since: Option<Instant>,
     /// What keeps replicas from becoming ready, and whether it is a failure (not just a wait).
     problem: Option<(String, bool)>,
+    /// Replicas keep failing to start: requests are refused at once until then.
+    failing_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Activation {
@@ -182,8 +192,12 @@ impl Activation {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leases an endpoint for one request, holding the request until a replica is ready.
-    pub(crate) async fn acquire(&self) -> Result<Lease, ActivationError> {
+    /// Leases an endpoint for one request, holding the request until a replica is ready: at most
+    /// the route's cold-start timeout, or `deadline` if the client gives up sooner.
+    pub(crate) async fn acquire(
+        &self,
+        deadline: Option<Duration>,
+    ) -> Result<Lease, ActivationError> {
         // Fast path, unless others are already waiting (they go first).
         if self.stats.queued_now() == 0
             && let Some(lease) = self.try_lease()
@@ -191,6 +205,7 @@ impl Activation {
             return Ok(lease);
         }
         self.check_closed()?;
+        self.check_failing()?;
         let spec = self.spec.load();
         let max = spec.settings.max_queued;
         let _held = match self.stats.enqueue(max, &self.budget) {
@@ -213,17 +228,53 @@ impl Activation {
                 if let Some(lease) = self.try_lease() {
                     return Ok(lease);
                 }
+                self.check_failing()?;
                 self.activate(started);
                 notified.await;
             }
         };
-        match tokio::time::timeout(spec.settings.cold_start_timeout, wait).await {
+        let limit = deadline.map_or(spec.settings.cold_start_timeout, |d| {
+            d.min(spec.settings.cold_start_timeout)
+        });
+        match tokio::time::timeout(limit, wait).await {
             Ok(result) => result,
-            Err(_) => Err(ActivationError::Timeout {
-                waited: started.elapsed(),
-                ready: self.backends.ready_count(),
-                problem: self.problem(),
-            }),
+            Err(_) => {
+                self.activation_ended("timeout");
+                Err(ActivationError::Timeout {
+                    waited: started.elapsed(),
+                    ready: self.backends.ready_count(),
+                    problem: self.problem(),
+                })
+            }
+        }
+    }
+
+    /// Refuses at once while replicas keep failing to start and no replica is ready.
+    fn check_failing(&self) -> Result<(), ActivationError> {
+        let state = self.state();
+        match state.failing_until {
+            Some(until) if self.backends.ready_count() == 0 => {
+                let now = Instant::now();
+                if now < until {
+                    return Err(ActivationError::ReplicaFailed {
+                        problem: state
+                            .problem
+                            .as_ref()
+                            .map_or_else(String::new, |(p, _)| p.clone()),
+                        retry_in: until - now,
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts the activation under way as ended with `result` (`timeout`, `failed`), once.
+    fn activation_ended(&self, result: &str) {
+        let ended = self.state().held_since.take().is_some();
+        if ended {
+            self.metrics.cold_start_failed(result);
         }
     }
 
@@ -477,6 +528,7 @@ impl Report for Activation {
         }
         let mut state = self.state();
         state.problem = None;
+        state.failing_until = None;
         let cold_start = state.held_since.take().map(|since| since.elapsed());
         drop(state);
         if let Some(elapsed) = cold_start {
@@ -502,6 +554,16 @@ impl Report for Activation {
         if !state.problem.as_ref().is_some_and(|(_, failed)| *failed) {
             state.problem = Some((note, false));
         }
+    }
+
+    fn failing(&self, problem: String, retry_in: Duration) {
+        let mut state = self.state();
+        state.problem = Some((problem, true));
+        state.failing_until = Some(Instant::now() + retry_in);
+        drop(state);
+        self.activation_ended("failed");
+        // Held requests are answered now, not at their cold-start timeout.
+        self.backends.wake_all();
     }
 
     fn replicas(&self, observed: u32) {
@@ -644,7 +706,7 @@ mod tests {
         let held: Vec<_> = (0..3)
             .map(|_| {
                 let activation = Arc::clone(&activation);
-                tokio::spawn(async move { activation.acquire().await.map(|_| ()) })
+                tokio::spawn(async move { activation.acquire(None).await.map(|_| ()) })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(10)).await;

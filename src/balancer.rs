@@ -10,6 +10,7 @@
 //! [`Backends::changed`]. Waiting, and whether leases may be taken at all, is
 //! [`crate::activation`]'s business; when endpoints come and go is the provider's.
 
+pub(crate) mod multiplex;
 mod pacing;
 pub(crate) mod stall;
 pub(crate) mod upstream;
@@ -21,14 +22,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
-use upstream::Pool;
+use upstream::Connections;
 
 /// One replica address requests can be sent to.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     addr: SocketAddr,
     in_flight: AtomicU32,
-    pool: Pool,
+    connections: Connections,
 }
 
 impl Endpoint {
@@ -36,7 +37,7 @@ impl Endpoint {
         Endpoint {
             addr,
             in_flight: AtomicU32::new(0),
-            pool: Pool::default(),
+            connections: Connections::default(),
         }
     }
 
@@ -45,9 +46,9 @@ impl Endpoint {
         self.addr
     }
 
-    /// The replica's idle connections.
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
+    /// The replica's connections.
+    pub(crate) fn connections(&self) -> &Connections {
+        &self.connections
     }
 
     /// Requests leased to this endpoint now.

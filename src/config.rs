@@ -292,6 +292,23 @@ command = ["true"]
     }
 
     #[test]
+    fn a_command_that_cannot_be_found_names_the_program_and_the_path_searched() {
+        let msg = error_of(&MINIMAL.replace("\"python3\"", "\"no-such-binary\""));
+        assert!(msg.contains("routes[0].process.command"), "{msg}");
+        assert!(
+            msg.contains("no-such-binary") && msg.contains("not found in PATH ("),
+            "{msg}"
+        );
+        let plain = tempfile::NamedTempFile::new().unwrap();
+        let path = plain.path().display().to_string();
+        let msg = error_of(&MINIMAL.replace("\"python3\"", &format!("{path:?}")));
+        assert!(
+            msg.contains(&format!("{path} is not an executable file")),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn a_route_without_a_command_is_rejected() {
         let msg = error_of("[[routes]]\nname = \"a\"\n");
         assert!(msg.contains("routes[0].process.command"), "{msg}");

@@ -108,9 +108,9 @@ impl Metrics {
         let cold_starts = IntCounterVec::new(
             Opts::new(
                 "activator_cold_starts_total",
-                "Activations from zero ready replicas triggered by a request.",
+                "Activations from zero ready replicas triggered by a request, by outcome: ready, timeout (no replica within cold_start_timeout) or failed (replicas kept failing to start).",
             ),
-            &rn,
+            &["route", "namespace", "result"],
         )
         .expect("valid metric");
         let cold_start_duration = HistogramVec::new(
@@ -189,7 +189,9 @@ impl Metrics {
         RouteMetrics {
             ok: self.requests.with_label_values(&[name, namespace, "200"]),
             duration: self.duration.with_label_values(&[name, namespace]),
-            cold_starts: self.cold_starts.with_label_values(&[name, namespace]),
+            cold_starts: self
+                .cold_starts
+                .with_label_values(&[name, namespace, "ready"]),
             cold_start_duration: self
                 .cold_start_duration
                 .with_label_values(&[name, namespace]),
@@ -257,11 +259,12 @@ pub(crate) struct RouteMetrics {
 }
 
 /// Every `reason` label value a route can have.
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 9] = [
     "missing_host",
     "no_route",
     "queue_full",
     "cold_start_timeout",
+    "replica_failed",
     "upstream",
     "upstream_timeout",
     "shutting_down",
@@ -300,6 +303,14 @@ impl RouteMetrics {
         self.cold_start_duration.observe(elapsed.as_secs_f64());
     }
 
+    /// Counts an activation that ended without a ready replica: `timeout` or `failed`.
+    pub(crate) fn cold_start_failed(&self, result: &str) {
+        self.metrics
+            .cold_starts
+            .with_label_values(&[&self.name, &self.namespace, result])
+            .inc();
+    }
+
     /// Counts a request or tunnel closed because it stalled.
     pub(crate) fn stream_idle_timeout(&self) {
         self.metrics
@@ -321,7 +332,9 @@ impl RouteMetrics {
         let m = &self.metrics;
         let (name, ns) = (self.name.as_str(), self.namespace.as_str());
         let _ = m.duration.remove_label_values(&[name, ns]);
-        let _ = m.cold_starts.remove_label_values(&[name, ns]);
+        for result in ["ready", "timeout", "failed"] {
+            let _ = m.cold_starts.remove_label_values(&[name, ns, result]);
+        }
         let _ = m.cold_start_duration.remove_label_values(&[name, ns]);
         let _ = m.stream_idle.remove_label_values(&[name, ns]);
         let codes = self

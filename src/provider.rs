@@ -22,6 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::metrics::RouteMetrics;
 use crate::spec::RouteSpec;
@@ -43,6 +44,10 @@ pub(crate) trait Report: Send + Sync + 'static {
 
     /// Why replicas are not ready yet while they start (not a failure; does not hide one).
     fn waiting(&self, note: String);
+
+    /// Replicas keep failing to start (they crash before turning ready, or their image cannot be
+    /// pulled): requests should not wait for them. Another attempt comes in `retry_in`.
+    fn failing(&self, problem: String, retry_in: Duration);
 
     /// The replica count the workload has now, as observed (whoever set it).
     fn replicas(&self, observed: u32);

@@ -121,6 +121,11 @@ impl Proxy {
         };
         // The Host the replica sees is the authority the request was routed by.
         let authority = HeaderValue::from_str(authority).ok();
+        let deadline = reply
+            .grpc
+            .then(|| request.headers().get("grpc-timeout").and_then(grpc_timeout))
+            .flatten();
+        let version = request.version();
         let guard = route.stats().begin();
         let forwarding = &shared.settings.forwarding;
         match shared
@@ -133,6 +138,8 @@ impl Proxy {
                     authority,
                     allowed_upgrades: &forwarding.allowed_upgrades,
                     activity,
+                    deadline,
+                    version,
                 },
                 guard,
                 arrived,
@@ -149,6 +156,26 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A gRPC client's `grpc-timeout` (an integer of at most 8 digits and a unit: `H`ours,
+/// `M`inutes, `S`econds, `m`illi-, `u` micro-, `n`anoseconds), if it is well formed.
+fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 /// The request's `x-request-id`, as a client or an ingress sent it, else a new one (added to the

@@ -155,8 +155,41 @@ pub struct Settings {
     pub response_timeout: Duration,
     /// No byte either way on an open request or tunnel for this long → the stream is closed.
     pub stream_idle_timeout: Duration,
+    /// How requests are sent to the route's replicas.
+    pub upstream_protocol: UpstreamProtocol,
     /// How the route scales.
     pub scaling: ScalePolicy,
+}
+
+/// How requests are sent to a route's replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, one request per connection at a time.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS ("prior knowledge"), many streams per connection: what gRPC servers
+    /// speak.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// The setting's value as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
+
+    /// Parses `http1` or `h2c`.
+    pub(crate) fn parse(text: &str) -> Option<UpstreamProtocol> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "http1" => Some(UpstreamProtocol::Http1),
+            "h2c" => Some(UpstreamProtocol::H2c),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -166,6 +199,7 @@ impl Default for Settings {
             max_queued: defaults::MAX_QUEUED,
             response_timeout: defaults::RESPONSE_TIMEOUT,
             stream_idle_timeout: defaults::STREAM_IDLE_TIMEOUT,
+            upstream_protocol: UpstreamProtocol::Http1,
             scaling: ScalePolicy {
                 idle_timeout: defaults::IDLE_TIMEOUT,
                 min_scale: 0,
@@ -194,6 +228,7 @@ pub(crate) struct RouteSettings {
     pub(crate) target_concurrency: Option<u32>,
     pub(crate) container_concurrency: Option<u32>,
     pub(crate) scale_window: Option<HumanDuration>,
+    pub(crate) upstream_protocol: Option<UpstreamProtocol>,
 }
 
 /// A setting whose value cannot be used.
@@ -278,6 +313,7 @@ impl RouteSettings {
                 self.stream_idle_timeout,
                 base.stream_idle_timeout,
             )?,
+            upstream_protocol: self.upstream_protocol.unwrap_or(base.upstream_protocol),
             scaling,
         })
     }

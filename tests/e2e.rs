@@ -9,6 +9,7 @@ mod e2e {
     mod bursts;
     mod dashboard;
     mod deploy;
+    mod grpc;
     mod kube;
     mod limits;
     mod manifests;
@@ -16,4 +17,5 @@ mod e2e {
     mod requests;
     mod routing;
     mod scaling;
+    mod tenancy;
 }

@@ -17,16 +17,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper::client::conn::http2::SendRequest as SendRequest2;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::multiplex::{Multiplex, StreamSlot};
 use super::pacing::{Pacing, Probation};
 use super::stall::{Exchange, StallTimer, Stalled};
 use crate::body::BoxError;
+use crate::spec::UpstreamProtocol;
 
 /// Idle connections kept per replica at most.
 const MAX_IDLE: usize = 1024;
@@ -39,13 +44,82 @@ pub(crate) type Connection = SendRequest<UpstreamBody>;
 /// A connection for one request: a kept one, or a new one on probation until it answers.
 #[derive(Debug)]
 pub(crate) struct Checkout {
-    /// The connection.
-    pub(crate) connection: Connection,
+    /// The connection (HTTP/1.1), or a stream on one (HTTP/2).
+    pub(crate) sender: Sender,
     /// For a new connection, its slot in the replica's window of unproven connections.
     pub(crate) probation: Option<Probation>,
 }
 
-/// The idle connections to one replica.
+/// What carries one request to a replica.
+#[derive(Debug)]
+pub(crate) enum Sender {
+    /// An HTTP/1.1 connection of its own, back to the pool when the exchange ends whole.
+    Http1(Connection),
+    /// A stream on a shared HTTP/2 connection; its place frees when this drops.
+    Http2 {
+        /// The shared connection's sender.
+        send: SendRequest2<UpstreamBody>,
+        /// Held for the stream's life.
+        _slot: StreamSlot,
+    },
+}
+
+impl Sender {
+    /// Sends `request`; if the connection turns out closed before taking it, it comes back
+    /// unsent in the error.
+    pub(crate) async fn try_send(
+        &mut self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
+        match self {
+            Sender::Http1(connection) => connection.try_send_request(request).await,
+            Sender::Http2 { send, .. } => send.try_send_request(request).await,
+        }
+    }
+}
+
+/// The connections of one replica, whichever protocol its route speaks.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    http1: Pool,
+    h2: Multiplex,
+}
+
+impl Connections {
+    /// A connection (or stream) to `addr` in `protocol` for one request; see [`Pool::get`] and
+    /// [`Multiplex::get`].
+    pub(crate) async fn get(
+        &self,
+        protocol: UpstreamProtocol,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        wait_at_most: Duration,
+    ) -> Result<Checkout, ConnectError> {
+        match protocol {
+            UpstreamProtocol::Http1 => self.http1.get(addr, connect_timeout, wait_at_most).await,
+            UpstreamProtocol::H2c => {
+                let stream = self.h2.get(addr, connect_timeout, wait_at_most).await?;
+                Ok(Checkout {
+                    sender: Sender::Http2 {
+                        send: stream.send,
+                        _slot: stream.slot,
+                    },
+                    probation: stream.probation,
+                })
+            }
+        }
+    }
+
+    /// Takes `sender` back after an exchange that ended whole: an HTTP/1.1 connection is kept
+    /// for another request; an HTTP/2 stream just frees its place.
+    pub(crate) fn put(&self, sender: Sender) {
+        if let Sender::Http1(connection) = sender {
+            self.http1.put(connection);
+        }
+    }
+}
+
+/// The idle HTTP/1.1 connections to one replica.
 #[derive(Default)]
 pub(crate) struct Pool {
     // Oldest first (connections are pushed as they become idle); held only to push or pop, never
@@ -102,7 +176,7 @@ impl Pool {
         wait_at_most: Duration,
     ) -> Result<Checkout, ConnectError> {
         let reused = |connection| Checkout {
-            connection,
+            sender: Sender::Http1(connection),
             probation: None,
         };
         let started = Instant::now();
@@ -133,7 +207,10 @@ impl Pool {
             let changed = self.pacing.changed().notified();
             tokio::select! {
                 made = &mut connecting => return match made {
-                    Ok(connection) => Ok(Checkout { connection, probation: Some(probation) }),
+                    Ok(connection) => Ok(Checkout {
+                        sender: Sender::Http1(connection),
+                        probation: Some(probation),
+                    }),
                     Err(error) => {
                         probation.failed();
                         Err(error)
@@ -199,7 +276,7 @@ pub(crate) enum ConnectError {
         /// How long the request waited.
         waited: Duration,
     },
-    /// The HTTP/1.1 handshake failed.
+    /// The HTTP/1.1 or HTTP/2 handshake failed.
     #[error("HTTP handshake with {addr}: {source}")]
     Handshake {
         /// The replica.

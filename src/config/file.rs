@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::spec::{HumanDuration, RouteSettings};
+use crate::spec::{HumanDuration, RouteSettings, UpstreamProtocol};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +85,7 @@ pub(crate) struct FileRoute {
     pub(crate) target_concurrency: Option<u32>,
     pub(crate) container_concurrency: Option<u32>,
     pub(crate) scale_window: Option<HumanDuration>,
+    pub(crate) upstream_protocol: Option<UpstreamProtocol>,
     pub(crate) process: Option<FileProcess>,
 }
 
@@ -103,6 +104,7 @@ impl FileRoute {
             target_concurrency: self.target_concurrency,
             container_concurrency: self.container_concurrency,
             scale_window: self.scale_window,
+            upstream_protocol: self.upstream_protocol,
         }
     }
 }

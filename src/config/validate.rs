@@ -2,6 +2,9 @@
 //! name the key the way the file spells it (`routes[0].max_scale`), the value and what would be
 //! accepted. The rules themselves live with the route model ([`crate::spec`]).
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
 use super::ConfigError;
 use super::file::{FileProcess, FileRoute};
 use crate::spec::{
@@ -119,6 +122,14 @@ fn process_spec(
             "a non-empty program and its arguments",
         ));
     }
+    let program = &process.command[0];
+    if let Err(problem) = find_program(program, process) {
+        return Err(invalid(
+            &key("command"),
+            &format!("{program:?}"),
+            &format!("a program that exists and may be executed; {problem}"),
+        ));
+    }
     if let Some(path) = &process.ready_path
         && !path.starts_with('/')
     {
@@ -135,4 +146,35 @@ fn process_spec(
         workdir: process.workdir.clone(),
         stop_grace: process.stop_grace.map_or(defaults::STOP_GRACE, |d| d.0),
     })
+}
+
+/// Where `program` of `process` is found: as a path (relative to the replica's working
+/// directory), or in the `PATH` the replica gets. The error says where it looked.
+fn find_program(program: &str, process: &FileProcess) -> Result<PathBuf, String> {
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = match &process.workdir {
+            Some(dir) if !program.starts_with('/') => dir.join(program),
+            _ => PathBuf::from(program),
+        };
+        return if executable(&path) {
+            Ok(path)
+        } else if path.exists() {
+            Err(format!("{} is not an executable file", path.display()))
+        } else {
+            Err(format!("{} does not exist", path.display()))
+        };
+    }
+    let search = process
+        .env
+        .get("PATH")
+        .cloned()
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_default();
+    std::env::split_paths(&search)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| format!("not found in PATH ({search})"))
 }

@@ -21,6 +21,7 @@ mod annotations;
 mod desired;
 pub(crate) mod discovery;
 mod events;
+mod pods;
 mod readiness;
 
 use std::collections::HashMap;
@@ -121,6 +122,35 @@ impl KubeProvider {
             .is_some_and(|written| seen < *written)
     }
 
+    /// While route `id` has no ready replica, looks at its Deployment's pods for ones that will
+    /// never become ready (see [`pods`]).
+    fn watch_starting_pods(&self, id: &str, namespace: &str, deployment: &str) {
+        let Some(endpoints) = self.attached().get(id).cloned() else {
+            return;
+        };
+        let Some(object) = self
+            .deployments
+            .get(&ObjectRef::new(deployment).within(namespace))
+        else {
+            return;
+        };
+        let selector = object
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.match_labels.as_ref())
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            });
+        if let Some(selector) = selector.filter(|s| !s.is_empty()) {
+            endpoints
+                .watch_starting_pods(Api::namespaced(self.client.clone(), namespace), selector);
+        }
+    }
+
     /// Replicas and resourceVersion of a Deployment as the watch last saw it.
     fn cached(&self, namespace: &str, deployment: &str) -> Option<(u32, Option<String>)> {
         let object = self
@@ -182,6 +212,9 @@ impl KubeProvider {
                     },
                 },
             };
+            if replicas > 0 {
+                self.watch_starting_pods(&id, namespace, name);
+            }
             if current == replicas {
                 return Ok(Scaled::Applied);
             }

@@ -107,6 +107,10 @@ impl ReadySet {
     pub(crate) fn route_waiting(&self, note: String) {
         self.report.waiting(note);
     }
+
+    pub(crate) fn route_failing(&self, problem: String, retry_in: Duration) {
+        self.report.failing(problem, retry_in);
+    }
 }
 
 impl std::fmt::Debug for ReadySet {

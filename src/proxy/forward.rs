@@ -20,7 +20,8 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, request};
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -29,12 +30,13 @@ use hyper_util::rt::TokioIo;
 use crate::activity::{Activity, CountedIo};
 use crate::balancer::Lease;
 use crate::balancer::stall::{Exchange, StallTimer, Stalled};
-use crate::balancer::upstream::{Checkout, ConnectError, Connection, UpstreamBody};
+use crate::balancer::upstream::{Checkout, ConnectError, Sender, UpstreamBody};
 use crate::body::{BoxBody, BoxError};
 use crate::metrics::RouteMetrics;
 use crate::proxy::headers::{self, Client};
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
+use crate::spec::UpstreamProtocol;
 use crate::stats::RequestGuard;
 
 /// Attempts at most, while connections are refused.
@@ -60,6 +62,10 @@ pub(crate) struct Context<'a> {
     pub(crate) allowed_upgrades: &'a [String],
     /// The client connection's counters, told the route's stream idle timeout.
     pub(crate) activity: &'a Arc<Activity>,
+    /// The client gives up after this (gRPC's `grpc-timeout`): a held request waits no longer.
+    pub(crate) deadline: Option<Duration>,
+    /// The HTTP version the client spoke.
+    pub(crate) version: Version,
 }
 
 impl Upstream {
@@ -81,14 +87,18 @@ impl Upstream {
         let settings = route.spec().settings;
         let (response_timeout, stream_idle) =
             (settings.response_timeout, settings.stream_idle_timeout);
+        let protocol = settings.upstream_protocol;
         let (mut parts, body) = request.into_parts();
-        let upgrade = headers::is_allowed_upgrade(&mut parts, context.allowed_upgrades);
+        // Upgrades are an HTTP/1.1 mechanism; over HTTP/2 to the replica there is none.
+        let upgrade = protocol == UpstreamProtocol::Http1
+            && headers::is_allowed_upgrade(&mut parts, context.allowed_upgrades);
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
         } else {
             None
         };
         headers::prepare_request(&mut parts, context.client, context.authority, upgrade);
+        let shape = Shape::of(protocol, &parts);
         // An idempotent request without a body that fails before any response (the replica died,
         // or the pooled connection to it already had) is safe to send again, as nginx's default
         // `proxy_next_upstream error` does: such a request keeps its head to rebuild it from.
@@ -96,28 +106,31 @@ impl Upstream {
         let replayable = !upgrade && parts.method.is_idempotent() && body.is_end_stream();
         let (mut outgoing, replay, exchange) = if replayable {
             (
-                upstream_request(&parts, UpstreamBody::empty()),
+                upstream_request(&parts, &shape, UpstreamBody::empty()),
                 Some(parts),
                 None,
             )
         } else {
             let exchange = Arc::new(Exchange::new());
             let body = UpstreamBody::new(body, Arc::clone(&exchange), stream_idle);
-            (upstream_request_moving(parts, body), None, Some(exchange))
+            (
+                upstream_request_moving(parts, &shape, body),
+                None,
+                Some(exchange),
+            )
         };
 
         let mut backoff = FIRST_BACKOFF;
         let mut attempt = 1;
-        let (mut response, lease, connection) = loop {
-            let lease =
-                route
-                    .activation()
-                    .acquire()
-                    .await
-                    .map_err(|source| ProxyError::Activation {
-                        route: route.id().to_owned(),
-                        source,
-                    })?;
+        let (mut response, lease, sender) = loop {
+            let lease = route
+                .activation()
+                .acquire(context.deadline)
+                .await
+                .map_err(|source| ProxyError::Activation {
+                    route: route.id().to_owned(),
+                    source,
+                })?;
             let endpoint = lease.endpoint();
             let addr = endpoint.addr();
             let timed_out = || ProxyError::UpstreamTimeout {
@@ -126,11 +139,11 @@ impl Upstream {
                 timeout: response_timeout,
             };
             let Checkout {
-                mut connection,
+                mut sender,
                 probation,
             } = match endpoint
-                .pool()
-                .get(addr, self.connect_timeout, response_timeout)
+                .connections()
+                .get(protocol, addr, self.connect_timeout, response_timeout)
                 .await
             {
                 Ok(checkout) => checkout,
@@ -147,15 +160,14 @@ impl Upstream {
                     return Err(upstream_error(route, addr, &error));
                 }
             };
-            let sent =
-                tokio::time::timeout(response_timeout, connection.try_send_request(outgoing)).await;
+            let sent = tokio::time::timeout(response_timeout, sender.try_send(outgoing)).await;
             match sent {
                 // Dropped with the request inside: it may have been carried out, so never resent.
                 Err(_) => return Err(timed_out()),
                 Ok(Ok(response)) => {
                     // A response proves the connection: its slot in the replica's window frees.
                     drop(probation);
-                    break (response, lease, connection);
+                    break (response, lease, sender);
                 }
                 Ok(Err(mut failed)) => {
                     if let Some(probation) = probation {
@@ -173,7 +185,7 @@ impl Upstream {
                         if let Some(head) = &replay {
                             tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error(), "replica failed before answering; retrying");
                             attempt += 1;
-                            outgoing = upstream_request(head, UpstreamBody::empty());
+                            outgoing = upstream_request(head, &shape, UpstreamBody::empty());
                             tokio::time::sleep(backoff).await;
                             backoff *= 2;
                             continue;
@@ -187,7 +199,7 @@ impl Upstream {
         let status = response.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the tunnel; it never goes back to the pool.
-            drop(connection);
+            drop(sender);
             headers::strip_hop_by_hop(response.headers_mut(), true);
             route.metrics().response(status.as_u16(), arrived.elapsed());
             let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -203,6 +215,9 @@ impl Upstream {
             return Ok(response.map(|_| crate::body::empty()));
         }
         headers::strip_hop_by_hop(response.headers_mut(), false);
+        // The client gets the HTTP version it spoke, whatever the replica answered in (an
+        // HTTP/1.0 replica's status line would otherwise cost an HTTP/1.1 client its keep-alive).
+        *response.version_mut() = context.version;
         context.activity.set_stream_idle(stream_idle);
         let done = Done {
             route: Arc::clone(route),
@@ -213,7 +228,7 @@ impl Upstream {
         Ok(response.map(|incoming| {
             Tracked {
                 inner: incoming,
-                connection: Some(connection),
+                sender: Some(sender),
                 ended: false,
                 stalled: false,
                 exchange,
@@ -238,34 +253,84 @@ fn upstream_error(
     }
 }
 
-/// The request as the replica gets it, built from a copy of `parts`: origin-form URI, HTTP/1.1,
-/// the rewritten headers.
-fn upstream_request(parts: &request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
+/// How a request is written for the replica's protocol: HTTP/1.1 with an origin-form target and
+/// a `Host` header; HTTP/2 with an absolute target whose authority becomes `:authority` (the
+/// `Host` header, which HTTP/2 replaces, is dropped).
+#[derive(Debug)]
+struct Shape {
+    version: Version,
+    authority: Option<Authority>,
+}
+
+impl Shape {
+    fn of(protocol: UpstreamProtocol, parts: &request::Parts) -> Shape {
+        match protocol {
+            UpstreamProtocol::Http1 => Shape {
+                version: Version::HTTP_11,
+                authority: None,
+            },
+            UpstreamProtocol::H2c => Shape {
+                version: Version::HTTP_2,
+                authority: parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|host| Authority::try_from(host.as_bytes()).ok()),
+            },
+        }
+    }
+
+    /// The target the replica gets for `uri`.
+    fn target(&self, uri: &Uri) -> Uri {
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        match &self.authority {
+            None => Uri::from(path),
+            Some(authority) => Uri::builder()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(authority.clone())
+                .path_and_query(path.clone())
+                .build()
+                .unwrap_or_else(|_| Uri::from(path)),
+        }
+    }
+
+    fn apply(&self, request: &mut Request<UpstreamBody>) {
+        *request.version_mut() = self.version;
+        if self.version == Version::HTTP_2 {
+            request.headers_mut().remove(http::header::HOST);
+        }
+    }
+}
+
+/// The request as the replica gets it, built from a copy of `parts`: the target and version its
+/// protocol wants, the rewritten headers.
+fn upstream_request(
+    parts: &request::Parts,
+    shape: &Shape,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = origin_form(&parts.uri);
-    *request.version_mut() = parts.version;
+    *request.uri_mut() = shape.target(&parts.uri);
     *request.headers_mut() = parts.headers.clone();
+    shape.apply(&mut request);
     request
 }
 
 /// Like [`upstream_request`], moving `parts` instead of copying them.
-fn upstream_request_moving(parts: request::Parts, body: UpstreamBody) -> Request<UpstreamBody> {
+fn upstream_request_moving(
+    parts: request::Parts,
+    shape: &Shape,
+    body: UpstreamBody,
+) -> Request<UpstreamBody> {
     let mut request = Request::new(body);
-    *request.uri_mut() = origin_form(&parts.uri);
+    *request.uri_mut() = shape.target(&parts.uri);
     *request.method_mut() = parts.method;
-    *request.version_mut() = parts.version;
     *request.headers_mut() = parts.headers;
+    shape.apply(&mut request);
     request
-}
-
-/// The path and query of `uri`, as an HTTP/1.1 request line to an origin server carries them.
-fn origin_form(uri: &Uri) -> Uri {
-    Uri::from(
-        uri.path_and_query()
-            .cloned()
-            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-    )
 }
 
 /// Copies bytes both ways between the client's and the replica's upgraded connections, keeping
@@ -353,7 +418,7 @@ impl<T> Drop for Done<T> {
 /// sent whole, its connection goes back to the endpoint's pool.
 struct Tracked {
     inner: Incoming,
-    connection: Option<Connection>,
+    sender: Option<Sender>,
     ended: bool,
     stalled: bool,
     /// Shared with the request body, if the request has one.
@@ -411,8 +476,8 @@ impl Drop for Tracked {
         let ended = self.ended || self.inner.is_end_stream();
         let sent_whole = self.exchange.as_ref().is_none_or(|e| e.sent_whole());
         if ended && sent_whole {
-            if let Some(connection) = self.connection.take() {
-                self.done.open.1.endpoint().pool().put(connection);
+            if let Some(sender) = self.sender.take() {
+                self.done.open.1.endpoint().connections().put(sender);
             }
         } else if !ended && !self.stalled && self.activity.stalled() {
             // The client connection's watchdog closed it: the client stopped reading.

@@ -83,6 +83,7 @@ impl ProxyError {
             ProxyError::Activation { source, .. } => match source {
                 ActivationError::QueueFull { .. } => "queue_full",
                 ActivationError::Timeout { .. } => "cold_start_timeout",
+                ActivationError::ReplicaFailed { .. } => "replica_failed",
                 ActivationError::RouteRemoved => "route_removed",
                 ActivationError::ShuttingDown => "shutting_down",
             },
@@ -162,6 +163,13 @@ impl ProxyError {
                     );
                     text
                 }
+                ActivationError::ReplicaFailed { retry_in, .. } => format!(
+                    "Route {route}: the service's replicas keep failing to start, so the request \
+                     was not held. The next attempt to start one is in {}; retry then. The \
+                     service's operators can find why in the activator's log under this request \
+                     id, or with 'activator routes'.\n",
+                    human(*retry_in)
+                ),
                 ActivationError::RouteRemoved => {
                     format!("Route {route} was removed while the request waited for a replica.\n")
                 }
@@ -173,16 +181,17 @@ impl ProxyError {
         }
     }
 
-    fn retry_after(&self) -> Option<&'static str> {
+    /// Seconds after which a retry may succeed, for `Retry-After`.
+    fn retry_after(&self) -> Option<u64> {
         match self {
             ProxyError::Activation {
-                source: ActivationError::QueueFull { .. },
+                source: ActivationError::QueueFull { .. } | ActivationError::ShuttingDown,
                 ..
-            } => Some("1"),
+            } => Some(1),
             ProxyError::Activation {
-                source: ActivationError::ShuttingDown,
+                source: ActivationError::ReplicaFailed { retry_in, .. },
                 ..
-            } => Some("1"),
+            } => Some(retry_in.as_secs_f64().ceil().max(1.0) as u64),
             _ => None,
         }
     }
@@ -265,7 +274,7 @@ pub(crate) fn error_response(error: &ProxyError, reply: &Reply) -> Response<BoxB
         headers.insert("x-request-id", id.clone());
     }
     if let Some(seconds) = error.retry_after() {
-        headers.insert(RETRY_AFTER, HeaderValue::from_static(seconds));
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
     }
     if let ProxyError::MethodNotAllowed = error {
         headers.insert(

@@ -323,3 +323,80 @@ async fn an_idempotent_request_to_a_replica_that_just_died_is_replayed() {
     }
     activator.stop().await;
 }
+
+#[tokio::test]
+async fn the_global_bound_on_held_requests_answers_503_whichever_route_asks() {
+    let activator = Activator::start(&format!(
+        "[limits]\nmax_queued_total = 2\n{}{}",
+        never_ready("one", "cold_start_timeout = \"20s\""),
+        never_ready("two", "cold_start_timeout = \"20s\"")
+    ))
+    .await;
+    let held = [
+        activator.spawn_get(&host("one"), "/"),
+        activator.spawn_get(&host("two"), "/"),
+    ];
+    activator
+        .wait_route("one", "holding", |r| r.queued == 1)
+        .await;
+    activator
+        .wait_route("two", "holding", |r| r.queued == 1)
+        .await;
+    for route in ["one", "two"] {
+        let refused = activator.get(&host(route), "/").await;
+        assert_eq!(refused.status, 503, "{route}");
+        assert_eq!(refused.headers["x-activator-error"], "queue_full");
+        assert!(refused.headers.contains_key("retry-after"));
+        assert!(
+            refused.text().contains("max_queued_total"),
+            "{}",
+            refused.text()
+        );
+    }
+    for request in held {
+        request.abort();
+    }
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn a_replica_that_keeps_exiting_before_it_is_ready_fails_requests_fast() {
+    // Exits at once with status 3, saying why: a crash loop.
+    let route = "[[routes]]\nname = \"crashy\"\ncold_start_timeout = \"60s\"\n\
+                 [routes.process]\ncommand = [\"sh\", \"-c\", \"echo cannot open database >&2; exit 3\"]\n";
+    let activator = Activator::start(route).await;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        activator.get(&host("crashy"), "/"),
+    )
+    .await
+    .expect("answered long before the 60s cold-start timeout");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.headers["x-activator-error"], "replica_failed");
+    assert!(answer.headers.contains_key("retry-after"));
+    assert!(
+        !answer.text().contains("database") && !answer.text().contains("status"),
+        "the body keeps the details to the operator: {}",
+        answer.text()
+    );
+    // While the back-off lasts, new requests are refused at once too.
+    let again = activator.get(&host("crashy"), "/").await;
+    assert_eq!(again.headers["x-activator-error"], "replica_failed");
+    let status = activator.route("crashy").await;
+    assert_eq!(status.state.as_str(), "failed");
+    let message = status.message.unwrap_or_default();
+    assert!(
+        message.contains("exit status: 3") && message.contains("cannot open database"),
+        "/routes says why: {message}"
+    );
+    let metrics = activator.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"activator_cold_starts_total{result="failed",route="crashy"}"#
+        ),
+        1.0,
+        "{metrics}"
+    );
+    activator.stop().await;
+}

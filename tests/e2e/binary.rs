@@ -394,3 +394,73 @@ async fn sigterm_keeps_serving_for_the_shutdown_delay_while_readiness_fails() {
         .unwrap();
     assert!(exit.success(), "exit status {exit}");
 }
+
+#[tokio::test]
+async fn a_504_body_carries_no_internals_but_the_log_line_with_its_request_id_does() {
+    let config = config_file(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        echo_route("stuck", "cold_start_timeout = \"500ms\"")
+            .replace("stop_grace", "ready_path = \"/status/503\"\nstop_grace")
+    ));
+    let mut child = Command::new(BIN)
+        .args([
+            "--config",
+            config.path().to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let proxy: SocketAddr = loop {
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the activator runs");
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "activator started" {
+            break event["listen"].as_str().unwrap().parse().unwrap();
+        }
+    };
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::get(format!("http://{proxy}/"))
+        .header("host", host("stuck"))
+        .header("x-request-id", "trace-me-42")
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("trace-me-42"), "{body}");
+    assert!(
+        !body.contains("pid") && !body.contains("127.0.0.1") && !body.contains("answered 503"),
+        "no internals in the body: {body}"
+    );
+    let detail = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the activator runs");
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if event["request_id"] == "trace-me-42" {
+                return event;
+            }
+        }
+    })
+    .await
+    .expect("a log line with the request id");
+    let message = detail["message"].as_str().unwrap();
+    assert_eq!(detail["level"], "WARN");
+    assert!(
+        message.contains("pid") && message.contains("answered 503"),
+        "the log line has the detail: {message}"
+    );
+    child.start_kill().unwrap();
+}

@@ -57,3 +57,43 @@ async fn two_hundred_cold_requests_to_python_http_server_are_all_answered() {
 async fn a_thousand_cold_requests_to_python_http_server_are_all_answered() {
     cold_burst(1000).await;
 }
+
+#[tokio::test]
+async fn an_http11_client_of_an_http10_replica_gets_http11_and_keeps_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let activator = Activator::start(&python_route("py", dir.path())).await;
+    let mut conn = tokio::net::TcpStream::connect(activator.proxy)
+        .await
+        .unwrap();
+    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host("py"));
+    for round in 0..2 {
+        conn.write_all(request.as_bytes()).await.unwrap();
+        // Read one whole response: its head, then as many bytes as its Content-Length says.
+        let mut received = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let text = String::from_utf8_lossy(&received).to_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .expect("a Content-Length");
+                if received.len() >= end + 4 + length {
+                    break;
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "round {round}: the connection closed");
+            received.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&received);
+        assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text}");
+        assert!(!text.to_lowercase().contains("connection: close"), "{text}");
+    }
+    activator.stop().await;
+}

@@ -65,20 +65,26 @@ spec:
 }
 
 /// A simulator whose echo image runs `activator-echo` on the pod's address.
-async fn sim(time_scale: f64) -> Sim {
+pub(super) async fn sim(time_scale: f64) -> Sim {
+    sim_with(time_scale, Vec::new()).await
+}
+
+/// Like [`sim`], with more image mappings.
+pub(super) async fn sim_with(time_scale: f64, mut images: Vec<ImageMapping>) -> Sim {
+    images.push(ImageMapping {
+        image: "mendhak/http-https-echo".into(),
+        command: format!("exec {} --bind {{ip}} --port {{port}}", echo()),
+    });
     let config = SimConfig {
         time_scale,
-        images: vec![ImageMapping {
-            image: "mendhak/http-https-echo".into(),
-            command: format!("exec {} --bind {{ip}} --port {{port}}", echo()),
-        }],
+        images,
         ..SimConfig::default()
     };
     Sim::start(config).await.expect("kube-sim starts")
 }
 
 /// An activator in Kubernetes mode against `sim`, ready once its caches synced.
-async fn activator(sim: &Sim, toml: &str) -> Activator {
+pub(super) async fn activator(sim: &Sim, toml: &str) -> Activator {
     activator_in(sim, toml, None).await
 }
 
@@ -639,6 +645,50 @@ async fn a_route_scaled_up_by_hand_after_going_idle_serves_at_once() {
         "served by the pods someone else started, without a cold start"
     );
     assert_eq!(replicas(&sim, DEPLOYMENT), 2, "their count is kept");
+    activator.stop().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn pods_that_crash_or_cannot_pull_their_image_fail_requests_fast() {
+    let sim = super::kube::sim_with(
+        0.01,
+        vec![ImageMapping {
+            image: "example/crashes".into(),
+            command: "echo cannot open database >&2; exit 3".into(),
+        }],
+    )
+    .await;
+    let crashing = workload(
+        "crashy",
+        &[("activator.dev/cold-start-timeout", "60s")],
+        "/",
+    )
+    .replace("mendhak/http-https-echo", "example/crashes");
+    let missing = workload(
+        "missing",
+        &[("activator.dev/cold-start-timeout", "60s")],
+        "/",
+    )
+    .replace("mendhak/http-https-echo", "example/no-such-image");
+    sim.apply_yaml(&format!("{crashing}---\n{missing}"))
+        .unwrap();
+    let activator = activator(&sim, "").await;
+    for (route, reason) in [("crashy", "CrashLoopBackOff"), ("missing", "ErrImagePull")] {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(20), activator.get(&host(route), "/"))
+                .await
+                .expect("answered long before the 60s cold-start timeout");
+        assert_eq!(answer.status, 503, "{route}: {}", answer.text());
+        assert_eq!(answer.headers["x-activator-error"], "replica_failed");
+        let status = activator.route(route).await;
+        assert_eq!(status.state.as_str(), "failed", "{route}");
+        let message = status.message.unwrap_or_default();
+        assert!(
+            message.contains(reason),
+            "{route}: /routes says why: {message}"
+        );
+    }
     activator.stop().await;
     sim.shutdown().await;
 }

@@ -5,10 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
-const KUSTOMIZATIONS: [&str; 4] = [
+const KUSTOMIZATIONS: [&str; 5] = [
     "deploy/base",
     "deploy/overlays/istio",
     "deploy/overlays/monitoring",
+    "deploy/overlays/namespaced",
     "deploy/examples",
 ];
 
@@ -49,25 +50,91 @@ fn every_kustomization_renders_and_validates_strictly() {
     }
 }
 
-#[test]
-fn the_activator_may_write_only_the_scale_subresource() {
-    let rendered = render("deploy/base");
-    let rules = rendered
-        .split("kind: ClusterRole\n")
-        .nth(1)
-        .expect("a ClusterRole");
-    let rules = rules.split("---").next().unwrap();
-    let deployments_rule = rules
-        .split("- apiGroups:")
-        .find(|rule| rule.contains("- deployments\n"))
-        .expect("a rule for deployments");
-    for verb in ["patch", "update", "create", "delete"] {
-        assert!(
-            !deployments_rule.contains(&format!("- {verb}")),
-            "deployments must not be writable:\n{deployments_rule}"
-        );
+/// The objects of a rendered kustomization.
+fn objects(dir: &str) -> Vec<serde_yaml::Value> {
+    let rendered = render(dir);
+    serde_yaml::Deserializer::from_str(&rendered)
+        .map(|document| serde::Deserialize::deserialize(document).unwrap())
+        .collect()
+}
+
+/// `group/resource` → verbs, from every rule of the roles of `kind` in `objects`.
+fn rights(objects: &[serde_yaml::Value], kind: &str) -> Vec<(String, Vec<String>)> {
+    let strings = |v: &serde_yaml::Value| -> Vec<String> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut rights = Vec::new();
+    for role in objects.iter().filter(|o| o["kind"] == kind) {
+        for rule in role["rules"].as_sequence().unwrap() {
+            for group in strings(&rule["apiGroups"]) {
+                for resource in strings(&rule["resources"]) {
+                    rights.push((format!("{group}/{resource}"), strings(&rule["verbs"])));
+                }
+            }
+        }
     }
-    assert!(rules.contains("deployments/scale"));
+    rights.sort();
+    rights
+}
+
+/// Exactly what the code calls: watches of Deployments, Services and EndpointSlices; lists of a
+/// starting route's pods; get and patch of the scale subresource; Events through events.k8s.io.
+fn needed() -> Vec<(String, Vec<String>)> {
+    let mut needed: Vec<(String, Vec<String>)> = [
+        ("apps/deployments", &["list", "watch"][..]),
+        ("apps/deployments/scale", &["get", "patch"]),
+        ("/services", &["list", "watch"]),
+        ("/pods", &["list"]),
+        ("discovery.k8s.io/endpointslices", &["list", "watch"]),
+        ("events.k8s.io/events", &["create", "patch"]),
+    ]
+    .iter()
+    .map(|(r, v)| (r.to_string(), v.iter().map(|v| v.to_string()).collect()))
+    .collect();
+    needed.sort();
+    needed
+}
+
+#[test]
+fn the_cluster_role_grants_only_the_verbs_the_code_uses() {
+    let objects = objects("deploy/base");
+    assert_eq!(rights(&objects, "ClusterRole"), needed());
+}
+
+#[test]
+fn the_namespaced_overlay_grants_the_same_in_one_namespace_and_nothing_cluster_wide() {
+    let objects = objects("deploy/overlays/namespaced");
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["kind"] != "ClusterRole" && o["kind"] != "ClusterRoleBinding"),
+        "no cluster-wide rights"
+    );
+    assert_eq!(rights(&objects, "Role"), needed());
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let env =
+        serde_yaml::to_string(&deployment["spec"]["template"]["spec"]["containers"][0]["env"])
+            .unwrap();
+    assert!(env.contains("ACTIVATOR_NAMESPACE"), "{env}");
+}
+
+#[test]
+fn the_admin_port_is_reachable_only_from_monitoring_and_other_activators() {
+    let objects = objects("deploy/base");
+    let policy = objects
+        .iter()
+        .find(|o| o["kind"] == "NetworkPolicy")
+        .expect("a NetworkPolicy");
+    let text = serde_yaml::to_string(&policy["spec"]["ingress"]).unwrap();
+    assert!(
+        text.contains("kubernetes.io/metadata.name: monitoring"),
+        "{text}"
+    );
+    assert!(text.contains("port: admin"), "{text}");
 }
 
 #[test]

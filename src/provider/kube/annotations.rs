@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Container, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::policy::{Clamped, Policy, Refusal};
+use crate::spec::UpstreamProtocol;
 use crate::spec::{
     BadHost, DURATION_EXPECTED, DirectProbe, HumanDuration, KubeWorkload, RouteSettings, RouteSpec,
     SettingError, Settings, Workload, check_duration, is_dns_label, parse_duration, route_hosts,
@@ -25,6 +26,8 @@ const SERVICE: &str = "activator.dev/service";
 const PORT: &str = "activator.dev/port";
 /// Extra hosts, comma-separated.
 pub(crate) const HOSTS: &str = "activator.dev/hosts";
+/// `http1` or `h2c`.
+const UPSTREAM_PROTOCOL: &str = "activator.dev/upstream-protocol";
 
 /// A value that cannot be used, on one annotation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +121,10 @@ pub(crate) fn route_spec(
         .unwrap_or_else(|| "default".to_owned());
     let name = service_name(deployment)?;
     let mut asked = settings(annotations)?;
+    let (port_name, detected) = service_port(service, annotations.get(PORT).map(String::as_str))?;
+    if asked.upstream_protocol.is_none() {
+        asked.upstream_protocol = detected;
+    }
     let clamped = policy.ceilings.clamp(&mut asked);
     let resolved = asked.resolve(defaults)?;
     let listed = annotations
@@ -148,7 +155,6 @@ pub(crate) fn route_spec(
             _ => kept.push(host),
         }
     }
-    let port_name = service_port_name(service, annotations.get(PORT).map(String::as_str))?;
     Ok(Routed {
         spec: RouteSpec {
             name: name.clone(),
@@ -204,12 +210,23 @@ fn settings(annotations: &BTreeMap<String, String>) -> Result<RouteSettings, Ann
         target_concurrency: number("target_concurrency")?,
         container_concurrency: number("container_concurrency")?,
         scale_window: duration("scale_window")?,
+        upstream_protocol: annotations
+            .get(UPSTREAM_PROTOCOL)
+            .map(|v| {
+                UpstreamProtocol::parse(v)
+                    .ok_or_else(|| error(UPSTREAM_PROTOCOL, v, "\"http1\" or \"h2c\""))
+            })
+            .transpose()?,
     })
 }
 
 /// The EndpointSlice port name for the Service port the annotation picks (by number or name),
-/// or the Service's first port.
-fn service_port_name(service: &Service, wanted: Option<&str>) -> Result<String, AnnotationError> {
+/// or the Service's first port; and `h2c` if that port says it speaks HTTP/2 without TLS
+/// (`appProtocol: kubernetes.io/h2c`, or a name `h2c` or starting with `grpc`).
+fn service_port(
+    service: &Service,
+    wanted: Option<&str>,
+) -> Result<(String, Option<UpstreamProtocol>), AnnotationError> {
     let ports = service
         .spec
         .as_ref()
@@ -223,7 +240,14 @@ fn service_port_name(service: &Service, wanted: Option<&str>) -> Result<String, 
             .find(|p| p.name.as_deref() == Some(wanted) || p.port.to_string() == wanted),
     };
     match chosen {
-        Some(port) => Ok(port.name.clone().unwrap_or_default()),
+        Some(port) => {
+            let name = port.name.clone().unwrap_or_default();
+            // The KEDA HTTP add-on's signal, and Knative's port-name convention.
+            let h2c = port.app_protocol.as_deref() == Some("kubernetes.io/h2c")
+                || name == "h2c"
+                || name.starts_with("grpc");
+            Ok((name, h2c.then_some(UpstreamProtocol::H2c)))
+        }
         None => {
             let service_name = service.metadata.name.clone().unwrap_or_default();
             let known: Vec<String> = ports
@@ -358,6 +382,37 @@ mod tests {
                 ("elsewhere.test".to_owned(), Refusal::NotGranted)
             ]
         );
+    }
+
+    #[test]
+    fn an_h2c_service_port_makes_the_route_speak_h2c_unless_the_annotation_says_otherwise() {
+        let mut grpc = service();
+        grpc.spec.as_mut().unwrap().ports =
+            Some(vec![serde_json::from_value(
+            serde_json::json!({"name": "web", "port": 80, "appProtocol": "kubernetes.io/h2c"}),
+        )
+        .unwrap()]);
+        let spec = route_spec(&deployment(&[]), &grpc, &defaults(), &policy("x.test"))
+            .unwrap()
+            .spec;
+        assert_eq!(spec.settings.upstream_protocol, UpstreamProtocol::H2c);
+        let d = deployment(&[("activator.dev/upstream-protocol", "http1")]);
+        let spec = route_spec(&d, &grpc, &defaults(), &policy("x.test"))
+            .unwrap()
+            .spec;
+        assert_eq!(spec.settings.upstream_protocol, UpstreamProtocol::Http1);
+        let d = deployment(&[("activator.dev/port", "admin")]);
+        let mut named = service();
+        named.spec.as_mut().unwrap().ports.as_mut().unwrap()[1].name = Some("grpc-api".into());
+        let d2 = deployment(&[("activator.dev/port", "grpc-api")]);
+        let spec = route_spec(&d2, &named, &defaults(), &policy("x.test"))
+            .unwrap()
+            .spec;
+        assert_eq!(spec.settings.upstream_protocol, UpstreamProtocol::H2c);
+        let spec = route_spec(&d, &service(), &defaults(), &policy("x.test"))
+            .unwrap()
+            .spec;
+        assert_eq!(spec.settings.upstream_protocol, UpstreamProtocol::Http1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Telling operators about a Deployment's route where they look first: a Warning Event on the
 //! Deployment (`kubectl describe`), a log line, and `activator_config_errors_total` for an invalid
-//! annotation. Each problem is told once per Deployment version, not on every watch event.
+//! annotation. Each problem is told once per version of the Deployment's annotations (where
+//! problems come from), not on every watch event, nor again when only its replica count changes.
 
 use std::collections::HashSet;
 
@@ -16,7 +17,8 @@ use crate::metrics::Metrics;
 pub(crate) struct Notices {
     recorder: Recorder,
     metrics: Metrics,
-    /// `uid/generation/reason/note` of every problem told, for Deployments that still exist.
+    /// `uid/annotations hash/reason/note` of every problem told, for Deployments that still
+    /// exist.
     told: HashSet<String>,
 }
 
@@ -52,8 +54,8 @@ impl Notices {
             .retain(|key| key.split('/').next().is_some_and(|uid| live.contains(uid)));
     }
 
-    /// Logs, counts and posts a Warning Event for `problem`, unless told already for this
-    /// version of its Deployment.
+    /// Logs, counts and posts a Warning Event for `problem`, unless told already for these
+    /// annotations of its Deployment.
     pub(crate) fn tell(&mut self, problem: Problem) {
         let Problem {
             deployment,
@@ -61,10 +63,15 @@ impl Notices {
             note,
             annotation,
         } = problem;
+        let annotations = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            deployment.metadata.annotations.hash(&mut hasher);
+            hasher.finish()
+        };
         let key = format!(
-            "{}/{}/{reason}/{note}",
+            "{}/{annotations:x}/{reason}/{note}",
             deployment.uid().unwrap_or_default(),
-            deployment.metadata.generation.unwrap_or(0)
         );
         if !self.told.insert(key) {
             return;

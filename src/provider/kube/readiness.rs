@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+
 use crate::provider::Reporter;
 use crate::provider::probe::probe;
 
@@ -41,6 +44,8 @@ struct State {
     probes: HashMap<SocketAddr, JoinHandle<()>>,
     probed: HashSet<SocketAddr>,
     published: Vec<SocketAddr>,
+    /// Looks at the pods' statuses while none is ready (see [`super::pods`]).
+    pods: Option<JoinHandle<()>>,
 }
 
 impl RouteEndpoints {
@@ -51,6 +56,29 @@ impl RouteEndpoints {
             interval,
             state: Mutex::new(State::default()),
         })
+    }
+
+    /// Looks at the pods `selector` picks through `api` until one is ready, so pods that crash or
+    /// cannot pull their image fail held requests at once. Does nothing while a look is under way
+    /// or a replica is ready.
+    pub(crate) fn watch_starting_pods(self: &Arc<Self>, api: Api<Pod>, selector: String) {
+        let mut state = self.state();
+        let running = state.pods.as_ref().is_some_and(|task| !task.is_finished());
+        if running || !state.published.is_empty() {
+            return;
+        }
+        let endpoints = Arc::downgrade(self);
+        let ready = move || {
+            endpoints
+                .upgrade()
+                .is_none_or(|e| !e.state().published.is_empty())
+        };
+        state.pods = Some(tokio::spawn(super::pods::watch_starting(
+            api,
+            selector,
+            Arc::clone(&self.report),
+            ready,
+        )));
     }
 
     /// Reports the replica count the Deployment has now.
@@ -120,7 +148,11 @@ impl RouteEndpoints {
 
     /// Stops every probe (the route is gone).
     pub(crate) fn stop(&self) {
-        for (_, task) in self.state().probes.drain() {
+        let mut state = self.state();
+        for (_, task) in state.probes.drain() {
+            task.abort();
+        }
+        if let Some(task) = state.pods.take() {
             task.abort();
         }
     }

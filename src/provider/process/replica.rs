@@ -29,6 +29,8 @@ const EAGER_PROBING: Duration = Duration::from_millis(50);
 /// First pause before restarting a replica that exited; doubles up to [`MAX_RESTART_BACKOFF`].
 const FIRST_RESTART_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(5);
+/// Failures before turning ready, in a row, after which the route is reported failing.
+const CRASH_LOOP: u32 = 3;
 /// A replica that ran this long before exiting restarts without backoff.
 const STABLE_RUN: Duration = Duration::from_secs(10);
 
@@ -44,29 +46,58 @@ pub(crate) struct Replica {
 
 enum Outcome {
     Stopped,
+    /// It exited (or could not start) before it was ready.
+    Failed(String),
+    /// It exited after serving.
     Exited(String),
 }
 
 impl Replica {
-    /// Runs the replica until told to stop.
+    /// Runs the replica until told to stop. A replica that fails before turning ready
+    /// [`CRASH_LOOP`] times in a row is reported as failing, so requests are refused at once
+    /// instead of waiting out their cold-start timeout, until the next attempt.
     pub(crate) async fn supervise(self) {
         let mut backoff = FIRST_RESTART_BACKOFF;
+        let mut failed_in_a_row = 0;
         loop {
             let started = tokio::time::Instant::now();
             let outcome = match self.start() {
                 Ok((child, addr)) => self.run(child, addr).await,
-                Err(problem) => Outcome::Exited(problem),
+                Err(problem) => Outcome::Failed(problem),
             };
             let problem = match outcome {
                 Outcome::Stopped => return,
-                Outcome::Exited(problem) => problem,
+                Outcome::Failed(problem) => {
+                    failed_in_a_row += 1;
+                    problem
+                }
+                Outcome::Exited(problem) => {
+                    failed_in_a_row = 0;
+                    problem
+                }
             };
             if started.elapsed() >= STABLE_RUN {
                 backoff = FIRST_RESTART_BACKOFF;
             }
-            tracing::warn!(route = %self.ready.route_id(), replica = self.id, %problem, restart_in_ms = backoff.as_millis() as u64, "replica failed; restarting");
-            self.ready
-                .route_problem(format!("replica {}: {problem}", self.id));
+            let last_output = self
+                .last_output
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            tracing::warn!(route = %self.ready.route_id(), replica = self.id, %problem, last_output, restart_in_ms = backoff.as_millis() as u64, "replica failed; restarting");
+            let problem = if last_output.is_empty() {
+                format!("replica {}: {problem}", self.id)
+            } else {
+                format!("replica {}: {problem}; last output: {last_output}", self.id)
+            };
+            if failed_in_a_row >= CRASH_LOOP {
+                self.ready.route_failing(
+                    format!("{problem} ({failed_in_a_row} failures before turning ready in a row)"),
+                    backoff,
+                );
+            } else {
+                self.ready.route_problem(problem);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 () = self.stopped() => return,
@@ -137,7 +168,7 @@ impl Replica {
                 )),
             }
             tokio::select! {
-                status = child.wait() => return Outcome::Exited(exit_text(status)),
+                status = child.wait() => return Outcome::Failed(exit_text(status)),
                 () = self.stopped() => {
                     self.terminate(&mut child).await;
                     return Outcome::Stopped;

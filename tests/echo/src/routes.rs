@@ -9,7 +9,9 @@
 //! - `/stream/N/MS`: N chunks, one every MS milliseconds;
 //! - `/upload`: reads the body as it streams and answers its length, keeping nothing;
 //! - `/trailers`: reads the body and answers with a trailer naming the request trailers it saw;
-//! - `/ws`: a WebSocket that echoes every message.
+//! - `/ws`: a WebSocket that echoes every message;
+//! - `/echo.Echo/METHOD`: a gRPC call (any method) answered with the request's messages, as
+//!   they came, and `grpc-status: 0` in trailers (a fast gRPC server for the benchmarks).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -85,6 +87,7 @@ pub(crate) async fn handle(
         ["upload"] => upload(request.into_body()).await,
         ["trailers"] => trailers(request.into_body()).await,
         ["ws"] => crate::websocket::accept(&mut request),
+        ["echo.Echo", _] => grpc_echo(request.into_body()).await,
         _ => echo(request, peer, shared).await,
     }
 }
@@ -182,5 +185,26 @@ async fn trailers(mut body: Incoming) -> Response<Body> {
     response
         .headers_mut()
         .insert("trailer", HeaderValue::from_static("x-request-trailers"));
+    response
+}
+
+/// A gRPC call answered with its own messages (the body is already length-prefixed gRPC frames)
+/// and a status of OK.
+async fn grpc_echo(body: Incoming) -> Response<Body> {
+    let messages = match Limited::new(body, MAX_ECHOED_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let mut trailers = HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = futures_util::stream::iter([
+        Ok::<_, Infallible>(Frame::data(messages)),
+        Ok(Frame::trailers(trailers)),
+    ]);
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     response
 }
