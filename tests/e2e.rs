@@ -7,6 +7,7 @@ mod e2e {
     mod activation;
     mod binary;
     mod bursts;
+    mod dashboard;
     mod deploy;
     mod grpc;
     mod kube;

@@ -300,22 +300,52 @@ impl ActivatorProc {
         routes: &str,
         cpus: Option<&str>,
     ) -> ActivatorProc {
+        ActivatorProc::launch(binary, scratch, &format!("{top}\n{routes}"), cpus, &[], &[])
+    }
+
+    /// Starts the activator in Kubernetes mode (`--kube` and `args`) against the cluster
+    /// `kubeconfig` names, with `top` as its config file (besides the listeners) and `RUST_LOG`
+    /// set to `log`, and waits until `/readyz` answers 200 (its watch caches have synced).
+    pub fn start_kube(
+        scratch: &Scratch,
+        top: &str,
+        kubeconfig: &Path,
+        args: &[&str],
+        log: &str,
+    ) -> ActivatorProc {
+        let mut all_args = vec!["--kube"];
+        all_args.extend_from_slice(args);
+        let kubeconfig = kubeconfig.to_string_lossy();
+        let env = [("KUBECONFIG", kubeconfig.as_ref()), ("RUST_LOG", log)];
+        ActivatorProc::launch(&activator_binary(), scratch, top, None, &all_args, &env)
+    }
+
+    /// Writes the config file (`config`, after the two listeners on free ports), starts
+    /// `binary` with it, `args` and `env` (`RUST_LOG=info` unless `env` says otherwise), logging
+    /// JSON, and waits until `/readyz` answers 200.
+    fn launch(
+        binary: &str,
+        scratch: &Scratch,
+        config: &str,
+        cpus: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ActivatorProc {
         let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let config = scratch.path("activator.toml");
+        let path = scratch.path("activator.toml");
         std::fs::write(
-            &config,
-            format!("listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\n{top}\n{routes}"),
+            &path,
+            format!("listen = \"{proxy}\"\nadmin_listen = \"{admin}\"\n{config}"),
         )
         .expect("writing the activator config");
         let log = scratch.path("activator.log");
-        let config_arg = config.to_string_lossy().into_owned();
-        let mut command = pinned(
-            cpus,
-            binary,
-            &["--config", &config_arg, "--log-format", "json"],
-        );
+        let config_arg = path.to_string_lossy().into_owned();
+        let mut all_args = vec!["--config", &config_arg, "--log-format", "json"];
+        all_args.extend_from_slice(args);
+        let mut command = pinned(cpus, binary, &all_args);
         command.env("RUST_LOG", "info");
+        command.envs(env.iter().copied());
         let proc = Proc::spawn("activator", command, Some(&log));
         let deadline = Instant::now() + Duration::from_secs(60);
         while !http_get(admin, "admin", "/readyz").is_ok_and(|r| r.status == 200) {

@@ -1,5 +1,6 @@
 //! The manifests in deploy/ as an operator applies them: every kustomization renders with
-//! `kubectl kustomize` and validates against a current Kubernetes with `kubernetes-validate`.
+//! `kubectl kustomize` and validates against a current Kubernetes with `kubernetes-validate`,
+//! and the monitoring overlay carries the Grafana dashboard as it is in the repository.
 
 use std::path::Path;
 use std::process::Command;
@@ -153,4 +154,34 @@ fn the_example_is_the_seed_walkthrough() {
             "missing {expected:?} in\n{rendered}"
         );
     }
+}
+
+#[test]
+fn the_monitoring_overlay_ships_the_dashboard_to_grafanas_sidecar_unchanged() {
+    let rendered = render("deploy/overlays/monitoring");
+    let config_map = rendered
+        .split("---\n")
+        .find(|doc| {
+            doc.contains("kind: ConfigMap\n") && doc.contains("name: activator-dashboard\n")
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap activator-dashboard in\n{rendered}"));
+    assert!(
+        config_map.contains("grafana_dashboard: \"1\"")
+            && config_map.contains("namespace: activator-system"),
+        "the sidecar's label and the activator's namespace:\n{config_map}"
+    );
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/overlays/monitoring/activator-dashboard.json"),
+    )
+    .unwrap();
+    let (_, content) = config_map
+        .split_once("activator-dashboard.json: |\n")
+        .expect("the dashboard file as a key of data");
+    let shipped: String = content
+        .lines()
+        .take_while(|line| line.starts_with("    ") || line.is_empty())
+        .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
+        .collect();
+    assert_eq!(shipped.trim_end(), dashboard.trim_end());
 }

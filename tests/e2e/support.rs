@@ -1,4 +1,7 @@
-//! Shared test helpers: start an activator on 127.0.0.1:0, talk to it, wait for conditions.
+//! Shared test helpers: start an activator on 127.0.0.1:0, talk to it, wait for conditions; and
+//! a real Prometheus server to scrape it (`prometheus`).
+
+pub mod prometheus;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;

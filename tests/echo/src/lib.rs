@@ -2,8 +2,9 @@
 //! description of it.
 //!
 //! One server plays two parts. For the activator's demo, tests and benchmarks it is a replica
-//! with a few test endpoints (statistics, chosen statuses, delays, streams, trailers, uploads, a
-//! WebSocket, and a way to crash). For kube-sim it stands in for `mendhak/http-https-echo` pods:
+//! with a few test endpoints (statistics, among them when the process started and began to
+//! listen, chosen statuses, delays, streams, trailers, uploads, a WebSocket, and a way to
+//! crash). For kube-sim it stands in for `mendhak/http-https-echo` pods:
 //! it listens on `$POD_IP:$HTTP_PORT`, answers in that image's JSON shape, honours its
 //! `x-set-response-status-code` and `x-set-response-delay-ms` request headers, and can exit
 //! when its standard input closes so that it never outlives the simulator that started it.
@@ -22,8 +23,10 @@ mod locate;
 pub mod options;
 mod routes;
 pub mod server;
+pub mod startup;
 mod websocket;
 
 pub use locate::{BINARY, BINARY_ENV, NotBuilt, locate};
 pub use options::{Options, OptionsError};
 pub use server::serve;
+pub use startup::Startup;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// The usage line printed with a bad argument.
-pub const USAGE: &str = "usage: activator-echo [--port N] [--bind ADDR] [--startup-delay-ms MS] [--term-delay-ms MS] [--exit-on-stdin-eof]";
+pub const USAGE: &str = "usage: activator-echo [--port N] [--bind ADDR] [--startup-delay-ms MS] [--startup-jitter-ms MS] [--term-delay-ms MS] [--exit-on-stdin-eof]";
 
 /// What the server does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +16,9 @@ pub struct Options {
     pub port: u16,
     /// Wait this long before listening (`--startup-delay-ms`), like a slow replica.
     pub startup_delay: Duration,
+    /// Wait up to this much longer, drawn afresh by each process (`--startup-jitter-ms`), like
+    /// replicas whose start varies.
+    pub startup_jitter: Duration,
     /// Keep serving this long after SIGTERM, then exit 0 (`--term-delay-ms`); without it
     /// SIGTERM ends the process at once.
     pub term_delay: Option<Duration>,
@@ -84,6 +87,7 @@ impl Options {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 8080,
             startup_delay: Duration::ZERO,
+            startup_jitter: Duration::ZERO,
             term_delay: None,
             exit_on_stdin_eof: false,
             hostname: env("HOSTNAME")
@@ -99,6 +103,10 @@ impl Options {
                 "--startup-delay-ms" => {
                     let ms = parse(&arg, &value()?, "milliseconds")?;
                     options.startup_delay = Duration::from_millis(ms);
+                }
+                "--startup-jitter-ms" => {
+                    let ms = parse(&arg, &value()?, "milliseconds")?;
+                    options.startup_jitter = Duration::from_millis(ms);
                 }
                 "--term-delay-ms" => {
                     let ms = parse(&arg, &value()?, "milliseconds")?;
@@ -125,6 +133,12 @@ impl Options {
     /// Where to listen.
     pub fn address(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
+    }
+
+    /// The wait before listening: the startup delay plus a part of the jitter drawn uniformly
+    /// from `fraction` (0 to 1).
+    pub fn startup_wait(&self, fraction: f64) -> Duration {
+        self.startup_delay + self.startup_jitter.mul_f64(fraction.clamp(0.0, 1.0))
     }
 }
 
@@ -171,6 +185,8 @@ mod tests {
             &[
                 "--startup-delay-ms",
                 "300",
+                "--startup-jitter-ms",
+                "100",
                 "--term-delay-ms",
                 "2000",
                 "--exit-on-stdin-eof",
@@ -179,6 +195,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(options.startup_delay, Duration::from_millis(300));
+        assert_eq!(options.startup_wait(0.0), Duration::from_millis(300));
+        assert_eq!(options.startup_wait(0.5), Duration::from_millis(350));
         assert_eq!(options.term_delay, Some(Duration::from_secs(2)));
         assert!(options.exit_on_stdin_eof);
         assert_eq!(options.hostname, "web-1");

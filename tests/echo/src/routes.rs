@@ -1,6 +1,7 @@
 //! What each request gets, by path. The test endpoints come first; every other path is echoed
 //! (see `describe`):
-//! - `/__stats`: connections, requests, in-flight and peak in-flight requests, pid (JSON);
+//! - `/__stats`: connections, requests, in-flight and peak in-flight requests, pid, and when
+//!   the process started and began to listen (JSON; see `startup`);
 //! - `/status/CODE`: that status;
 //! - `/exit/CODE`: exits the process at once with CODE, leaving the request unanswered;
 //! - `/delay/MS`: the echo, after MS milliseconds;
@@ -102,6 +103,7 @@ fn stats(shared: &Shared) -> Response<Body> {
             // Not counting this request.
             "in_flight": stats.in_flight.load(Ordering::SeqCst).saturating_sub(1),
             "max_in_flight": stats.max_in_flight.load(Ordering::SeqCst),
+            "startup": shared.startup.to_json(),
         }),
     )
 }

@@ -11,6 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
+use crate::startup::Startup;
+
 /// Counters over the server's life.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
@@ -44,13 +46,17 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     /// Answered as `os.hostname`.
     pub(crate) hostname: String,
+    /// Reported by `/__stats`.
+    pub(crate) startup: Startup,
 }
 
-/// Serves every connection `listener` accepts, forever, naming itself `hostname` in answers.
-pub async fn serve(listener: TcpListener, hostname: String) {
+/// Serves every connection `listener` accepts, forever, naming itself `hostname` in answers and
+/// reporting `startup` in `/__stats`.
+pub async fn serve(listener: TcpListener, hostname: String, startup: Startup) {
     let shared = Arc::new(Shared {
         stats: Arc::new(Stats::default()),
         hostname,
+        startup,
     });
     loop {
         let (stream, peer) = match listener.accept().await {

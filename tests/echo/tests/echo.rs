@@ -177,6 +177,35 @@ async fn test_endpoints_answer_statuses_bytes_streams_and_statistics() {
 }
 
 #[tokio::test]
+async fn statistics_say_when_the_process_started_and_began_to_listen() {
+    let unix_micros = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as u64
+    };
+    let before_spawn = unix_micros();
+    let echo = Echo::start(&["--startup-delay-ms", "200"], &[]).await;
+    let (_, stats) = echo.get("/__stats").await;
+    let startup = &json_of(&stats)["startup"];
+    let number = |key: &str| {
+        startup[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {key} in {startup}"))
+    };
+    let (started, listening) = (number("started_unix_us"), number("listening_unix_us"));
+    assert!(
+        before_spawn <= started && started < listening && listening <= unix_micros(),
+        "spawned at {before_spawn}, then {startup}"
+    );
+    assert_eq!(number("start_to_listening_us"), listening - started);
+    assert!(
+        number("start_to_listening_us") >= 200_000,
+        "the startup delay is part of the start: {startup}"
+    );
+}
+
+#[tokio::test]
 async fn h2c_with_prior_knowledge_is_served() {
     let echo = Echo::start(&[], &[]).await;
     let request = Request::get(format!("http://{}/over/h2", echo.address))
