@@ -98,6 +98,7 @@ async fn activator_in(sim: &Sim, toml: &str, namespace: Option<&str>) -> Activat
     config.kube = Some(KubeSettings {
         namespace: namespace.map(str::to_owned),
         probe_interval: Duration::from_millis(25),
+        ..KubeSettings::default()
     });
     // Built as the binary builds it (kube-rs's own retries off), from the simulator's kubeconfig.
     let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
