@@ -21,9 +21,14 @@
 //! or the request sees the closed gate (and is held, re-activating the route, which opens the
 //! gate again). A request arriving during a scale-down is therefore served, never failed.
 //!
+//! With several activator replicas, the scale-to-zero decision is the Lease holder's, and it closes
+//! the route on every replica first ([`hold`]): the same ordering argument holds per replica, so a
+//! request anywhere either keeps the workload up or is held and activates it again.
+//!
 //! Activation is also the route's [`Report`] handle: what the provider learns (ready endpoints,
 //! problems, replica counts set by others) arrives here.
 
+pub(crate) mod hold;
 pub(crate) mod replicas;
 
 use std::net::SocketAddr;
@@ -41,6 +46,7 @@ use crate::metrics::RouteMetrics;
 use crate::provider::{Provider, Report, ScaleRequest, Scaled};
 use crate::spec::RouteSpec;
 use crate::stats::{HoldBudget, QueueFull, RouteStats};
+use hold::Hold;
 use replicas::{Adopted, Replicas};
 
 /// Where a route stands.
@@ -127,6 +133,8 @@ pub(crate) struct Activation {
     provider: Arc<dyn Provider>,
     /// Leases may be taken (closed while a scale-to-zero decision is made and carried out).
     gate: AtomicBool,
+    /// Closed for a scale to zero the Lease holder decided (several replicas only).
+    hold: Hold,
     closed: AtomicU8,
     // Never held across an await: every critical section is a few field updates.
     state: Mutex<State>,
@@ -171,6 +179,7 @@ impl Activation {
             metrics,
             provider,
             gate: AtomicBool::new(true),
+            hold: Hold::default(),
             closed: AtomicU8::new(OPEN),
             state: Mutex::new(State::default()),
             decided: Notify::new(),
@@ -230,7 +239,7 @@ impl Activation {
     /// An endpoint with room, if the gate lets requests through.
     fn try_lease(&self) -> Option<Lease> {
         // SeqCst: see the module docs on the gate.
-        if !self.gate.load(Ordering::SeqCst) {
+        if !self.gate.load(Ordering::SeqCst) || self.hold.is_closed() {
             return None;
         }
         self.backends.try_acquire()
@@ -296,6 +305,39 @@ impl Activation {
     pub(crate) fn scale_to_zero_if_unused(&self) -> bool {
         self.begin_scale_down()
             .is_some_and(|scale_down| scale_down.commit())
+    }
+
+    /// Closes the route here for a scale to zero decided by the Lease holder, until `until` at
+    /// the latest; returns whether no request is open. With requests open it stays open (and the
+    /// holder must not scale to zero).
+    pub(crate) fn hold_for_scale_down(&self, until: Instant) -> bool {
+        // Close first, then look, as the gate does.
+        self.hold.close(until);
+        if self.stats.open_now() > 0 {
+            self.release_hold();
+            return false;
+        }
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                if me.hold.expire(Instant::now()) {
+                    me.backends.wake_all();
+                }
+            });
+        }
+        true
+    }
+
+    /// Opens the route after [`Activation::hold_for_scale_down`] (the holder gave up).
+    pub(crate) fn release_hold(&self) {
+        if self.hold.open() {
+            self.backends.wake_all();
+        }
+    }
+
+    /// Whether the route is closed here for a scale to zero decided elsewhere.
+    pub(crate) fn held_for_scale_down(&self) -> bool {
+        self.hold.is_closed()
     }
 
     /// The first half of a scale-to-zero decision: closes the gate. `None` if the route wants no
@@ -409,6 +451,10 @@ impl Activation {
             self.stats.mark_active();
         }
         tracing::info!(route = %self.id, from = adopted.before, to = adopted.now, "replicas changed outside the activator");
+        if adopted.now == 0 {
+            // The zero a hold was for has landed: what it held now activates the route again.
+            self.release_hold();
+        }
         if adopted.now == 0 && self.stats.queued_now() > 0 {
             self.activate(Instant::now());
         }
@@ -634,6 +680,51 @@ mod tests {
                 "{order:?}: the request never got a replica"
             );
             assert_eq!(activation.desired(), 1, "{order:?}");
+            drop((lease, guard));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_racing_a_hold_for_another_replicas_scale_down_is_never_left_behind() {
+        for order in interleavings() {
+            let (activation, stats) = activation();
+            activation.ready(&[SocketAddr::from(([127, 0, 0, 1], 9))]);
+            Report::replicas(&*activation, 1);
+            let mut guard = None;
+            let mut lease = None;
+            let mut kept = None;
+            // `hold_for_scale_down` split in its two steps: close, then look.
+            for step in order {
+                match step {
+                    Step::Begin => guard = Some(stats.begin()),
+                    Step::Lease => lease = activation.try_lease(),
+                    Step::Close => activation
+                        .hold
+                        .close(Instant::now() + Duration::from_secs(5)),
+                    Step::Commit => {
+                        let unused = stats.open_now() == 0;
+                        if !unused {
+                            activation.release_hold();
+                        }
+                        kept = Some(unused);
+                    }
+                }
+            }
+            let kept = kept.expect("the hold looked");
+            assert!(
+                !(kept && lease.is_some()),
+                "{order:?}: a request leased a replica the holder may scale to zero"
+            );
+            if lease.is_none() {
+                // Held here: the zero lands, and the request activates the route again.
+                Report::replicas(&*activation, 0);
+                activation.activate(Instant::now());
+                lease = activation.try_lease();
+            }
+            assert!(
+                lease.is_some(),
+                "{order:?}: the request never got a replica"
+            );
             drop((lease, guard));
         }
     }
