@@ -11,10 +11,10 @@ use kube_sim::{ImageMapping, Sim, SimConfig};
 
 use super::support::{Activator, echo, host, metric};
 
-const DEPLOYMENT: &str = "helloworld-00001-deployment";
+pub(super) const DEPLOYMENT: &str = "helloworld-00001-deployment";
 
 /// The seed example with a short idle timeout.
-fn helloworld(idle_timeout: &str) -> String {
+pub(super) fn helloworld(idle_timeout: &str) -> String {
     std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/examples/helloworld.yaml"
@@ -65,7 +65,7 @@ spec:
 }
 
 /// A simulator whose echo image runs `activator-echo` on the pod's address.
-async fn sim(time_scale: f64) -> Sim {
+pub(super) async fn sim(time_scale: f64) -> Sim {
     let config = SimConfig {
         time_scale,
         images: vec![ImageMapping {
@@ -134,7 +134,7 @@ async fn wait_for_event(sim: &Sim, reason: &str, regarding: &str, mentions: &[&s
     .await;
 }
 
-fn replicas(sim: &Sim, deployment: &str) -> i64 {
+pub(super) fn replicas(sim: &Sim, deployment: &str) -> i64 {
     sim.get("deployments", "default", deployment)
         .and_then(|d| {
             d.pointer("/spec/replicas")
