@@ -452,17 +452,16 @@ impl Cluster {
     }
 
     /// `report` (summed over replicas) with fresh clocks: idle at most since this replica began
-    /// deciding (`since`), and, when others are listed, since the latest activity any of them
-    /// reported this turn.
+    /// deciding (`since`), and since the latest activity any replica reported this turn (so a
+    /// replica that leaves does not take its recent traffic out of the sum with it).
     pub(crate) fn fresh_clocks(
         &self,
         id: &str,
         mut report: StatsReport,
         since: Option<Instant>,
-        coordinated: bool,
         now: Instant,
     ) -> StatsReport {
-        if coordinated && let Some(latest) = self.remember(id, report.idle_for, now) {
+        if let Some(latest) = self.remember(id, report.idle_for, now) {
             view::cap_idle(&mut report, latest);
         }
         if let Some(since) = since {
@@ -521,7 +520,7 @@ impl Tally {
     ) -> View {
         let summed = view::sum(local, self.parts(id));
         View {
-            report: cluster.fresh_clocks(id, summed.report, self.since, self.coordinated, now),
+            report: cluster.fresh_clocks(id, summed.report, self.since, now),
             missing: summed.missing,
         }
     }
@@ -536,5 +535,153 @@ impl Tally {
             since_scale_up,
             self.since.map(|s| now.saturating_duration_since(s)),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClusterSettings;
+
+    /// A replica whose role and peers the test sets by hand (its client is never used).
+    fn cluster() -> Arc<Cluster> {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("a URL"));
+        let client = kube::Client::try_from(config).expect("a client");
+        Cluster::new(client, ClusterSettings::default(), Metrics::new())
+    }
+
+    fn peers(cluster: &Cluster, count: usize) {
+        let others = (0..count)
+            .map(|n| Member {
+                identity: format!("peer-{n}"),
+                admin: SocketAddr::from(([10, 0, 0, n as u8 + 2], 9090)),
+                terminating: false,
+            })
+            .collect();
+        cluster.members.send_replace(Members {
+            others: Arc::new(others),
+            known: true,
+        });
+    }
+
+    fn idle_report(idle: Option<Duration>) -> StatsReport {
+        StatsReport {
+            in_flight: 0,
+            queued: 0,
+            requests_total: 0,
+            idle_for: idle,
+            average_concurrency: 0.0,
+            window: Duration::from_secs(60),
+            concurrency_seconds: 0.0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nobody_decides_until_the_replicas_are_known_and_alone_one_decides_as_before() {
+        let cluster = cluster();
+        assert!(matches!(cluster.turn(Instant::now()), Turn::Follow));
+        peers(&cluster, 0);
+        let Turn::Decide(tally) = cluster.turn(Instant::now()) else {
+            panic!("alone, a replica decides");
+        };
+        assert!(!tally.coordinated());
+        // Alone from the start: the idle clock is the route's own, as a single activator's.
+        let view = tally.view(
+            &cluster,
+            "default/web",
+            &idle_report(Some(Duration::from_secs(600))),
+            Instant::now(),
+        );
+        assert_eq!(view.report.idle_for, Some(Duration::from_secs(600)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_peers_only_the_lease_holder_decides_and_its_clocks_start_with_its_term() {
+        let cluster = cluster();
+        peers(&cluster, 2);
+        assert!(matches!(cluster.turn(Instant::now()), Turn::Follow));
+        tokio::time::advance(Duration::from_secs(300)).await;
+        let took_over = Instant::now();
+        cluster.role.send_replace(Role::Leader {
+            term: 1,
+            since: took_over,
+        });
+        assert!(matches!(cluster.turn(took_over), Turn::Decide(_)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let Turn::Decide(tally) = cluster.turn(Instant::now()) else {
+            panic!("the holder decides");
+        };
+        assert!(tally.coordinated());
+        // Every peer answered that the route has been idle for ten minutes...
+        let idle = idle_report(Some(Duration::from_secs(600)));
+        let answer = Answer {
+            report: Some(Arc::new(PeerReport {
+                identity: "peer".into(),
+                routes: [("default/web".to_owned(), idle.clone())].into(),
+            })),
+            fresh: true,
+        };
+        let tally = Tally {
+            parts: tally
+                .parts
+                .into_iter()
+                .map(|(member, _)| (member, Some(answer.clone())))
+                .collect(),
+            ..tally
+        };
+        let view = tally.view(&cluster, "default/web", &idle, Instant::now());
+        // ...but this replica has decided for 4s only.
+        assert_eq!(view.report.idle_for, Some(Duration::from_secs(4)));
+        assert_eq!(view.missing, 0);
+        assert_eq!(
+            tally.since_scale_up(None, Instant::now()),
+            Some(Duration::from_secs(4))
+        );
+        // A deposed holder decides nothing.
+        cluster
+            .role
+            .send_replace(Role::Follower(Some("peer-0".into())));
+        assert!(matches!(cluster.turn(Instant::now()), Turn::Follow));
+        assert!(!cluster.still_deciding(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_leaving_takes_its_recent_traffic_out_of_the_sum_only_once_it_is_old() {
+        let cluster = cluster();
+        peers(&cluster, 1);
+        cluster.role.send_replace(Role::Leader {
+            term: 1,
+            since: Instant::now(),
+        });
+        assert!(matches!(cluster.turn(Instant::now()), Turn::Decide(_)));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let Turn::Decide(tally) = cluster.turn(Instant::now()) else {
+            panic!("the holder decides");
+        };
+        let busy = idle_report(Some(Duration::from_secs(1)));
+        let answered = Tally {
+            parts: vec![(
+                tally.parts[0].0.clone(),
+                Some(Answer {
+                    report: Some(Arc::new(PeerReport {
+                        identity: "peer-0".into(),
+                        routes: [("default/web".to_owned(), busy)].into(),
+                    })),
+                    fresh: true,
+                }),
+            )],
+            ..tally
+        };
+        let quiet = idle_report(Some(Duration::from_secs(900)));
+        let view = answered.view(&cluster, "default/web", &quiet, Instant::now());
+        assert_eq!(view.report.idle_for, Some(Duration::from_secs(1)));
+        // The peer leaves the slices; its last request still counts from when it was.
+        peers(&cluster, 0);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let Turn::Decide(alone) = cluster.turn(Instant::now()) else {
+            panic!("the holder decides");
+        };
+        let view = alone.view(&cluster, "default/web", &quiet, Instant::now());
+        assert_eq!(view.report.idle_for, Some(Duration::from_secs(6)));
     }
 }

@@ -62,7 +62,7 @@ pub(crate) async fn across(
         Err(_) => Part::Missing(None),
     });
     let summed = view::sum(&local, parts);
-    let report = cluster.fresh_clocks(id, summed.report, since, true, now);
+    let report = cluster.fresh_clocks(id, summed.report, since, now);
     let policy = &route.spec().settings.scaling;
     let still_idle = decide(policy, activation.desired(), &report, None) == Some(Decision::ToZero);
     let scaled = answered
