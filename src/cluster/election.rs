@@ -159,6 +159,8 @@ impl Election {
         loop {
             let step_down = self.renewed.map(|sent| sent + self.renew_deadline);
             tokio::select! {
+                // Leaving and stepping down come before anything else that is ready.
+                biased;
                 () = &mut leaving => break,
                 () = sleep_until_opt(step_down) => {
                     self.renewed = None;
@@ -180,8 +182,12 @@ impl Election {
                 },
                 () = tokio::time::sleep_until(next) => {
                     let sent = Instant::now();
-                    let attempt = tokio::time::timeout(self.retry_period, self.try_acquire_or_renew(sent)).await;
-                    match attempt.unwrap_or(Err(AttemptError::Timeout(self.retry_period))) {
+                    // A holder's attempt ends by its step-down time, so it steps down on time.
+                    let budget = step_down.map_or(self.retry_period, |at| {
+                        at.saturating_duration_since(sent).min(self.retry_period)
+                    });
+                    let attempt = tokio::time::timeout(budget, self.try_acquire_or_renew(sent)).await;
+                    match attempt.unwrap_or(Err(AttemptError::Timeout(budget))) {
                         Ok(()) => {
                             complained = false;
                             self.renewed = Some(sent);
