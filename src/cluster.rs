@@ -4,8 +4,10 @@
 //! - [`election`]: the Lease, as client-go's leader election holds it; the replica's [`Role`].
 //! - [`members`]: the other replicas, from the peer Service's EndpointSlices.
 //! - [`peer`]: what replicas say to each other over their admin listeners, and the client.
-//! - [`view`]: the pure sum of reports the scaler decides from, with fresh clocks for a new
-//!   decider.
+//! - [`poll`]: the holder's polls of the others, and their last answers.
+//! - [`turn`]: who decides at a scaler tick, and the view it decides from, with fresh clocks for
+//!   a new decider.
+//! - [`view`]: the pure sum of reports.
 //! - [`scale_down`]: a scale to zero across replicas: every replica closes the route before the
 //!   zero is written, so no request anywhere meets a replica about to stop.
 //!
