@@ -21,9 +21,14 @@
 //! or the request sees the closed gate (and is held, re-activating the route, which opens the
 //! gate again). A request arriving during a scale-down is therefore served, never failed.
 //!
+//! With several activator replicas, the scale-to-zero decision is the Lease holder's, and it closes
+//! the route on every replica first ([`hold`]): the same ordering argument holds per replica, so a
+//! request anywhere either keeps the workload up or is held and activates it again.
+//!
 //! Activation is also the route's [`Report`] handle: what the provider learns (ready endpoints,
 //! problems, replica counts set by others) arrives here.
 
+pub(crate) mod hold;
 pub(crate) mod replicas;
 
 use std::net::SocketAddr;
@@ -41,6 +46,7 @@ use crate::metrics::RouteMetrics;
 use crate::provider::{Cause, Provider, Report, ScaleRequest, Scaled};
 use crate::spec::RouteSpec;
 use crate::stats::{HoldBudget, QueueFull, RouteStats};
+use hold::Hold;
 use replicas::{Adopted, Replicas};
 
 /// Where a route stands.
@@ -126,9 +132,9 @@ pub(crate) enum ActivationError {
     ShuttingDown,
 }
 
-/// How a request may be held.
+/// How a request may wait for a replica.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Hold {
+pub(crate) struct Waiting {
     /// The client gives up after this (gRPC's `grpc-timeout`); at most the cold-start timeout.
     pub(crate) deadline: Option<Duration>,
     /// Rather than hold it while no replica is ready, answer with the waiting page.
@@ -157,6 +163,8 @@ pub(crate) struct Activation {
     provider: Arc<dyn Provider>,
     /// Leases may be taken (closed while a scale-to-zero decision is made and carried out).
     gate: AtomicBool,
+    /// Closed for a scale to zero the Lease holder decided (several replicas only).
+    hold: Hold,
     closed: AtomicU8,
     // Never held across an await: every critical section is a few field updates.
     state: Mutex<State>,
@@ -205,6 +213,7 @@ impl Activation {
             metrics,
             provider,
             gate: AtomicBool::new(true),
+            hold: Hold::default(),
             closed: AtomicU8::new(OPEN),
             state: Mutex::new(State::default()),
             decided: Notify::new(),
@@ -218,7 +227,7 @@ impl Activation {
 
     /// Leases an endpoint for one request, holding the request until a replica is ready: at most
     /// the route's cold-start timeout, or `deadline` if the client gives up sooner.
-    pub(crate) async fn acquire(&self, hold: Hold) -> Result<Granted, ActivationError> {
+    pub(crate) async fn acquire(&self, waiting: Waiting) -> Result<Granted, ActivationError> {
         // Fast path, unless others are already waiting (they go first).
         if self.stats.queued_now() == 0
             && let Some(lease) = self.try_lease()
@@ -231,7 +240,7 @@ impl Activation {
         self.check_closed()?;
         self.check_failing()?;
         let cold = self.backends.ready_count() == 0;
-        if hold.waiting_page && cold {
+        if waiting.waiting_page && cold {
             // A browser gets a page that reloads itself instead of a blank wait; the route starts.
             self.activate(Instant::now());
             return Err(ActivationError::Starting);
@@ -266,9 +275,11 @@ impl Activation {
                 notified.await;
             }
         };
-        let limit = hold.deadline.map_or(spec.settings.cold_start_timeout, |d| {
-            d.min(spec.settings.cold_start_timeout)
-        });
+        let limit = waiting
+            .deadline
+            .map_or(spec.settings.cold_start_timeout, |d| {
+                d.min(spec.settings.cold_start_timeout)
+            });
         match tokio::time::timeout(limit, wait).await {
             Ok(result) => result,
             Err(_) => {
@@ -314,7 +325,7 @@ impl Activation {
     /// An endpoint with room, if the gate lets requests through.
     fn try_lease(&self) -> Option<Lease> {
         // SeqCst: see the module docs on the gate.
-        if !self.gate.load(Ordering::SeqCst) {
+        if !self.gate.load(Ordering::SeqCst) || self.hold.is_closed() {
             return None;
         }
         self.backends.try_acquire()
@@ -387,6 +398,39 @@ impl Activation {
     pub(crate) fn scale_to_zero_if_unused(&self, idle_for: Option<Duration>) -> bool {
         self.begin_scale_down()
             .is_some_and(|scale_down| scale_down.commit(idle_for))
+    }
+
+    /// Closes the route here for a scale to zero decided by the Lease holder, until `until` at
+    /// the latest; returns whether no request is open. With requests open it stays open (and the
+    /// holder must not scale to zero).
+    pub(crate) fn hold_for_scale_down(&self, until: Instant) -> bool {
+        // Close first, then look, as the gate does.
+        self.hold.close(until);
+        if self.stats.open_now() > 0 {
+            self.release_hold();
+            return false;
+        }
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(until).await;
+                if me.hold.expire(Instant::now()) {
+                    me.backends.wake_all();
+                }
+            });
+        }
+        true
+    }
+
+    /// Opens the route after [`Activation::hold_for_scale_down`] (the holder gave up).
+    pub(crate) fn release_hold(&self) {
+        if self.hold.open() {
+            self.backends.wake_all();
+        }
+    }
+
+    /// Whether the route is closed here for a scale to zero decided elsewhere.
+    pub(crate) fn held_for_scale_down(&self) -> bool {
+        self.hold.is_closed()
     }
 
     /// The first half of a scale-to-zero decision: closes the gate. `None` if the route wants no
@@ -509,6 +553,10 @@ impl Activation {
             self.stats.mark_active();
         }
         tracing::info!(route = %self.id, from = adopted.before, to = adopted.now, "replicas changed outside the activator");
+        if adopted.now == 0 {
+            // The zero a hold was for has landed: what it held now activates the route again.
+            self.release_hold();
+        }
         if adopted.now == 0 && self.stats.queued_now() > 0 {
             self.activate(Instant::now());
         }
@@ -750,13 +798,60 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_request_racing_a_hold_for_another_replicas_scale_down_is_never_left_behind() {
+        for order in interleavings() {
+            let (activation, stats) = activation();
+            activation.ready(&[SocketAddr::from(([127, 0, 0, 1], 9))]);
+            Report::replicas(&*activation, 1);
+            let mut guard = None;
+            let mut lease = None;
+            let mut kept = None;
+            // `hold_for_scale_down` split in its two steps: close, then look.
+            for step in order {
+                match step {
+                    Step::Begin => guard = Some(stats.begin()),
+                    Step::Lease => lease = activation.try_lease(),
+                    Step::Close => activation
+                        .hold
+                        .close(Instant::now() + Duration::from_secs(5)),
+                    Step::Commit => {
+                        let unused = stats.open_now() == 0;
+                        if !unused {
+                            activation.release_hold();
+                        }
+                        kept = Some(unused);
+                    }
+                }
+            }
+            let kept = kept.expect("the hold looked");
+            assert!(
+                !(kept && lease.is_some()),
+                "{order:?}: a request leased a replica the holder may scale to zero"
+            );
+            if lease.is_none() {
+                // Held here: the zero lands, and the request activates the route again.
+                Report::replicas(&*activation, 0);
+                activation.activate(Instant::now());
+                lease = activation.try_lease();
+            }
+            assert!(
+                lease.is_some(),
+                "{order:?}: the request never got a replica"
+            );
+            drop((lease, guard));
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_held_request_raises_the_count_once_and_is_released_when_a_replica_is_ready() {
         let (activation, _) = activation();
         let held: Vec<_> = (0..3)
             .map(|_| {
                 let activation = Arc::clone(&activation);
-                tokio::spawn(async move { activation.acquire(Hold::default()).await.map(|_| ()) })
+                tokio::spawn(
+                    async move { activation.acquire(Waiting::default()).await.map(|_| ()) },
+                )
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(10)).await;

@@ -5,7 +5,9 @@
 //! delay (so endpoints stop pointing here first); then the proxy stops accepting connections and
 //! asks open ones to close when idle; requests in flight and held requests drain for up to the
 //! drain timeout, after which requests still held are answered 503 `shutting_down`; then the
-//! scaler and admin listener stop and the provider stops every replica it started.
+//! scaler and admin listener stop and the provider stops every replica it started. With several
+//! activator replicas, the Lease is handed back as soon as shutdown begins, so another replica
+//! decides while this one drains.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::activation::Closed;
 use crate::admin::{Admin, Health};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::defaults::ADMIN_CONNECTIONS;
 use crate::metrics::Metrics;
@@ -43,6 +46,7 @@ pub struct App {
     routes: Arc<ServedRoutes>,
     health: Arc<Health>,
     discovery: Option<Discovery>,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl App {
@@ -52,7 +56,7 @@ impl App {
         let provider: Arc<dyn Provider> = Arc::new(ProcessProvider::new());
         let routes = ServedRoutes::new(provider, metrics.clone(), &config);
         routes.replace(config.routes.clone());
-        App::assemble(config, metrics, routes, None)
+        App::assemble(config, metrics, routes, None, None)
     }
 
     /// An activator serving the routes of Deployments labelled `activator.dev/enabled=true`, found
@@ -60,9 +64,10 @@ impl App {
     pub fn kube(config: Config, client: kube::Client) -> App {
         let metrics = Metrics::new();
         let settings = config.kube.clone().unwrap_or_default();
+        let cluster = Cluster::new(client.clone(), settings.cluster.clone(), metrics.clone());
         let (discovery, provider) = Discovery::new(client, &config, settings, metrics.clone());
         let routes = ServedRoutes::new(provider, metrics.clone(), &config);
-        App::assemble(config, metrics, routes, Some(discovery))
+        App::assemble(config, metrics, routes, Some(discovery), Some(cluster))
     }
 
     fn assemble(
@@ -70,6 +75,7 @@ impl App {
         metrics: Metrics,
         routes: Arc<ServedRoutes>,
         discovery: Option<Discovery>,
+        cluster: Option<Arc<Cluster>>,
     ) -> App {
         metrics.register_gauges(routes.table.clone());
         App {
@@ -78,6 +84,7 @@ impl App {
             routes,
             health: Arc::new(Health::default()),
             discovery,
+            cluster,
         }
     }
 
@@ -94,6 +101,7 @@ impl App {
             routes,
             health,
             discovery,
+            cluster,
         } = self;
         let table = Arc::clone(&routes.table);
         let (stop, stopped) = watch::channel(false);
@@ -107,7 +115,13 @@ impl App {
             keepalive: connections.keepalive_timeout,
             stream_idle: config.defaults.stream_idle_timeout,
         };
-        let admin_service = Admin::new(Arc::clone(&table), metrics.clone(), Arc::clone(&health));
+        let admin_addr = admin.local_addr();
+        let admin_service = Admin::new(
+            Arc::clone(&table),
+            metrics.clone(),
+            Arc::clone(&health),
+            cluster.clone(),
+        );
         let admin_limits = Limits {
             timeouts,
             max_connections: ADMIN_CONNECTIONS,
@@ -116,12 +130,27 @@ impl App {
         let admin_task = tokio::spawn(server::serve(
             admin,
             admin_limits,
-            move |_, _| admin_service.clone(),
+            move |remote, _| admin_service.from(remote),
             wait_stop(stopped.clone()),
         ));
+        let (leave, leaving) = watch::channel(false);
+        let leave_on_shutdown = leave.clone();
+        let cluster_task = match (cluster.clone(), admin_addr) {
+            (Some(cluster), Ok(admin_addr)) => Some(tokio::spawn(cluster.run(
+                admin_addr,
+                wait_stop(leaving.clone()),
+                wait_stop(stopped.clone()),
+            ))),
+            (Some(_), Err(error)) => {
+                tracing::warn!(%error, "the admin listener has no address: deciding alone");
+                None
+            }
+            (None, _) => None,
+        };
         let scaler_task = tokio::spawn(scaler::run(
             Arc::clone(&table),
             config.scaler_tick,
+            cluster,
             wait_stop(stopped.clone()),
         ));
         let discovery_task = match discovery {
@@ -168,6 +197,7 @@ impl App {
                 // Lame duck: fail readiness so endpoints stop pointing here, but keep serving
                 // whoever still arrives until they have.
                 drain_health.set_draining();
+                let _ = leave_on_shutdown.send(true);
                 if !shutdown_delay.is_zero() {
                     tracing::info!(
                         shutdown_delay_ms = shutdown_delay.as_millis() as u64,
@@ -195,8 +225,12 @@ impl App {
             }
         }
 
+        let _ = leave.send_replace(true);
         let _ = stop.send(true);
         let _ = scaler_task.await;
+        if let Some(task) = cluster_task {
+            let _ = task.await;
+        }
         if let Some(task) = discovery_task {
             let _ = task.await;
         }

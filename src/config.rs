@@ -7,6 +7,7 @@
 
 mod address;
 mod cli;
+mod cluster;
 mod file;
 mod resolve;
 mod validate;
@@ -95,6 +96,8 @@ pub struct KubeSettings {
     pub namespace: Option<String>,
     /// Period of direct probes of pods the kubelet has not marked ready yet.
     pub probe_interval: Duration,
+    /// How this replica finds and works with the others.
+    pub cluster: ClusterSettings,
 }
 
 impl Default for KubeSettings {
@@ -102,6 +105,68 @@ impl Default for KubeSettings {
         KubeSettings {
             namespace: None,
             probe_interval: defaults::PROBE_INTERVAL,
+            cluster: ClusterSettings::default(),
+        }
+    }
+}
+
+/// A namespaced object, written `NAMESPACE/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// How activator replicas share the work (Kubernetes mode): the Lease that elects the one that
+/// decides, the Service that lists them all, and the timings of both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This replica's name: the Lease's `holderIdentity` while it leads.
+    pub identity: String,
+    /// The Lease.
+    pub lease: ObjectName,
+    /// The Service whose EndpointSlices list the replicas (port named `admin`).
+    pub peer_service: ObjectName,
+    /// How long a Lease not renewed keeps others from taking it.
+    pub lease_duration: Duration,
+    /// The holder stops deciding when it could not renew for this long (less than
+    /// `lease_duration`, so it stops before anyone else can take over).
+    pub renew_deadline: Duration,
+    /// Period of renewals, and of attempts while the Lease is free.
+    pub retry_period: Duration,
+    /// Period of the holder's polls of its peers' reports.
+    pub poll_interval: Duration,
+    /// A peer's answer must arrive within this, or the peer counts as busy.
+    pub poll_timeout: Duration,
+    /// How long a replica keeps a route closed for a scale to zero decided by the holder, unless
+    /// it sees the zero land or the holder gives up first.
+    pub scale_down_hold: Duration,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> ClusterSettings {
+        let object = ObjectName {
+            namespace: defaults::CLUSTER_NAMESPACE.to_owned(),
+            name: defaults::CLUSTER_NAME.to_owned(),
+        };
+        ClusterSettings {
+            identity: cluster::hostname(),
+            lease: object.clone(),
+            peer_service: object,
+            lease_duration: defaults::LEASE_DURATION,
+            renew_deadline: defaults::RENEW_DEADLINE,
+            retry_period: defaults::RETRY_PERIOD,
+            poll_interval: defaults::POLL_INTERVAL,
+            poll_timeout: defaults::POLL_TIMEOUT,
+            scale_down_hold: defaults::SCALE_DOWN_HOLD,
         }
     }
 }
@@ -142,6 +207,22 @@ pub(crate) mod defaults {
     /// Held requests across all routes (see the README for the arithmetic against deploy/'s
     /// memory limit).
     pub(crate) const MAX_QUEUED_TOTAL: u64 = 20_000;
+    /// Namespace of the Lease and the peer Service when `POD_NAMESPACE` is not set (deploy/'s).
+    pub(crate) const CLUSTER_NAMESPACE: &str = "activator-system";
+    /// Name of the Lease and of the peer Service (deploy/'s Service).
+    pub(crate) const CLUSTER_NAME: &str = "activator";
+    /// client-go's leader election defaults: lease 15s, renew deadline 10s, retry 2s.
+    pub(crate) const LEASE_DURATION: Duration = Duration::from_secs(15);
+    /// See [`LEASE_DURATION`].
+    pub(crate) const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+    /// See [`LEASE_DURATION`].
+    pub(crate) const RETRY_PERIOD: Duration = Duration::from_secs(2);
+    /// Peer polls (Knative's activators report every second; KEDA's scaler polls every 500ms).
+    pub(crate) const POLL_INTERVAL: Duration = Duration::from_secs(1);
+    /// A peer that has not answered within this counts as busy for the round.
+    pub(crate) const POLL_TIMEOUT: Duration = Duration::from_millis(500);
+    /// A route closed for a scale to zero reopens after this at the latest.
+    pub(crate) const SCALE_DOWN_HOLD: Duration = Duration::from_secs(5);
 }
 
 /// A configuration that cannot be used; the message names the key, the value and what was expected.

@@ -22,6 +22,7 @@
 //! | `balancer` | a route's ready endpoints, the choice among them, and the connections to each |
 //! | `stats` | in-flight guards, counts, last activity, time-weighted concurrency |
 //! | `scaler` | the loop that scales routes by idleness and concurrency |
+//! | `cluster` | several replicas: the Lease-elected holder decides from everyone's summed counts |
 //! | `provider` | the provider trait, its report handle, and the process and Kubernetes providers |
 //! | `proxy` | the per-request service; the one place errors become responses |
 //! | `server` | the listeners, connection handling and graceful shutdown |
@@ -44,6 +45,7 @@ mod balancer;
 #[doc(hidden)]
 pub mod bench;
 mod body;
+mod cluster;
 pub mod config;
 mod metrics;
 pub mod policy;

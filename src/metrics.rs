@@ -12,8 +12,8 @@ use std::time::Duration;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Which way a scale event went.
@@ -47,6 +47,15 @@ pub(crate) struct Metrics {
     scale_events: IntCounterVec,
     config_errors: IntCounterVec,
     stream_idle: IntCounterVec,
+    cluster: ClusterMetrics,
+}
+
+/// Several replicas: who leads, whom it hears.
+#[derive(Debug, Clone)]
+struct ClusterMetrics {
+    leader: IntGauge,
+    peers: IntGaugeVec,
+    poll_errors: IntCounter,
 }
 
 /// A source of per-route gauge values, read at scrape time.
@@ -148,8 +157,31 @@ impl Metrics {
             &rn,
         )
         .expect("valid metric");
+        let cluster = ClusterMetrics {
+            leader: IntGauge::new(
+                "activator_leader",
+                "1 on the replica holding the Lease, which makes every scale-down and scale-out decision.",
+            )
+            .expect("valid metric"),
+            peers: IntGaugeVec::new(
+                Opts::new(
+                    "activator_peers",
+                    "Other activator replicas listed in the peer Service, by whether the Lease holder's last poll was answered (answering, unreachable) or this replica does not poll (unpolled).",
+                ),
+                &["state"],
+            )
+            .expect("valid metric"),
+            poll_errors: IntCounter::new(
+                "activator_peer_poll_errors_total",
+                "Polls of another replica's report that failed or timed out.",
+            )
+            .expect("valid metric"),
+        };
         for collector in [
-            Box::new(config_errors.clone()) as Box<dyn Collector>,
+            Box::new(cluster.leader.clone()) as Box<dyn Collector>,
+            Box::new(cluster.peers.clone()),
+            Box::new(cluster.poll_errors.clone()),
+            Box::new(config_errors.clone()),
             Box::new(stream_idle.clone()),
             Box::new(requests.clone()),
             Box::new(duration.clone()),
@@ -173,7 +205,32 @@ impl Metrics {
             scale_events,
             config_errors,
             stream_idle,
+            cluster,
         }
+    }
+
+    /// Whether this replica holds the Lease.
+    pub(crate) fn set_leader(&self, leading: bool) {
+        self.cluster.leader.set(i64::from(leading));
+    }
+
+    /// Other replicas by state.
+    pub(crate) fn set_peers(&self, answering: usize, unreachable: usize, unpolled: usize) {
+        for (state, count) in [
+            ("answering", answering),
+            ("unreachable", unreachable),
+            ("unpolled", unpolled),
+        ] {
+            self.cluster
+                .peers
+                .with_label_values(&[state])
+                .set(count as i64);
+        }
+    }
+
+    /// Counts a failed poll of another replica.
+    pub(crate) fn peer_poll_error(&self) {
+        self.cluster.poll_errors.inc();
     }
 
     /// Registers the per-route gauges, read from `source` at each scrape.

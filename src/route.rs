@@ -130,6 +130,8 @@ impl Route {
             idle_seconds: report.idle_for.map(|d| d.as_secs_f64()),
             average_concurrency: report.average_concurrency,
             message: self.activation.problem(),
+            closed_for_scale_down: self.activation.held_for_scale_down(),
+            replicas: None,
         }
     }
 }
@@ -163,6 +165,46 @@ pub struct RouteStatus {
     pub average_concurrency: f64,
     /// What keeps replicas from becoming ready, if anything.
     pub message: Option<String>,
+    /// Closed here while another activator replica (the Lease holder) scales the route to zero:
+    /// requests are held, and activate the route again if the zero lands.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed_for_scale_down: bool,
+    /// On the activator replica that decides for several: the route summed over all of them,
+    /// with each one's part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<SharedStatus>,
+}
+
+/// A route across replicas, as `/routes` shows it on the deciding replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedStatus {
+    /// Requests being served, on every replica.
+    pub in_flight: u64,
+    /// Requests held, on every replica.
+    pub queued: u64,
+    /// Requests accepted, summed over the replicas' counters.
+    pub requests_total: u64,
+    /// Seconds since the last request started or ended on any replica, as the decision uses it.
+    pub idle_seconds: Option<f64>,
+    /// Time-weighted average of open requests, summed over replicas.
+    pub average_concurrency: f64,
+    /// Each replica's part, this one first.
+    pub replicas: Vec<ReplicaShare>,
+}
+
+/// One replica's part of a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaShare {
+    /// Its identity.
+    pub identity: String,
+    /// `self`, `answering`, or `unreachable` (counted as busy).
+    pub state: String,
+    /// Its requests in flight.
+    pub in_flight: u64,
+    /// Its requests held.
+    pub queued: u64,
+    /// Its share of the summed average concurrency (0–1), when there is any.
+    pub share: Option<f64>,
 }
 
 impl RouteStatus {

@@ -124,6 +124,8 @@ mod tests {
             idle_seconds: Some(1.25),
             average_concurrency: 0.5,
             message: None,
+            closed_for_scale_down: false,
+            replicas: None,
         };
         let table = render(&[route]);
         let lines: Vec<&str> = table.lines().collect();

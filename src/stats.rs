@@ -53,6 +53,10 @@ pub(crate) struct StatsReport {
     /// The span the average covers (shorter than configured until enough samples exist).
     #[serde(with = "millis")]
     pub window: Duration,
+    /// The integral of held plus in-flight requests over time since the counters began, in
+    /// request-seconds: only ever grows, so a reader can average over any span it likes.
+    #[serde(default)]
+    pub concurrency_seconds: f64,
 }
 
 impl StatsReport {
@@ -212,6 +216,7 @@ impl RouteStats {
             idle_for: self.idle_for(now),
             average_concurrency: average_concurrency.max(0.0),
             window: Duration::from_nanos(span as u64),
+            concurrency_seconds: (a as f64 / 1e9).max(0.0),
         }
     }
 }
@@ -405,6 +410,7 @@ mod tests {
             idle_for: Some(Duration::from_millis(1500)),
             average_concurrency: 2.5,
             window: Duration::from_secs(60),
+            concurrency_seconds: 12.5,
         };
         let json = serde_json::to_string(&report).unwrap();
         assert_eq!(serde_json::from_str::<StatsReport>(&json).unwrap(), report);

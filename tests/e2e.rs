@@ -14,6 +14,7 @@ mod e2e {
     mod limits;
     mod manifests;
     mod proxying;
+    mod replicas;
     mod requests;
     mod routing;
     mod scaling;

@@ -68,6 +68,21 @@ pub struct Cli {
     /// Upgrade protocols tunnelled to replicas (comma-separated) [default: websocket].
     #[arg(long, env = "ACTIVATOR_ALLOWED_UPGRADES", value_delimiter = ',')]
     pub allowed_upgrades: Option<Vec<String>>,
+    /// With --kube: the Lease whose holder makes every scale-down and scale-out decision, as
+    /// NAMESPACE/NAME [default: $POD_NAMESPACE/activator, else activator-system/activator].
+    #[arg(long, env = "ACTIVATOR_LEASE")]
+    pub lease: Option<String>,
+    /// With --kube: the Service whose EndpointSlices list the other activator replicas (their
+    /// port named `admin`), as NAMESPACE/NAME [default: as --lease].
+    #[arg(long, env = "ACTIVATOR_PEER_SERVICE")]
+    pub peer_service: Option<String>,
+    /// This replica's name among its peers and in the Lease (the downward API's pod name)
+    /// [default: the hostname].
+    #[arg(long, env = "POD_NAME", hide = true)]
+    pub pod_name: Option<String>,
+    /// The namespace this replica runs in (the downward API's pod namespace).
+    #[arg(long, env = "POD_NAMESPACE", hide = true)]
+    pub pod_namespace: Option<String>,
 }
 
 /// Subcommands.

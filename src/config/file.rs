@@ -33,6 +33,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     pub(crate) limits: FileLimits,
     #[serde(default)]
+    pub(crate) cluster: FileCluster,
+    #[serde(default)]
     pub(crate) host_grants: Vec<FileGrant>,
     #[serde(default)]
     pub(crate) trusted_endpointslice_namespaces: Vec<String>,
@@ -50,6 +52,20 @@ pub(crate) struct FileLimits {
     pub(crate) max_scale: Option<u32>,
     pub(crate) activation_scale: Option<u32>,
     pub(crate) max_queued_total: Option<u64>,
+}
+
+/// The `[cluster]` table: how replicas elect the one that decides, and how it hears the others.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileCluster {
+    pub(crate) lease: Option<String>,
+    pub(crate) peer_service: Option<String>,
+    pub(crate) lease_duration: Option<HumanDuration>,
+    pub(crate) renew_deadline: Option<HumanDuration>,
+    pub(crate) retry_period: Option<HumanDuration>,
+    pub(crate) poll_interval: Option<HumanDuration>,
+    pub(crate) poll_timeout: Option<HumanDuration>,
+    pub(crate) scale_down_hold: Option<HumanDuration>,
 }
 
 /// One `[[host_grants]]` entry.

@@ -85,8 +85,10 @@ pub(super) fn config(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config
     }
     let defaults = route_defaults(&file.defaults, &invalid)?;
     let routes = routes(&file, &defaults, &domain, &invalid)?;
+    let cluster = super::cluster::settings(cli, &file.cluster, &invalid)?;
     let kube = if cli.kube {
         Some(KubeSettings {
+            cluster,
             namespace: cli.namespace.clone(),
             probe_interval: duration(
                 "probe_interval",

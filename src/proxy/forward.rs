@@ -27,7 +27,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::activation::Hold;
+use crate::activation::Waiting;
 use crate::activity::{Activity, CountedIo};
 use crate::balancer::Lease;
 use crate::balancer::stall::{Exchange, StallTimer, Stalled};
@@ -129,7 +129,7 @@ impl Upstream {
         let (mut response, lease, sender) = loop {
             let granted = route
                 .activation()
-                .acquire(Hold {
+                .acquire(Waiting {
                     deadline: context.deadline,
                     // Only the first attempt may get the page: a retry is already under way.
                     waiting_page: attempt == 1 && settings.waiting_page && context.browser,

@@ -55,8 +55,12 @@ async fn the_deployed_activator_pod_cold_starts_the_example() {
         "serviceaccount/activator",
         "clusterrole.rbac.authorization.k8s.io/activator",
         "clusterrolebinding.rbac.authorization.k8s.io/activator",
+        "role.rbac.authorization.k8s.io/activator-leases",
+        "rolebinding.rbac.authorization.k8s.io/activator-leases",
         "service/activator",
         "deployment.apps/activator",
+        "poddisruptionbudget.policy/activator",
+        "horizontalpodautoscaler.autoscaling/activator",
     ] {
         assert!(
             applied.contains(&format!("{object} created")),

@@ -11,10 +11,10 @@ use kube_sim::{ImageMapping, Sim, SimConfig};
 
 use super::support::{Activator, echo, host, metric};
 
-const DEPLOYMENT: &str = "helloworld-00001-deployment";
+pub(super) const DEPLOYMENT: &str = "helloworld-00001-deployment";
 
 /// The seed example with a short idle timeout.
-fn helloworld(idle_timeout: &str) -> String {
+pub(super) fn helloworld(idle_timeout: &str) -> String {
     std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/deploy/examples/helloworld.yaml"
@@ -104,6 +104,7 @@ async fn activator_in(sim: &Sim, toml: &str, namespace: Option<&str>) -> Activat
     config.kube = Some(KubeSettings {
         namespace: namespace.map(str::to_owned),
         probe_interval: Duration::from_millis(25),
+        ..KubeSettings::default()
     });
     // Built as the binary builds it (kube-rs's own retries off), from the simulator's kubeconfig.
     let kubeconfig = kube::config::Kubeconfig::read_from(sim.kubeconfig_path()).unwrap();
@@ -139,7 +140,7 @@ async fn wait_for_event(sim: &Sim, reason: &str, regarding: &str, mentions: &[&s
     .await;
 }
 
-fn replicas(sim: &Sim, deployment: &str) -> i64 {
+pub(super) fn replicas(sim: &Sim, deployment: &str) -> i64 {
     sim.get("deployments", "default", deployment)
         .and_then(|d| {
             d.pointer("/spec/replicas")

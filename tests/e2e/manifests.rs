@@ -68,7 +68,11 @@ fn rights(objects: &[serde_yaml::Value], kind: &str) -> Vec<(String, Vec<String>
             .collect()
     };
     let mut rights = Vec::new();
-    for role in objects.iter().filter(|o| o["kind"] == kind) {
+    // The activator's own Role for its Lease is checked on its own.
+    for role in objects
+        .iter()
+        .filter(|o| o["kind"] == kind && o["metadata"]["name"] == "activator")
+    {
         for rule in role["rules"].as_sequence().unwrap() {
             for group in strings(&rule["apiGroups"]) {
                 for resource in strings(&rule["resources"]) {
@@ -184,4 +188,78 @@ fn the_monitoring_overlay_ships_the_dashboard_to_grafanas_sidecar_unchanged() {
         .map(|line| format!("{}\n", line.strip_prefix("    ").unwrap_or(line)))
         .collect();
     assert_eq!(shipped.trim_end(), dashboard.trim_end());
+}
+
+/// The rendered documents of `dir`, parsed.
+fn documents(dir: &str) -> Vec<serde_json::Value> {
+    render(dir)
+        .split("\n---\n")
+        .map(|doc| {
+            let value: serde_yaml::Value = serde_yaml::from_str(doc).expect("YAML");
+            serde_json::to_value(value).expect("JSON-shaped YAML")
+        })
+        .collect()
+}
+
+#[test]
+fn leases_are_granted_in_the_activators_namespace_only() {
+    let docs = documents("deploy/base");
+    let leases = |doc: &serde_json::Value| {
+        doc["rules"].as_array().is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| r["resources"].to_string().contains("leases"))
+        })
+    };
+    let cluster_wide: Vec<_> = docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" && leases(d))
+        .collect();
+    assert!(cluster_wide.is_empty(), "{cluster_wide:?}");
+    let role = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && leases(d))
+        .expect("a Role for the Lease");
+    assert_eq!(role["metadata"]["namespace"], "activator-system");
+    assert!(
+        docs.iter().any(|d| d["kind"] == "RoleBinding"
+            && d["roleRef"]["name"] == role["metadata"]["name"]
+            && d["subjects"][0]["name"] == "activator"),
+        "the Role is bound to the activator's ServiceAccount"
+    );
+}
+
+#[test]
+fn the_activator_runs_three_spread_replicas_with_a_budget_and_an_autoscaler() {
+    let docs = documents("deploy/base");
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("a {kind}"))
+    };
+    let deployment = find("Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let keys: Vec<_> = pod["topologySpreadConstraints"]
+        .as_array()
+        .expect("topology spread")
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    let env = pod["containers"][0]["env"].to_string();
+    for field in ["metadata.name", "metadata.namespace"] {
+        assert!(env.contains(field), "downward API {field}: {env}");
+    }
+    assert_eq!(find("PodDisruptionBudget")["spec"]["maxUnavailable"], 1);
+    let hpa = &find("HorizontalPodAutoscaler")["spec"];
+    assert_eq!(
+        (hpa["minReplicas"].as_i64(), hpa["maxReplicas"].as_i64()),
+        (Some(3), Some(20))
+    );
+    let ports = find("Service")["spec"]["ports"].to_string();
+    assert!(ports.contains("\"name\":\"admin\""), "{ports}");
 }

@@ -100,6 +100,11 @@ impl Activator {
     pub async fn start_app(app: App) -> Activator {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Activator::start_app_on(app, proxy, admin)
+    }
+
+    /// Runs `app` on the listeners given.
+    pub fn start_app_on(app: App, proxy: TcpListener, admin: TcpListener) -> Activator {
         let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run(proxy, admin, async move {
