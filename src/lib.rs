@@ -55,6 +55,7 @@ pub mod route;
 pub mod routes_table;
 mod routing;
 mod scaler;
+mod scaling;
 mod server;
 mod spec;
 mod stats;

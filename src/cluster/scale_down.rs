@@ -27,7 +27,7 @@ use super::peer::PeerReport;
 use super::view::{self, Part};
 use super::{Cluster, local_report};
 use crate::route::Route;
-use crate::scaler::{Decision, decide};
+use crate::scaling::{Decision, decide};
 
 /// Scales `route` to zero across replicas, deciding again on fresh answers; `term` is the Lease
 /// term the decision was made in, and `since` when this replica's clocks started.

@@ -83,7 +83,7 @@ pub(crate) fn since(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scaler::{Decision, decide};
+    use crate::scaling::{Decision, decide};
     use crate::spec::ScalePolicy;
 
     fn report(in_flight: u64, idle_secs: Option<u64>, average: f64) -> StatsReport {
