@@ -1,28 +1,34 @@
-//! Warm-path load benchmark: the same workloads, in one run, against the echo backend directly,
-//! the activator (route warm, one replica started by the process provider), nginx (reverse proxy
-//! with upstream keep-alive) and HAProxy, alternating the targets round by round so machine drift
-//! hits all of them alike.
+//! Warm-path load benchmark, in two scenarios run one after the other (`LOAD_SCENARIOS`,
+//! default `shared,pinned`); each alternates its targets round by round so machine drift hits
+//! all of them alike.
 //!
-//! Workloads (oha as the load generator, HTTP/1.1 keep-alive):
-//! - `get_1k_c64`: `GET /bytes/1024` on 64 connections, as fast as it goes;
-//! - `get_1k_rate`: the same at a fixed request rate, for latency (corrected for coordinated
-//!   omission);
-//! - `post_1m_c8`: `POST /upload` of 1 MiB on 8 connections.
+//! - `shared` (reported first, `load/shared.rs`): nothing pinned. wrk (one thread, 64
+//!   connections, `GET` of 1 KiB), an nginx backend with one worker, and the proxy share the
+//!   machine's cores, as on a cluster node; nginx as the proxy runs `worker_processes auto`, the
+//!   activator its defaults.
+//! - `pinned`: the proxy on a core of its own (`LOAD_PROXY_CPUS`), oha and the echo backend on
+//!   the other; nginx and HAProxy with one worker each. Workloads (oha, HTTP/1.1 keep-alive):
+//!   `get_1k_c64`, `GET /bytes/1024` on 64 connections as fast as it goes; `get_1k_rate`, the
+//!   same at a fixed rate, for latency (corrected for coordinated omission); `post_1m_c8`,
+//!   `POST /upload` of 1 MiB on 8 connections.
 //!
 //! Reported per target: requests/s, p50/p99/p99.9 latency, the proxy process's CPU seconds per
-//! 100k requests (utime + stime from `/proc/PID/stat`, nginx's master and worker added up), and
+//! 100k requests (utime + stime from `/proc/PID/stat`, nginx's master and workers added up), and
 //! the activator's ratios to the others. Results go to `bench-results/load.json` under the
 //! target directory, and a table to stdout.
 //!
-//! Needs `oha` (`cargo install oha`), `nginx` and `haproxy` (Debian packages), and `taskset`.
-//! Run with `cargo bench --bench load`; BENCHMARKS.md has the commands and the results.
-//! Knobs (environment): `LOAD_ROUNDS` (3), `LOAD_SECONDS` (3), `LOAD_RATE` (5000 req/s),
-//! `LOAD_PROXY_CPUS` (0), `LOAD_GENERATOR_CPUS` (1), `LOAD_BACKEND_CPUS` (1), `LOAD_TARGETS`
-//! and `LOAD_WORKLOADS` (comma-separated names, default all), and `LOAD_BASELINE_BIN`: another
-//! activator build to run as the target `baseline` (with its own replica), to compare builds.
+//! Needs `wrk`, `oha` (`cargo install oha`), `nginx` and `haproxy` (Debian packages), and
+//! `taskset`. Run with `cargo bench --bench load`; BENCHMARKS.md has the commands and results.
+//! Knobs (environment): `LOAD_SCENARIOS`, `LOAD_ROUNDS` (3), `LOAD_SHARED_SECONDS` (5),
+//! `LOAD_SECONDS` (3, pinned), `LOAD_RATE` (5000 req/s), `LOAD_PROXY_CPUS` (0),
+//! `LOAD_GENERATOR_CPUS` (1), `LOAD_BACKEND_CPUS` (1), `LOAD_TARGETS` and `LOAD_WORKLOADS`
+//! (comma-separated names, default all), and `LOAD_BASELINE_BIN`: another activator build to run
+//! as the target `baseline` (with its own replica), to compare builds.
 
 #[path = "support/harness.rs"]
 mod harness;
+#[path = "load/shared.rs"]
+mod shared;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -83,6 +89,37 @@ fn main() {
     if harness::listing_only() {
         return;
     }
+    let scenarios = env_list("LOAD_SCENARIOS")
+        .unwrap_or_else(|| vec!["shared".to_owned(), "pinned".to_owned()]);
+    let mut report = serde_json::Map::new();
+    for scenario in &scenarios {
+        let result = match scenario.as_str() {
+            "shared" => shared::run(),
+            "pinned" => pinned_scenario(),
+            other => {
+                eprintln!(
+                    "error: LOAD_SCENARIOS names `{other}`; the scenarios are shared and pinned"
+                );
+                std::process::exit(2)
+            }
+        };
+        report.insert(scenario.clone(), result);
+    }
+    let meta = json!({
+        "date": Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output().ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "baseline": std::env::var("LOAD_BASELINE_BIN").ok(),
+    });
+    let output = json!({ "meta": meta, "scenarios": report });
+    let path = harness::results_path("load");
+    std::fs::write(&path, serde_json::to_string_pretty(&output).expect("JSON")).expect("results");
+    println!("\nresults written to {}", path.display());
+}
+
+/// The `pinned` scenario: the proxy on cores of its own (`LOAD_PROXY_CPUS`), the generator
+/// (oha) and the echo backend elsewhere; nginx and HAProxy with one worker each.
+fn pinned_scenario() -> Value {
     let oha = require_tool("oha", "cargo install oha");
     let nginx = require_tool("nginx", "apt-get install nginx-light");
     let haproxy = require_tool("haproxy", "apt-get install haproxy");
@@ -277,23 +314,22 @@ fn main() {
     }
 
     let report = summarise(&workloads, &targets, &samples);
-    let meta = json!({
-        "date": Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ").output().ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()),
-        "rounds": rounds, "seconds_per_run": seconds, "rate": rate,
-        "cpus": { "proxy": proxy_cpus, "generator": generator_cpus, "backend": backend_cpus },
-        "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-    });
-    let output = json!({ "meta": meta, "results": report });
-    let path = harness::results_path("load");
-    std::fs::write(&path, serde_json::to_string_pretty(&output).expect("JSON")).expect("results");
+    println!(
+        "\nscenario pinned (proxy on CPUs {proxy_cpus}; oha on {generator_cpus}; backend on {backend_cpus})"
+    );
     print_table(&report);
-    println!("\nresults written to {}", path.display());
     drop((nginx_proc, haproxy_proc));
     activator.proc.stop(Duration::from_secs(5));
     if let Some(baseline) = baseline {
         baseline.proc.stop(Duration::from_secs(5));
     }
+    json!({
+        "setup": {
+            "pinned": true, "rounds": rounds, "seconds_per_run": seconds, "rate": rate,
+            "cpus": { "proxy": proxy_cpus, "generator": generator_cpus, "backend": backend_cpus },
+        },
+        "results": report,
+    })
 }
 
 /// Starts `binary` as an activator with one warm route, `127.0.0.1`, whose one replica (the echo
@@ -421,51 +457,57 @@ fn summarise(
 ) -> Value {
     let mut out = serde_json::Map::new();
     for workload in workloads {
-        let mut per_target = serde_json::Map::new();
-        for target in targets {
-            let Some(runs) = samples.get(&(workload.name, target.name)) else {
-                continue;
-            };
-            let pick = |f: fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
-            let ok: u64 = runs.iter().map(|s| s.ok).sum();
-            let cpu: Option<f64> = runs.iter().map(|s| s.cpu_seconds).sum();
-            per_target.insert(
-                target.name.to_owned(),
-                json!({
-                    "requests_per_second": pick(|s| s.ok as f64 / s.seconds),
-                    "p50_ms": pick(|s| s.p50 * 1e3),
-                    "p99_ms": pick(|s| s.p99 * 1e3),
-                    "p99_9_ms": pick(|s| s.p999 * 1e3),
-                    "cpu_seconds_per_100k": cpu.map(|c| c / ok.max(1) as f64 * 1e5),
-                    "requests_ok": ok,
-                    "requests_failed": runs.iter().map(|s| s.failed).sum::<u64>(),
-                    "runs": runs.len(),
-                }),
-            );
-        }
-        let ratio = |other: &str, key: &str| {
-            let a = per_target.get("activator")?[key].as_f64()?;
-            let b = per_target.get(other)?[key].as_f64()?;
-            Some(a / b)
-        };
-        let ratios = json!({
-            "rps_vs_direct": ratio("direct", "requests_per_second"),
-            "rps_vs_nginx": ratio("nginx", "requests_per_second"),
-            "rps_vs_haproxy": ratio("haproxy", "requests_per_second"),
-            "p99_vs_nginx": ratio("nginx", "p99_ms"),
-            "p99_vs_haproxy": ratio("haproxy", "p99_ms"),
-            "cpu_vs_nginx": ratio("nginx", "cpu_seconds_per_100k"),
-            "cpu_vs_haproxy": ratio("haproxy", "cpu_seconds_per_100k"),
-            "rps_vs_baseline": ratio("baseline", "requests_per_second"),
-            "p99_vs_baseline": ratio("baseline", "p99_ms"),
-            "cpu_vs_baseline": ratio("baseline", "cpu_seconds_per_100k"),
-        });
-        out.insert(
-            workload.name.to_owned(),
-            json!({ "targets": per_target, "activator_ratios": ratios }),
-        );
+        let runs: BTreeMap<&str, Vec<Sample>> = targets
+            .iter()
+            .filter_map(|t| Some((t.name, samples.get(&(workload.name, t.name))?.clone())))
+            .collect();
+        out.insert(workload.name.to_owned(), summarise_one(targets, &runs));
     }
     Value::Object(out)
+}
+
+/// One workload's table: medians over rounds per target, and the activator's ratios.
+fn summarise_one(targets: &[Target], samples: &BTreeMap<&str, Vec<Sample>>) -> Value {
+    let mut per_target = serde_json::Map::new();
+    for target in targets {
+        let Some(runs) = samples.get(target.name) else {
+            continue;
+        };
+        let pick = |f: fn(&Sample) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        let ok: u64 = runs.iter().map(|s| s.ok).sum();
+        let cpu: Option<f64> = runs.iter().map(|s| s.cpu_seconds).sum();
+        per_target.insert(
+            target.name.to_owned(),
+            json!({
+                "requests_per_second": pick(|s| s.ok as f64 / s.seconds),
+                "p50_ms": pick(|s| s.p50 * 1e3),
+                "p99_ms": pick(|s| s.p99 * 1e3),
+                "p99_9_ms": pick(|s| s.p999 * 1e3),
+                "cpu_seconds_per_100k": cpu.map(|c| c / ok.max(1) as f64 * 1e5),
+                "requests_ok": ok,
+                "requests_failed": runs.iter().map(|s| s.failed).sum::<u64>(),
+                "runs": runs.len(),
+            }),
+        );
+    }
+    let ratio = |other: &str, key: &str| {
+        let a = per_target.get("activator")?[key].as_f64()?;
+        let b = per_target.get(other)?[key].as_f64()?;
+        Some(a / b)
+    };
+    let ratios = json!({
+        "rps_vs_direct": ratio("direct", "requests_per_second"),
+        "rps_vs_nginx": ratio("nginx", "requests_per_second"),
+        "rps_vs_haproxy": ratio("haproxy", "requests_per_second"),
+        "p99_vs_nginx": ratio("nginx", "p99_ms"),
+        "p99_vs_haproxy": ratio("haproxy", "p99_ms"),
+        "cpu_vs_nginx": ratio("nginx", "cpu_seconds_per_100k"),
+        "cpu_vs_haproxy": ratio("haproxy", "cpu_seconds_per_100k"),
+        "rps_vs_baseline": ratio("baseline", "requests_per_second"),
+        "p99_vs_baseline": ratio("baseline", "p99_ms"),
+        "cpu_vs_baseline": ratio("baseline", "cpu_seconds_per_100k"),
+    });
+    json!({ "targets": per_target, "activator_ratios": ratios })
 }
 
 fn print_table(report: &Value) {
