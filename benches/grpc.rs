@@ -113,7 +113,7 @@ fn main() {
         &scratch.path("nginx.log"),
     );
     let mut nginx_pids = vec![nginx_proc.pid()];
-    nginx_pids.extend(harness::children(nginx_proc.pid()));
+    nginx_pids.extend(harness::workers_of(nginx_proc.pid()));
 
     let targets = [
         Target {

@@ -190,7 +190,7 @@ fn pinned_scenario() -> Value {
         &scratch.path("haproxy.log"),
     );
     let mut nginx_pids = vec![nginx_proc.pid()];
-    nginx_pids.extend(harness::children(nginx_proc.pid()));
+    nginx_pids.extend(harness::workers_of(nginx_proc.pid()));
 
     let all_targets = vec![
         Target {

@@ -411,7 +411,7 @@ impl Activation {
             return false;
         }
         if let Some(me) = self.me.upgrade() {
-            tokio::spawn(async move {
+            crate::workers::spawn_control(async move {
                 tokio::time::sleep_until(until).await;
                 if me.hold.expire(Instant::now()) {
                     me.backends.wake_all();
@@ -470,7 +470,7 @@ impl Activation {
         }
         match self.me.upgrade() {
             Some(me) => {
-                tokio::spawn(me.run_driver());
+                crate::workers::spawn_control(me.run_driver());
             }
             None => self.state().replicas.failed(),
         }

@@ -88,10 +88,33 @@ impl App {
         }
     }
 
-    /// Serves until `shutdown` completes, then drains and stops (see the module docs).
+    /// Serves until `shutdown` completes, then drains and stops (see the module docs), with the
+    /// proxy listener served on the calling runtime.
     pub async fn run(
         self,
         proxy: TcpListener,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        self.serve(ProxyListeners::Here(proxy), admin, shutdown)
+            .await;
+    }
+
+    /// Like [`App::run`], with the proxy served by a worker thread per listening socket
+    /// ([`crate::workers::bind`] makes them); everything else runs on the calling runtime.
+    pub async fn run_on_workers(
+        self,
+        proxy: Vec<std::net::TcpListener>,
+        admin: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        self.serve(ProxyListeners::Workers(proxy), admin, shutdown)
+            .await;
+    }
+
+    async fn serve(
+        self,
+        proxy: ProxyListeners,
         admin: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) {
@@ -188,27 +211,33 @@ impl App {
         let (drain_began, mut draining) = watch::channel(false);
         let drain_health = Arc::clone(&health);
         let shutdown_delay = config.shutdown_delay;
-        let serving = server::serve(
-            proxy,
-            proxy_limits,
-            move |remote, activity| proxy_service.service(remote, activity),
-            async move {
-                shutdown.await;
-                // Lame duck: fail readiness so endpoints stop pointing here, but keep serving
-                // whoever still arrives until they have.
-                drain_health.set_draining();
-                let _ = leave_on_shutdown.send(true);
-                if !shutdown_delay.is_zero() {
-                    tracing::info!(
-                        shutdown_delay_ms = shutdown_delay.as_millis() as u64,
-                        "shutting down: not ready, still serving"
-                    );
-                    tokio::time::sleep(shutdown_delay).await;
+        let stop_serving = async move {
+            shutdown.await;
+            // Lame duck: fail readiness so endpoints stop pointing here, but keep serving
+            // whoever still arrives until they have.
+            drain_health.set_draining();
+            let _ = leave_on_shutdown.send(true);
+            if !shutdown_delay.is_zero() {
+                tracing::info!(
+                    shutdown_delay_ms = shutdown_delay.as_millis() as u64,
+                    "shutting down: not ready, still serving"
+                );
+                tokio::time::sleep(shutdown_delay).await;
+            }
+            tracing::info!("shutting down: draining requests");
+            let _ = drain_began.send(true);
+        };
+        let make = move |remote, activity: &Arc<_>| proxy_service.service(remote, activity);
+        let serving = async move {
+            match proxy {
+                ProxyListeners::Here(listener) => {
+                    server::serve(listener, proxy_limits, make, stop_serving).await;
                 }
-                tracing::info!("shutting down: draining requests");
-                let _ = drain_began.send(true);
-            },
-        );
+                ProxyListeners::Workers(listeners) => {
+                    server::serve_on_workers(listeners, proxy_limits, make, stop_serving).await;
+                }
+            }
+        };
         tokio::pin!(serving);
         let drain_timeout = config.drain_timeout;
         tokio::select! {
@@ -238,6 +267,14 @@ impl App {
         let _ = admin_task.await;
         tracing::info!("stopped");
     }
+}
+
+/// Where the proxy listener is served.
+enum ProxyListeners {
+    /// On the runtime the app runs on.
+    Here(TcpListener),
+    /// On worker threads, one per socket.
+    Workers(Vec<std::net::TcpListener>),
 }
 
 /// The routes being served: builds each route (attaching it to the provider), keeps the table

@@ -67,6 +67,8 @@ pub struct Connections {
     pub keepalive_timeout: Duration,
     /// Client connections open at once on the proxy listener.
     pub max_connections: usize,
+    /// Threads serving the proxy listener.
+    pub workers: usize,
     /// Request header bytes (names, values and line overhead) at most; beyond → 431.
     pub max_header_bytes: usize,
 }
@@ -358,6 +360,17 @@ command = ["true"]
             "name = \"helloworld\"\nidle_timout = \"10s\"",
         ));
         assert!(msg.contains("idle_timout"), "{msg}");
+    }
+
+    #[test]
+    fn workers_default_to_the_usable_cpus_and_zero_is_refused_by_key() {
+        let config = Config::from_toml(MINIMAL).expect("valid");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(config.connections.workers, cpus);
+        let config = Config::from_toml(&format!("workers = 3\n{MINIMAL}")).expect("valid");
+        assert_eq!(config.connections.workers, 3);
+        let msg = error_of(&format!("workers = 0\n{MINIMAL}"));
+        assert!(msg.contains("workers = 0: at least 1"), "{msg}");
     }
 
     #[test]

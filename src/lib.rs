@@ -26,10 +26,12 @@
 //! | `provider` | the provider trait, its report handle, and the process and Kubernetes providers |
 //! | `proxy` | the per-request service; the one place errors become responses |
 //! | `server` | the listeners, connection handling and graceful shutdown |
+//! | `workers` | the proxy's worker threads, one single-threaded runtime and listening socket each |
 //! | `admin`, `metrics` | `/metrics`, `/healthz`, `/readyz`, `/routes`; the Prometheus registry |
 //!
 //! The public surface is what the binary, the tests and the benchmarks use: [`app::App`],
-//! [`config`], [`route::RouteStatus`], [`routes_table`], [`telemetry`], [`kube_client`], and
+//! [`config`], [`route::RouteStatus`], [`routes_table`], [`telemetry`], [`kube_client`],
+//! [`workers::bind`], and
 //! [`bench`].
 
 // One `unsafe` block in the whole crate: the process provider's `pre_exec` hook, which makes local
@@ -60,5 +62,6 @@ mod server;
 mod spec;
 mod stats;
 pub mod telemetry;
+pub mod workers;
 
 pub use provider::kube::client as kube_client;

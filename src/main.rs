@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use activator::app::App;
 use activator::config::{Cli, Command, Config};
-use activator::{routes_table, telemetry};
+use activator::{routes_table, telemetry, workers};
 use clap::Parser;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // The control runtime: everything but the proxy's requests, which the workers serve.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -48,22 +49,27 @@ fn main() -> ExitCode {
         tracing::warn!(%error, "could not raise the open-files limit");
     }
     runtime.block_on(async {
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("cannot listen on {addr}: {e}"))
-        };
-        let (proxy, admin) = match tokio::try_join!(bind(config.listen), bind(config.admin_listen))
-        {
+        let proxy = match workers::bind(config.listen, config.connections.workers) {
             Ok(listeners) => listeners,
             Err(error) => {
-                eprintln!("activator: {error}");
+                eprintln!("activator: cannot listen on {}: {error}", config.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let admin = match TcpListener::bind(config.admin_listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!(
+                    "activator: cannot listen on {}: {error}",
+                    config.admin_listen
+                );
                 return ExitCode::FAILURE;
             }
         };
         tracing::info!(
-            listen = %proxy.local_addr().map_or(config.listen, |a| a),
+            listen = %proxy[0].local_addr().map_or(config.listen, |a| a),
             admin = %admin.local_addr().map_or(config.admin_listen, |a| a),
+            workers = proxy.len(),
             routes = config.routes.len(),
             kube = config.kube.is_some(),
             domain = %config.domain,
@@ -87,7 +93,7 @@ fn main() -> ExitCode {
         } else {
             App::new(config)
         };
-        app.run(proxy, admin, signal()).await;
+        app.run_on_workers(proxy, admin, signal()).await;
         ExitCode::SUCCESS
     })
 }

@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::activity::{Activity, Counted, CountedIo};
+use crate::workers;
 use watchdog::{Timeouts, Verdict, Watchdog};
 
 /// How long a connection asked to shut down (idle, or the activator draining) may take before it
@@ -60,6 +61,64 @@ pub(crate) async fn serve<S, B>(
     B: Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    serve_sharing(listener, limits, slots, make, shutdown).await;
+}
+
+/// Like [`serve`], on worker threads ([`workers`]), one per listening socket; the workers share
+/// the connection limit. Returns once every worker has drained.
+pub(crate) async fn serve_on_workers<S, B, M>(
+    listeners: Vec<std::net::TcpListener>,
+    limits: Limits,
+    make: M,
+    shutdown: impl Future<Output = ()>,
+) where
+    M: Fn(SocketAddr, &Arc<Activity>) -> S + Clone + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopping) = watch::channel(false);
+    let started = workers::start(listeners, move |listener| {
+        let (slots, make, mut stopping) = (Arc::clone(&slots), make.clone(), stopping.clone());
+        async move {
+            let stop = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            serve_sharing(listener, limits, slots, make, stop).await;
+        }
+    });
+    let done = match started {
+        Ok(done) => done,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the proxy's worker threads");
+            return;
+        }
+    };
+    shutdown.await;
+    let _ = stop.send(true);
+    for worker in done {
+        let _ = worker.await;
+    }
+}
+
+/// Serves `listener` until `shutdown`, each connection taking one of `slots` for its life.
+async fn serve_sharing<S, B>(
+    listener: TcpListener,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    make: impl Fn(SocketAddr, &Arc<Activity>) -> S,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -74,7 +133,9 @@ pub(crate) async fn serve<S, B>(
         .max_concurrent_streams(1000)
         .max_header_list_size(u32::try_from(limits.max_header_buffer).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // This listener's own connections, to know when they have all ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let open = Arc::new(Semaphore::new(all as usize));
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -97,12 +158,16 @@ pub(crate) async fn serve<S, B>(
             },
             () = &mut shutdown => break,
         };
+        // Never fails: the shared slots admit no more connections than this holds.
+        let Ok(mine) = Arc::clone(&open).try_acquire_owned() else {
+            continue;
+        };
         let activity = Arc::new(Activity::default());
         let service = make(remote, &activity);
         let builder = Arc::clone(&builder);
         let stopping = stopping.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slots = (slot, mine);
             serve_connection(
                 &builder,
                 stream,
@@ -117,9 +182,8 @@ pub(crate) async fn serve<S, B>(
     }
     drop(listener);
     let _ = stop.send(true);
-    // Every connection holds a slot until it ends: all slots back means all connections ended.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
+    // Every connection holds a slot until it ends: all back means all connections ended.
+    let _ = open.acquire_many(all).await;
 }
 
 /// Serves one connection until it ends, is found idle, or is drained.

@@ -79,7 +79,7 @@ pub fn run() -> Value {
         &scratch.path("proxy.log"),
     );
     let mut nginx_pids = vec![nginx_proc.pid()];
-    nginx_pids.extend(harness::children(nginx_proc.pid()));
+    nginx_pids.extend(harness::workers_of(nginx_proc.pid()));
 
     let all_targets = vec![
         Target {

@@ -247,6 +247,17 @@ pub fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// The worker processes of a master `pid` (nginx), once it has started them.
+pub fn workers_of(pid: u32) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while children(pid).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The master forks its workers one after another.
+    std::thread::sleep(Duration::from_millis(200));
+    children(pid)
+}
+
 /// A line of `/proc/PID/status` such as `VmRSS`, in KiB.
 pub fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

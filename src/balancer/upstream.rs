@@ -32,6 +32,7 @@ use super::pacing::{Pacing, Probation};
 use super::stall::{Exchange, StallTimer, Stalled};
 use crate::body::BoxError;
 use crate::spec::UpstreamProtocol;
+use crate::workers;
 
 /// Idle connections kept per replica at most.
 const MAX_IDLE: usize = 1024;
@@ -39,7 +40,12 @@ const MAX_IDLE: usize = 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A connection to a replica, ready to send one request.
-pub(crate) type Connection = SendRequest<UpstreamBody>;
+#[derive(Debug)]
+pub(crate) struct Connection {
+    send: SendRequest<UpstreamBody>,
+    /// The worker thread that opened it, whose runtime drives it.
+    home: usize,
+}
 
 /// A connection for one request: a kept one, or a new one on probation until it answers.
 #[derive(Debug)]
@@ -72,7 +78,7 @@ impl Sender {
         request: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, TrySendError<Request<UpstreamBody>>> {
         match self {
-            Sender::Http1(connection) => connection.try_send_request(request).await,
+            Sender::Http1(connection) => connection.send.try_send_request(request).await,
             Sender::Http2 { send, .. } => send.try_send_request(request).await,
         }
     }
@@ -120,13 +126,24 @@ impl Connections {
 }
 
 /// The idle HTTP/1.1 connections to one replica.
-#[derive(Default)]
 pub(crate) struct Pool {
-    // Oldest first (connections are pushed as they become idle); held only to push or pop, never
-    // across an await.
-    idle: Mutex<Vec<Idle>>,
+    /// A list per worker thread ([`workers`]): a connection is driven on the thread that opened
+    /// it, so it goes back to that thread's list, and a request looks in its own thread's list
+    /// first (no wake-up crosses threads); another thread's idle connection still beats opening
+    /// a new one. Each list is oldest first (connections are pushed as they become idle), and
+    /// locked only to push or pop, never across an await.
+    idle: Box<[Mutex<Vec<Idle>>]>,
     /// Signalled when a connection comes back or a slot for a new one frees.
     pacing: Arc<Pacing>,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            idle: (0..workers::count()).map(|_| Mutex::default()).collect(),
+            pacing: Arc::default(),
+        }
+    }
 }
 
 struct Idle {
@@ -136,31 +153,43 @@ struct Idle {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("idle", &self.idle().len())
-            .finish()
+        let idle: usize = (0..self.idle.len()).map(|i| self.idle(i).len()).sum();
+        f.debug_struct("Pool").field("idle", &idle).finish()
     }
 }
 
 impl Pool {
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+    fn idle(&self, list: usize) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // The vector is consistent between any two statements; a panic elsewhere leaves it usable.
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        self.idle[list % self.idle.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used idle connection that can take a request within `ready_within`.
+    /// An idle connection that can take a request within `ready_within`: the most recently used
+    /// of this thread's, else of another thread's.
     async fn checkout(&self, ready_within: Duration) -> Option<Connection> {
+        let here = workers::index();
+        for offset in 0..self.idle.len() {
+            if let Some(connection) = self.checkout_from(here + offset, ready_within).await {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    async fn checkout_from(&self, list: usize, ready_within: Duration) -> Option<Connection> {
         loop {
-            let idle = self.idle().pop()?;
+            let idle = self.idle(list).pop()?;
             if idle.since.elapsed() >= IDLE_TIMEOUT {
                 // Everything older sits below it: close them all.
-                self.idle().clear();
+                self.idle(list).clear();
                 return None;
             }
             let mut connection = idle.connection;
             // A connection whose last exchange ended is ready at once; one the replica closed
             // meanwhile fails here and is dropped, and so is one that is somehow still busy.
-            if let Ok(Ok(())) = tokio::time::timeout(ready_within, connection.ready()).await {
+            if let Ok(Ok(())) = tokio::time::timeout(ready_within, connection.send.ready()).await {
                 return Some(connection);
             }
         }
@@ -230,11 +259,11 @@ impl Pool {
     /// Keeps `connection` for a later request (its request was sent whole and its response
     /// ended), which proves the replica keeps connections: the window widens.
     pub(crate) fn put(&self, connection: Connection) {
-        if connection.is_closed() {
+        if connection.send.is_closed() {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle();
+        let mut idle = self.idle(connection.home);
         let stale = idle.partition_point(|i| now.duration_since(i.since) >= IDLE_TIMEOUT);
         idle.drain(..stale);
         if idle.len() < MAX_IDLE {
@@ -303,7 +332,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, Conn
     };
     // Small writes (request heads) go out at once, as the activator's clients expect.
     let _ = stream.set_nodelay(true);
-    let (connection, driver) = Builder::new()
+    let (send, driver) = Builder::new()
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| ConnectError::Handshake { addr, source })?;
@@ -312,7 +341,10 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, Conn
             tracing::debug!(%addr, %error, "replica connection ended with an error");
         }
     });
-    Ok(connection)
+    Ok(Connection {
+        send,
+        home: workers::index(),
+    })
 }
 
 /// A request body on its way to a replica: the client's, or none (a replayed request). It notes

@@ -59,6 +59,10 @@ pub struct Cli {
     /// Client connections open at once on the proxy listener [default: from the open-files limit].
     #[arg(long, env = "ACTIVATOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Threads serving the proxy listener, each with a listening socket of its own [default:
+    /// the CPUs this process may use].
+    #[arg(long, env = "ACTIVATOR_WORKERS")]
+    pub workers: Option<usize>,
     /// Request header bytes at most; beyond → 431 [default: 65536].
     #[arg(long, env = "ACTIVATOR_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,

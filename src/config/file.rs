@@ -22,6 +22,7 @@ pub(crate) struct FileConfig {
     pub(crate) header_read_timeout: Option<HumanDuration>,
     pub(crate) keepalive_timeout: Option<HumanDuration>,
     pub(crate) max_connections: Option<usize>,
+    pub(crate) workers: Option<usize>,
     pub(crate) max_header_bytes: Option<usize>,
     pub(crate) trusted_proxies: Option<Vec<String>>,
     pub(crate) allowed_upgrades: Option<Vec<String>>,

@@ -174,6 +174,18 @@ pub(super) fn config(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config
                 Some(max) => max,
                 None => max_connections_from_open_files(),
             },
+            workers: match cli.workers.or(file.workers) {
+                Some(0) => {
+                    return Err(invalid(
+                        &pick("workers", cli.workers.is_some()),
+                        &0,
+                        "at least 1",
+                    ));
+                }
+                Some(workers) => workers,
+                // Rust's count honours the CPU affinity mask and a cgroup's CPU quota.
+                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
             max_header_bytes: match cli.max_header_bytes.or(file.max_header_bytes) {
                 Some(bytes) if bytes < 1024 => {
                     return Err(invalid(

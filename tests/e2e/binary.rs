@@ -150,6 +150,38 @@ async fn a_bad_flag_from_the_environment_is_named() {
 }
 
 #[tokio::test]
+async fn several_workers_share_one_cold_start_and_one_set_of_counts() {
+    let running = Running::start(&format!("workers = 4\n{}", echo_route("hello", ""))).await;
+    // Each request on a connection of its own, so the kernel spreads them over the workers'
+    // sockets; all are held by one cold start.
+    let requests: Vec<_> = (0..40)
+        .map(|_| {
+            let proxy = running.proxy;
+            tokio::spawn(async move { get(proxy, &host("hello"), "/").await.0 })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    let metrics = admin_text(running.admin, "/metrics").await;
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("route=\"hello\""))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {name} for hello in\n{metrics}"))
+    };
+    assert!(
+        line("activator_requests_total{").ends_with(" 40"),
+        "{metrics}"
+    );
+    assert!(
+        line("activator_cold_starts_total{").ends_with(" 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero() {
     let mut running = Running::start(&echo_route("hello", "")).await;
     let (status, body) = running.get(running.proxy, &host("hello"), "/").await;
