@@ -189,10 +189,12 @@ fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
+/// The header that carries a request's id, in the log and to the replica.
+pub(crate) static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// The request's `x-request-id`, as a client or an ingress sent it, else a new one (added to the
 /// request, so the replica sees it too).
 fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
-    static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
     let new_id = || {
         let mut hex = [0u8; 32];
         let random = fastrand::u128(..);
@@ -202,7 +204,7 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
         HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
     };
     // One lookup of the map either way.
-    match headers.entry(&X_REQUEST_ID) {
+    match headers.entry(&REQUEST_ID) {
         http::header::Entry::Occupied(kept)
             if !kept.get().is_empty() && kept.get().len() <= 128 =>
         {

@@ -9,6 +9,11 @@ use http::{Method, Request};
 use super::respond::ProxyError;
 use crate::routing::normalise_host;
 
+/// Header fields a request may have: hyper's HTTP/1 parser refuses more on its own (with a bare
+/// 431), and Envoy's `max_headers_count` has the same default; HTTP/2 requests get the same bound
+/// here, with the activator's own answer.
+pub(crate) const MAX_HEADERS: usize = 100;
+
 /// Checks `request` and returns the authority it is routed by, as the client wrote it.
 pub(crate) fn routed_authority<B>(
     request: &Request<B>,
@@ -16,6 +21,13 @@ pub(crate) fn routed_authority<B>(
 ) -> Result<&str, ProxyError> {
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
+    }
+    let count = request.headers().len();
+    if count > MAX_HEADERS {
+        return Err(ProxyError::TooManyHeaders {
+            count,
+            max: MAX_HEADERS,
+        });
     }
     let size = header_bytes(request);
     if size > max_header_bytes {
@@ -111,5 +123,10 @@ mod tests {
             .header("host", "a.test")
             .header("cookie", "x".repeat(2000));
         assert_eq!(check(big), Err("headers_too_large"));
+        let mut many = Request::get("/").header("host", "a.test");
+        for i in 0..MAX_HEADERS {
+            many = many.header(format!("x-{i}"), "1");
+        }
+        assert_eq!(check(many), Err("headers_too_large"));
     }
 }

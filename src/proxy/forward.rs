@@ -217,6 +217,14 @@ impl Upstream {
         };
 
         let status = response.status();
+        if let Some(detail) = malformed(&response, client_upgrade.is_some()) {
+            // Its connection is dropped with `sender`: what follows on it cannot be trusted.
+            return Err(ProxyError::Upstream {
+                route: route.id().to_owned(),
+                addr: lease.endpoint().addr(),
+                detail: detail.to_owned(),
+            });
+        }
         if status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection now belongs to the tunnel; it never goes back to the pool.
             drop(sender);
@@ -269,6 +277,22 @@ impl Upstream {
             .boxed()
         }))
     }
+}
+
+/// Why a replica's response cannot be relayed, if it cannot: one framed both by
+/// `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a sign of request smuggling; nginx
+/// answers 502 too), or a `101` to a request that asked for no upgrade (RFC 9110 §15.2.2).
+fn malformed(response: &Response<Incoming>, upgrade_asked: bool) -> Option<&'static str> {
+    let headers = response.headers();
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        return Some("the response has both Transfer-Encoding and Content-Length");
+    }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
+        return Some("the replica switched protocols for a request that asked for no upgrade");
+    }
+    None
 }
 
 fn upstream_error(

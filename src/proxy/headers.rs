@@ -6,11 +6,17 @@
 //! upgrade to an allowed protocol, which must reach the replica. `Host` is the authority the
 //! request was routed by (HTTP/2 clients' `:authority`).
 //!
+//! `Connection` cannot name a header the activator itself sets or routes by (`Host`, the
+//! forwarded headers, `X-Request-Id`) or one that frames the body (`Content-Length`): RFC 9110
+//! §7.6.1 lets an intermediary keep fields it needs, and nginx ignores such names altogether.
+//!
 //! Forwarded headers are believed only from trusted proxies (`trusted_proxies`), as Envoy's
 //! `xff_num_trusted_hops` and nginx's `set_real_ip_from` do: from a trusted peer,
-//! `X-Forwarded-For` gets the peer appended and `X-Forwarded-Proto`/`-Host` are kept if present;
-//! from anyone else they are replaced: `X-Forwarded-For` starts at the peer, `X-Forwarded-Proto`
-//! is `http`, and `X-Forwarded-Host` is the routed host.
+//! `X-Forwarded-For` gets the peer appended (all its lines joined into one list first, RFC 9110
+//! §5.3: HAProxy adds a line of its own), `Forwarded` gets a `for=` element appended, and
+//! `X-Forwarded-Proto`/`-Host` are kept if present; from anyone else they are replaced:
+//! `X-Forwarded-For` starts at the peer, `X-Forwarded-Proto` is `http`, `X-Forwarded-Host` is the
+//! routed host, and `Forwarded` and `X-Real-IP` are removed.
 //!
 //! Responses lose their hop-by-hop headers too, except on `101`. `Trailer` is end-to-end
 //! (RFC 9110 §6.6.2) and is kept: HTTP/1.1 peers only send the trailer fields it names.
@@ -31,6 +37,18 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Headers a client's `Connection` cannot remove: the activator sets them or needs them.
+fn is_protected(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::FORWARDED
+        || name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+        || name == X_FORWARDED_HOST
+        || name == crate::proxy::REQUEST_ID
+}
 
 /// Who sent a request, as the forwarded headers see it.
 #[derive(Debug)]
@@ -104,7 +122,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
             .collect();
         for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
+            let kept = is_protected(&name) || (keep_upgrade && name == header::UPGRADE);
+            if !kept {
                 headers.remove(&name);
             }
         }
@@ -147,10 +166,7 @@ pub(crate) fn prepare_request(
     // One map lookup per header through `entry`, instead of a look then an insert.
     match headers.entry(&X_FORWARDED_FOR) {
         Entry::Occupied(mut existing) if client.trusted => {
-            let first = existing.get().as_bytes();
-            let mut joined = Vec::with_capacity(first.len() + 2 + client.ip.len());
-            joined.extend_from_slice(first);
-            joined.extend_from_slice(b", ");
+            let mut joined = lines_then(existing.iter());
             joined.extend_from_slice(client.ip.as_bytes());
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 // Replaces every earlier X-Forwarded-For line with the one joined value.
@@ -163,6 +179,12 @@ pub(crate) fn prepare_request(
         Entry::Vacant(slot) => {
             slot.insert(client.ip.clone());
         }
+    }
+    if client.trusted {
+        append_forwarded_for(headers, &client.ip);
+    } else {
+        headers.remove(header::FORWARDED);
+        headers.remove(&X_REAL_IP);
     }
     let http = HeaderValue::from_static("http");
     match headers.entry(&X_FORWARDED_PROTO) {
@@ -186,6 +208,37 @@ pub(crate) fn prepare_request(
         }
     }
     parts.version = Version::HTTP_11;
+}
+
+/// A header's lines, in order, as one list (RFC 9110 §5.3) ready for one more element.
+fn lines_then<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> Vec<u8> {
+    let mut joined = Vec::with_capacity(64);
+    for line in lines {
+        joined.extend_from_slice(line.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined
+}
+
+/// Appends a `for=` element for `ip` to a trusted peer's `Forwarded` (RFC 7239 §4), if it sent
+/// one; IPv6 addresses are quoted and bracketed as the RFC's grammar requires.
+fn append_forwarded_for(headers: &mut HeaderMap, ip: &HeaderValue) {
+    let Entry::Occupied(mut existing) = headers.entry(header::FORWARDED) else {
+        return;
+    };
+    let ip = ip.as_bytes();
+    let mut joined = lines_then(existing.iter());
+    if ip.contains(&b':') {
+        joined.extend_from_slice(b"for=\"[");
+        joined.extend_from_slice(ip);
+        joined.extend_from_slice(b"]\"");
+    } else {
+        joined.extend_from_slice(b"for=");
+        joined.extend_from_slice(ip);
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        existing.insert(value);
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +329,68 @@ mod tests {
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["x-forwarded-host"], "a.test");
+    }
+
+    #[test]
+    fn every_x_forwarded_for_line_of_a_trusted_proxy_is_kept_in_order() {
+        // HAProxy's `option forwardfor` adds a line of its own after the client's.
+        let mut p = parts(|b| {
+            b.header("x-forwarded-for", "6.6.6.6")
+                .header("x-forwarded-for", "127.0.0.2")
+        });
+        prepare_request(&mut p, &trusted(), None, false);
+        let lines: Vec<_> = p.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(lines, ["6.6.6.6, 127.0.0.2, 10.0.0.1"]);
+    }
+
+    #[test]
+    fn forwarded_is_appended_for_a_trusted_proxy_and_dropped_for_anyone_else() {
+        let mut p = parts(|b| {
+            b.header("forwarded", "for=1.2.3.4;proto=https")
+                .header("x-real-ip", "1.2.3.4")
+        });
+        prepare_request(&mut p, &trusted(), None, false);
+        assert_eq!(
+            p.headers["forwarded"],
+            "for=1.2.3.4;proto=https, for=10.0.0.1"
+        );
+        assert_eq!(p.headers["x-real-ip"], "1.2.3.4");
+
+        let v6 = Client {
+            ip: HeaderValue::from_static("::1"),
+            trusted: true,
+        };
+        let mut p = parts(|b| b.header("forwarded", "for=1.2.3.4"));
+        prepare_request(&mut p, &v6, None, false);
+        assert_eq!(p.headers["forwarded"], "for=1.2.3.4, for=\"[::1]\"");
+
+        let mut p = parts(|b| {
+            b.header("forwarded", "for=6.6.6.6;host=admin.internal")
+                .header("x-real-ip", "6.6.6.6")
+        });
+        prepare_request(&mut p, &untrusted(), None, false);
+        assert!(!p.headers.contains_key("forwarded"));
+        assert!(!p.headers.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_the_activator_sets_or_routes_by() {
+        let mut p = parts(|b| {
+            b.header(
+                "connection",
+                "host, x-request-id, content-length, x-forwarded-host, x-other",
+            )
+            .header("host", "a.test")
+            .header("x-request-id", "abc")
+            .header("content-length", "0")
+            .header("x-other", "1")
+        });
+        prepare_request(&mut p, &untrusted(), None, false);
+        assert_eq!(p.headers["host"], "a.test");
+        assert_eq!(p.headers["x-request-id"], "abc");
+        assert_eq!(p.headers["content-length"], "0");
+        assert_eq!(p.headers["x-forwarded-host"], "a.test");
+        assert!(!p.headers.contains_key("x-other"));
     }
 
     #[test]

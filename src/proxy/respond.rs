@@ -32,6 +32,15 @@ pub(crate) enum ProxyError {
         /// The limit.
         max: usize,
     },
+    /// The request has more header fields than hyper's HTTP/1 parser takes (100, Envoy's
+    /// `max_headers_count` too); HTTP/2 requests are held to the same number.
+    #[error("request has {count} header fields, more than {max}")]
+    TooManyHeaders {
+        /// How many.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// No route answers the host.
     #[error("no route for host {host:?}")]
     NoRoute {
@@ -76,7 +85,9 @@ impl ProxyError {
             ProxyError::MissingHost => "missing_host",
             ProxyError::HostMismatch { .. } => "host_mismatch",
             ProxyError::MethodNotAllowed => "method_not_allowed",
-            ProxyError::HeadersTooLarge { .. } => "headers_too_large",
+            ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
+                "headers_too_large"
+            }
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::UpstreamTimeout { .. } => "upstream_timeout",
             ProxyError::Upstream { .. } => "upstream",
@@ -96,7 +107,9 @@ impl ProxyError {
         match self {
             ProxyError::MissingHost | ProxyError::HostMismatch { .. } => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -124,6 +137,10 @@ impl ProxyError {
                 "The request's headers are {size} bytes, more than the {max} allowed \
                  (max_header_bytes). Send fewer or smaller headers (large cookies are the usual \
                  cause).\n"
+            ),
+            ProxyError::TooManyHeaders { count, max } => format!(
+                "The request has {count} header fields, more than the {max} allowed. Send fewer \
+                 (several fields of one name can be joined into one, separated by commas).\n"
             ),
             ProxyError::UpstreamTimeout { route, timeout, .. } => format!(
                 "Route {route}: the replica sent no response within {} (response_timeout). The \
@@ -218,8 +235,8 @@ fn grpc_status(error: &ProxyError) -> u16 {
     match error {
         ProxyError::MissingHost | ProxyError::HostMismatch { .. } => 3, // INVALID_ARGUMENT
         ProxyError::NoRoute { .. } => 5,                                // NOT_FOUND
-        ProxyError::HeadersTooLarge { .. } => 8,                        // RESOURCE_EXHAUSTED
-        ProxyError::MethodNotAllowed => 12,                             // UNIMPLEMENTED
+        ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => 8, // RESOURCE_EXHAUSTED
+        ProxyError::MethodNotAllowed => 12, // UNIMPLEMENTED
         ProxyError::UpstreamTimeout { .. }
         | ProxyError::Activation {
             source: ActivationError::Timeout { .. },

@@ -116,8 +116,14 @@ async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
     let activator = Activator::start(&echo_route("hello", "")).await;
     let request = Request::get(format!("http://{}/headers", activator.proxy))
         .header("host", host("hello"))
-        .header("connection", "keep-alive, x-internal")
+        .header("connection", "keep-alive, x-internal, host, x-request-id")
         .header("x-internal", "secret")
+        .header("x-request-id", "client-id-1")
+        .header(
+            "forwarded",
+            "for=203.0.113.7;proto=https;host=admin.internal",
+        )
+        .header("x-real-ip", "203.0.113.7")
         .header("keep-alive", "timeout=5")
         .header("proxy-authorization", "Basic eDp5")
         .header("x-forwarded-for", "203.0.113.7")
@@ -130,13 +136,24 @@ async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
     assert_eq!(answer.status, 200);
     let echo = answer.json();
     let headers = &echo["headers"];
-    for gone in ["x-internal", "keep-alive", "proxy-authorization"] {
+    for gone in [
+        "x-internal",
+        "keep-alive",
+        "proxy-authorization",
+        "forwarded",
+        "x-real-ip",
+    ] {
         assert!(
             headers.get(gone).is_none(),
             "{gone} reached the replica: {headers}"
         );
     }
-    assert_eq!(headers["host"], host("hello"), "Host is preserved");
+    assert_eq!(
+        headers["host"],
+        host("hello"),
+        "Host is preserved, even named in Connection"
+    );
+    assert_eq!(headers["x-request-id"], "client-id-1");
     assert_eq!(headers["x-custom"], "kept");
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"], "http");
@@ -154,12 +171,19 @@ async fn forwarded_headers_from_a_trusted_proxy_are_kept_and_appended() {
     let request = Request::get(format!("http://{}/headers", activator.proxy))
         .header("host", host("hello"))
         .header("x-forwarded-for", "203.0.113.7")
+        // A proxy that adds a line of its own (HAProxy's `option forwardfor`).
+        .header("x-forwarded-for", "198.51.100.2")
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-host", "www.example.com")
+        .header("forwarded", "for=203.0.113.7")
         .body(Full::default())
         .unwrap();
     let headers = activator.send(request).await.json()["headers"].clone();
-    assert_eq!(headers["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        headers["x-forwarded-for"],
+        "203.0.113.7, 198.51.100.2, 127.0.0.1"
+    );
+    assert_eq!(headers["forwarded"], "for=203.0.113.7, for=127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"], "https");
     assert_eq!(headers["x-forwarded-host"], "www.example.com");
     activator.stop().await;
@@ -184,5 +208,74 @@ async fn headers_beyond_max_header_bytes_get_431_saying_so() {
     );
     let small = activator.get(&host("a"), "/").await;
     assert_eq!(small.status, 200);
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn more_than_a_hundred_header_fields_get_431_saying_so_over_http2_too() {
+    let activator = Activator::start(&echo_route("a", "")).await;
+    let mut request = Request::get(format!("http://{}/", activator.proxy))
+        .version(http::Version::HTTP_2)
+        .header("host", host("a"));
+    for i in 0..120 {
+        request = request.header(format!("x-field-{i}"), "1");
+    }
+    let answer = activator
+        .send_h2(request.body(Full::default()).unwrap())
+        .await;
+    assert_eq!(answer.status, 431);
+    assert_eq!(answer.headers["x-activator-error"], "headers_too_large");
+    assert!(answer.text().contains("header fields"), "{}", answer.text());
+    activator.stop().await;
+}
+
+/// A replica that answers every request with the raw bytes its path names.
+fn raw_replica_route(name: &str) -> String {
+    let script = r#"
+import socket, sys
+answers = {
+    b"/both": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nhello, smuggled!\r\n0\r\n\r\n",
+    b"/switch": b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+}
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(64)
+while True:
+    conn, _ = server.accept()
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    path = head.split(b" ")[1] if head.count(b" ") >= 2 else b"/"
+    conn.sendall(answers.get(path, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+    conn.close()
+"#;
+    format!(
+        "[[routes]]\nname = \"{name}\"\n[routes.process]\ncommand = [\"python3\", \"-c\", {script:?}, \"{{port}}\"]\nstop_grace = \"1s\"\n"
+    )
+}
+
+#[tokio::test]
+async fn a_replica_response_framed_two_ways_or_switching_unasked_gets_502() {
+    let activator = Activator::start(&raw_replica_route("raw")).await;
+    assert_eq!(activator.get(&host("raw"), "/fine").await.status, 200);
+    for path in ["/both", "/switch"] {
+        let answer = activator.get(&host("raw"), path).await;
+        assert_eq!(answer.status, 502, "{path}: {}", answer.text());
+        assert_eq!(answer.headers["x-activator-error"], "upstream", "{path}");
+        assert!(!answer.text().contains("smuggled"), "{path}");
+    }
+    let metrics = activator.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"activator_requests_total{code="502",namespace="default",route="raw"}"#
+        ),
+        2.0,
+        "{metrics}"
+    );
     activator.stop().await;
 }

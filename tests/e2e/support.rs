@@ -72,6 +72,16 @@ pub struct Answer {
 }
 
 impl Answer {
+    async fn read(response: http::Response<hyper::body::Incoming>) -> Answer {
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("the body arrives").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -156,13 +166,24 @@ impl Activator {
             .request(request)
             .await
             .expect("the activator answers");
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.expect("the body arrives").to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
+        Answer::read(response).await
+    }
+
+    /// Sends a request over a fresh HTTP/2 (prior knowledge) connection and reads the answer.
+    pub async fn send_h2(&self, request: Request<Full<Bytes>>) -> Answer {
+        let stream = tokio::net::TcpStream::connect(self.proxy).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("the proxy speaks h2c");
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(request)
+            .await
+            .expect("the activator answers");
+        Answer::read(response).await
     }
 
     /// GET an admin path.
