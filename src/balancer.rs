@@ -15,6 +15,8 @@ mod pacing;
 pub(crate) mod stall;
 pub(crate) mod upstream;
 
+pub(crate) use pacing::PROBATION_LIMIT;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

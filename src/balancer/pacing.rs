@@ -12,6 +12,11 @@
 //! one (keep-alive) widen it: a replica that closes every connection keeps a small window, which
 //! its one-request-per-connection accept loop can always take.
 //!
+//! A connection still waiting for its first response after [`PROBATION_LIMIT`] leaves the window
+//! all the same: by then the handshake's lost ACK would have been retransmitted, so it is slow
+//! rather than lost, and a few slow requests (a long poll, a report) must not keep every other
+//! request to the replica from a connection.
+//!
 //! The window is per replica, so a new replica starts small again.
 
 use std::sync::Arc;
@@ -22,6 +27,9 @@ use tokio::sync::Notify;
 /// Unproven connections at first: below Python's `request_queue_size` of 5, the smallest listen
 /// backlog in common use (nginx and Node use 511, Go the kernel's maximum).
 pub(crate) const INITIAL_WINDOW: u32 = 4;
+/// How long a new connection may stay unproven: TCP's initial retransmission timeout (RFC 6298,
+/// Linux's `TCP_TIMEOUT_INIT`), after which a handshake whose last ACK was dropped is retried.
+pub(crate) const PROBATION_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// The window never grows beyond this many unproven connections.
 pub(crate) const MAX_WINDOW: u32 = 256;
 

@@ -30,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use crate::activation::Waiting;
 use crate::activity::{Activity, CountedIo};
 use crate::balancer::Lease;
+use crate::balancer::PROBATION_LIMIT;
 use crate::balancer::stall::{Exchange, StallTimer, Stalled};
 use crate::balancer::upstream::{Checkout, ConnectError, Sender, UpstreamBody};
 use crate::body::{BoxBody, BoxError};
@@ -150,7 +151,7 @@ impl Upstream {
             };
             let Checkout {
                 mut sender,
-                probation,
+                mut probation,
             } = match endpoint
                 .connections()
                 .get(protocol, addr, self.connect_timeout, response_timeout)
@@ -175,12 +176,22 @@ impl Upstream {
             let sent = {
                 let sending = sender.try_send(outgoing);
                 tokio::pin!(sending);
-                tokio::select! {
-                    biased;
-                    sent = &mut sending => sent,
-                    // Dropped with the request inside: it may have been carried out, so it is
-                    // never resent.
-                    () = tokio::time::sleep(response_timeout) => return Err(timed_out()),
+                let timeout = tokio::time::sleep(response_timeout);
+                tokio::pin!(timeout);
+                // Never polled, so never armed, unless the connection is new.
+                let slow = tokio::time::sleep(PROBATION_LIMIT);
+                tokio::pin!(slow);
+                loop {
+                    tokio::select! {
+                        biased;
+                        sent = &mut sending => break sent,
+                        // Dropped with the request inside: it may have been carried out, so it
+                        // is never resent.
+                        () = &mut timeout => return Err(timed_out()),
+                        // Slow to answer is not lost: a slow request must not keep the
+                        // replica's other requests from new connections.
+                        () = &mut slow, if probation.is_some() => drop(probation.take()),
+                    }
                 }
             };
             match sent {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::support::{Activator, host};
+use super::support::{Activator, host, wait_until};
 
 /// A route whose replica is Python's built-in web server, serving an empty directory.
 fn python_route(name: &str, dir: &std::path::Path) -> String {
@@ -94,6 +94,52 @@ async fn an_http11_client_of_an_http10_replica_gets_http11_and_keeps_its_connect
         let text = String::from_utf8_lossy(&received);
         assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text}");
         assert!(!text.to_lowercase().contains("connection: close"), "{text}");
+    }
+    activator.stop().await;
+}
+
+/// A replica like `python3 -m http.server` (threads, HTTP/1.0, a connection per request) whose
+/// `/slow` answers only after a minute.
+fn slow_python_route(name: &str) -> String {
+    let script = r#"
+import sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/slow":
+            time.sleep(60)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+    format!(
+        "[[routes]]\nname = \"{name}\"\nmin_scale = 1\n[routes.process]\ncommand = [\"python3\", \"-c\", {script:?}, \"{{port}}\"]\nstop_grace = \"1s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_requests_to_a_replica_that_closes_connections_do_not_block_the_others() {
+    let activator = Activator::start(&slow_python_route("py")).await;
+    let h = host("py");
+    assert_eq!(activator.get(&h, "/").await.status, 200);
+    // More slow requests than the replica's window of new connections.
+    let slow: Vec<_> = (0..8).map(|_| activator.spawn_get(&h, "/slow")).collect();
+    wait_until("the slow requests are in flight", || async {
+        activator.route("py").await.in_flight == 8
+    })
+    .await;
+    // Answered while all of them still wait, within seconds rather than after them.
+    let fast = tokio::time::timeout(Duration::from_secs(20), activator.get(&h, "/"))
+        .await
+        .expect("a fast request is not stuck behind slow ones");
+    assert_eq!(fast.status, 200);
+    assert!(slow.iter().all(|s| !s.is_finished()));
+    for request in slow {
+        request.abort();
     }
     activator.stop().await;
 }
