@@ -49,6 +49,13 @@ pub(crate) fn routed_authority<B>(
         })?),
         None => None,
     };
+    if let Some(host) = host
+        && !has_valid_port(host)
+    {
+        return Err(ProxyError::HostMismatch {
+            detail: format!("its Host header \"{host}\" has a port that is not a number"),
+        });
+    }
     match (request.uri().authority(), host) {
         (Some(target), Some(host)) => {
             if normalise_host(target.as_str()) != normalise_host(host) {
@@ -65,6 +72,17 @@ pub(crate) fn routed_authority<B>(
         (None, Some(host)) if !host.is_empty() => Ok(host),
         (None, _) => Err(ProxyError::MissingHost),
     }
+}
+
+/// Whether `authority`'s port, if it has one, is digits only (RFC 9110 §4.2.3: `port = *DIGIT`).
+fn has_valid_port(authority: &str) -> bool {
+    let port = match authority.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .and_then(|(_, rest)| rest.strip_prefix(':')),
+        None => authority.rsplit_once(':').map(|(_, port)| port),
+    };
+    port.is_none_or(|port| port.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The size of the request's header section as HTTP/1.1 sends it: each field's name, value, and
@@ -103,6 +121,26 @@ mod tests {
         assert_eq!(check(request), Err("host_mismatch"));
         let agreeing = Request::get("http://A.test/").header("host", "a.test:80");
         assert_eq!(check(agreeing), Ok("A.test".into()));
+    }
+
+    #[test]
+    fn a_host_whose_port_is_not_a_number_is_refused() {
+        assert_eq!(
+            check(Request::get("/").header("host", "a.test:abc")),
+            Err("host_mismatch")
+        );
+        assert_eq!(
+            check(Request::get("/").header("host", "[::1]:x")),
+            Err("host_mismatch")
+        );
+        assert_eq!(
+            check(Request::get("/").header("host", "[::1]:8080")),
+            Ok("[::1]:8080".into())
+        );
+        assert_eq!(
+            check(Request::get("/").header("host", "a.test:")),
+            Ok("a.test:".into())
+        );
     }
 
     #[test]
