@@ -397,10 +397,15 @@ impl Body for UpstreamBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(inner).poll_frame(cx) {
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(exchange) = &this.exchange {
                     exchange.moved();
+                    // hyper stops polling a body of known length once it has all of it, so the
+                    // end is seen here rather than as a `None` that never comes.
+                    if inner.is_end_stream() {
+                        exchange.mark_sent_whole();
+                    }
                 }
                 if let Some(stall) = &mut this.stall {
                     stall.progressed();

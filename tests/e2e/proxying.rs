@@ -134,3 +134,28 @@ async fn an_h2c_client_is_served() {
     );
     activator.stop().await;
 }
+
+#[tokio::test]
+async fn uploads_of_known_length_reuse_the_replica_connection() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    let upload = || {
+        Request::post(format!("http://{}/upload", activator.proxy))
+            .header("host", host("hello"))
+            .body(Full::new(Bytes::from(vec![7u8; 256 * 1024])))
+            .unwrap()
+    };
+    // The first upload opens a connection to the replica; the others, one after another, find
+    // it back in the pool once the body went whole and the response ended.
+    for _ in 0..10 {
+        let answer = activator.send(upload()).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["bytes"], 256 * 1024);
+    }
+    let stats = activator.get(&host("hello"), "/__stats").await.json();
+    let connections = stats["connections"].as_u64().unwrap();
+    assert!(
+        connections <= 2,
+        "{connections} connections for 10 uploads and a GET: {stats}"
+    );
+    activator.stop().await;
+}
