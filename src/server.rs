@@ -139,13 +139,10 @@ async fn serve_sharing<S, B>(
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
+        // Accepted first, then given a slot: a worker waiting for a connection holds none, so
+        // the limit is shared by the connections actually open. Beyond it, each listener holds
+        // one accepted connection unserved until a slot frees, and the rest wait in the
+        // kernel's backlog.
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -155,6 +152,13 @@ async fn serve_sharing<S, B>(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
+            },
+            () = &mut shutdown => break,
+        };
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
             },
             () = &mut shutdown => break,
         };

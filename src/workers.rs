@@ -68,10 +68,8 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListe
         )?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            // `[::]` means IPv6 only, as Go and nginx's `ipv6only=on` (the default) do.
-            socket.set_only_v6(true)?;
-        }
+        // `[::]` is left to the system's default (`net.ipv6.bindv6only`, 0 on Linux): both IPv6
+        // and IPv4, as tokio's own bind, the admin listener and Go's `net.Listen` give.
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         // The kernel lowers this to `net.core.somaxconn`.

@@ -22,7 +22,7 @@ pub(crate) fn routed_authority<B>(
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
-    let count = request.headers().len();
+    let count = header_fields(request.headers());
     if count > MAX_HEADERS {
         return Err(ProxyError::TooManyHeaders {
             count,
@@ -49,14 +49,7 @@ pub(crate) fn routed_authority<B>(
         })?),
         None => None,
     };
-    if let Some(host) = host
-        && !has_valid_port(host)
-    {
-        return Err(ProxyError::HostMismatch {
-            detail: format!("its Host header \"{host}\" has a port that is not a number"),
-        });
-    }
-    match (request.uri().authority(), host) {
+    let authority = match (request.uri().authority(), host) {
         (Some(target), Some(host)) => {
             if normalise_host(target.as_str()) != normalise_host(host) {
                 return Err(ProxyError::HostMismatch {
@@ -71,10 +64,34 @@ pub(crate) fn routed_authority<B>(
         (Some(target), None) => Ok(target.as_str()),
         (None, Some(host)) if !host.is_empty() => Ok(host),
         (None, _) => Err(ProxyError::MissingHost),
+    }?;
+    if !has_valid_port(authority) {
+        return Err(ProxyError::HostMismatch {
+            detail: format!("its host \"{authority}\" has a port that is not a number up to 65535"),
+        });
     }
+    if let Some(host) = host
+        && !has_valid_port(host)
+    {
+        return Err(ProxyError::HostMismatch {
+            detail: format!(
+                "its Host header \"{host}\" has a port that is not a number up to 65535"
+            ),
+        });
+    }
+    Ok(authority)
 }
 
-/// Whether `authority`'s port, if it has one, is digits only (RFC 9110 §4.2.3: `port = *DIGIT`).
+/// Header fields as the client sent them: an HTTP/2 client's cookie crumbs count as the one
+/// `Cookie` line they become, and the `X-Request-Id` the activator may have added not at all.
+fn header_fields(headers: &http::HeaderMap) -> usize {
+    let crumbs = headers.get_all(http::header::COOKIE).iter().count();
+    let ids = headers.get_all(&crate::proxy::REQUEST_ID).iter().count();
+    headers.len() - crumbs.saturating_sub(1) - ids
+}
+
+/// Whether `authority`'s port, if it has one, is digits only (RFC 9110 §4.2.3: `port = *DIGIT`)
+/// and a TCP port.
 fn has_valid_port(authority: &str) -> bool {
     let port = match authority.strip_prefix('[') {
         Some(v6) => v6
@@ -82,7 +99,9 @@ fn has_valid_port(authority: &str) -> bool {
             .and_then(|(_, rest)| rest.strip_prefix(':')),
         None => authority.rsplit_once(':').map(|(_, port)| port),
     };
-    port.is_none_or(|port| port.bytes().all(|b| b.is_ascii_digit()))
+    port.is_none_or(|port| {
+        port.is_empty() || (port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+    })
 }
 
 /// The size of the request's header section as HTTP/1.1 sends it: each field's name, value, and
@@ -141,6 +160,18 @@ mod tests {
             check(Request::get("/").header("host", "a.test:")),
             Ok("a.test:".into())
         );
+        assert_eq!(
+            check(Request::get("/").header("host", "a.test:99999")),
+            Err("host_mismatch")
+        );
+        assert_eq!(
+            check(Request::get("http://a.test:abc/").header("host", "a.test:abc")),
+            Err("host_mismatch")
+        );
+        assert_eq!(
+            check(Request::get("http://a.test:abc/")),
+            Err("host_mismatch")
+        );
     }
 
     #[test]
@@ -166,5 +197,16 @@ mod tests {
             many = many.header(format!("x-{i}"), "1");
         }
         assert_eq!(check(many), Err("headers_too_large"));
+        // A hundred fields, the request id the activator adds, and cookie crumbs that make one.
+        let mut at_the_limit = Request::get("/")
+            .header("host", "a.test")
+            .header("x-request-id", "1");
+        for i in 0..MAX_HEADERS - 2 {
+            at_the_limit = at_the_limit.header(format!("x-{i}"), "1");
+        }
+        for i in 0..5 {
+            at_the_limit = at_the_limit.header("cookie", format!("c{i}=1"));
+        }
+        assert_eq!(check(at_the_limit), Ok("a.test".into()));
     }
 }

@@ -292,13 +292,25 @@ impl Upstream {
 
 /// Why a replica's response cannot be relayed, if it cannot: one framed both by
 /// `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a sign of request smuggling; nginx
-/// answers 502 too), or a `101` to a request that asked for no upgrade (RFC 9110 §15.2.2).
+/// answers 502 too) or by a `Transfer-Encoding` whose last coding is not `chunked`, or a `101`
+/// to a request that asked for no upgrade (RFC 9110 §15.2.2).
 fn malformed(response: &Response<Incoming>, upgrade_asked: bool) -> Option<&'static str> {
     let headers = response.headers();
-    if headers.contains_key(http::header::TRANSFER_ENCODING)
-        && headers.contains_key(http::header::CONTENT_LENGTH)
-    {
-        return Some("the response has both Transfer-Encoding and Content-Length");
+    if headers.contains_key(http::header::TRANSFER_ENCODING) {
+        if headers.contains_key(http::header::CONTENT_LENGTH) {
+            return Some("the response has both Transfer-Encoding and Content-Length");
+        }
+        // The last coding must be chunked, or the body runs to the connection's close and its
+        // codings would reach the client undone (nginx and Envoy refuse it too).
+        let last = headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+            .map(<[u8]>::trim_ascii);
+        if !last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
+            return Some("the response's Transfer-Encoding does not end in chunked");
+        }
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
         return Some("the replica switched protocols for a request that asked for no upgrade");

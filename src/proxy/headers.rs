@@ -16,7 +16,9 @@
 //! §5.3: HAProxy adds a line of its own), `Forwarded` gets a `for=` element appended, and
 //! `X-Forwarded-Proto`/`-Host` are kept if present; from anyone else they are replaced:
 //! `X-Forwarded-For` starts at the peer, `X-Forwarded-Proto` is `http`, `X-Forwarded-Host` is the
-//! routed host, and `Forwarded` and `X-Real-IP` are removed.
+//! routed host, and the rest of the family (`Forwarded`, `X-Real-IP`, the other
+//! `X-Forwarded-*`, `X-Envoy-*`...) is removed. An HTTP/2 client's cookie crumbs become one
+//! `Cookie` line (RFC 9113 §8.2.3).
 //!
 //! Responses lose their hop-by-hop headers too, except on `101`. `Trailer` is end-to-end
 //! (RFC 9110 §6.6.2) and is kept: HTTP/1.1 peers only send the trailer fields it names.
@@ -47,7 +49,29 @@ fn is_protected(name: &HeaderName) -> bool {
         || name == X_FORWARDED_FOR
         || name == X_FORWARDED_PROTO
         || name == X_FORWARDED_HOST
+        || name == X_REAL_IP
         || name == crate::proxy::REQUEST_ID
+}
+
+/// Whether `name` carries forwarding information that only a trusted proxy may send, beyond the
+/// three `X-Forwarded-*` the activator sets itself: the rest of the `X-Forwarded-` family (port,
+/// prefix, server, client certificate...), `Forwarded`, the client-address headers of CDNs and
+/// load balancers, and Envoy's `x-envoy-*` (which Envoy strips from external clients too).
+fn is_untrusted_forwarding(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    (name.starts_with("x-forwarded-")
+        && name != "x-forwarded-for"
+        && name != "x-forwarded-proto"
+        && name != "x-forwarded-host")
+        || name.starts_with("x-envoy-")
+        || matches!(
+            name,
+            "forwarded"
+                | "x-real-ip"
+                | "true-client-ip"
+                | "x-client-ip"
+                | "x-original-forwarded-for"
+        )
 }
 
 /// Who sent a request, as the forwarded headers see it.
@@ -114,15 +138,18 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
+        // Byte-wise: one odd byte elsewhere in the line must not hide the names it lists.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
             .collect();
         for name in named {
-            let kept = is_protected(&name) || (keep_upgrade && name == header::UPGRADE);
+            // `TE` is hop-by-hop anyway, and keeps `trailers` below.
+            let kept = is_protected(&name)
+                || name == header::TE
+                || (keep_upgrade && name == header::UPGRADE);
             if !kept {
                 headers.remove(&name);
             }
@@ -182,10 +209,17 @@ pub(crate) fn prepare_request(
     }
     if client.trusted {
         append_forwarded_for(headers, &client.ip);
-    } else {
-        headers.remove(header::FORWARDED);
-        headers.remove(&X_REAL_IP);
+    } else if headers.keys().any(is_untrusted_forwarding) {
+        let untrusted: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| is_untrusted_forwarding(name))
+            .cloned()
+            .collect();
+        for name in untrusted {
+            headers.remove(name);
+        }
     }
+    join_cookies(headers);
     let http = HeaderValue::from_static("http");
     match headers.entry(&X_FORWARDED_PROTO) {
         Entry::Occupied(_) if client.trusted => {}
@@ -210,14 +244,37 @@ pub(crate) fn prepare_request(
     parts.version = Version::HTTP_11;
 }
 
-/// A header's lines, in order, as one list (RFC 9110 §5.3) ready for one more element.
+/// A header's lines, in order, as one list (RFC 9110 §5.3) ready for one more element; empty
+/// lines add nothing.
 fn lines_then<'a>(lines: impl Iterator<Item = &'a HeaderValue>) -> Vec<u8> {
     let mut joined = Vec::with_capacity(64);
     for line in lines {
-        joined.extend_from_slice(line.as_bytes());
-        joined.extend_from_slice(b", ");
+        let line = line.as_bytes().trim_ascii();
+        if !line.is_empty() {
+            joined.extend_from_slice(line);
+            joined.extend_from_slice(b", ");
+        }
     }
     joined
+}
+
+/// HTTP/2 clients may split `Cookie` into one field per cookie; an HTTP/1.1 message carries one
+/// `Cookie` line, so they are joined with `"; "` (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let Entry::Occupied(mut cookies) = headers.entry(header::COOKIE) else {
+        return;
+    };
+    if cookies.iter().nth(1).is_none() {
+        return;
+    }
+    let joined = cookies
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        cookies.insert(value);
+    }
 }
 
 /// Appends a `for=` element for `ip` to a trusted peer's `Forwarded` (RFC 7239 §4), if it sent
@@ -371,6 +428,70 @@ mod tests {
         prepare_request(&mut p, &untrusted(), None, false);
         assert!(!p.headers.contains_key("forwarded"));
         assert!(!p.headers.contains_key("x-real-ip"));
+    }
+
+    #[test]
+    fn te_trailers_named_in_connection_as_rfc_9110_asks_survives() {
+        let mut p = parts(|b| b.header("connection", "TE").header("te", "trailers"));
+        prepare_request(&mut p, &untrusted(), None, false);
+        assert_eq!(p.headers["te"], "trailers");
+    }
+
+    #[test]
+    fn a_connection_line_with_an_odd_byte_still_removes_what_it_names() {
+        let mut p = parts(|b| {
+            b.header(
+                "connection",
+                HeaderValue::from_bytes(b"x-secret, caf\xe9").unwrap(),
+            )
+            .header("x-secret", "1")
+        });
+        prepare_request(&mut p, &untrusted(), None, false);
+        assert!(!p.headers.contains_key("x-secret"));
+    }
+
+    #[test]
+    fn an_empty_x_forwarded_for_line_adds_no_empty_element() {
+        let mut p = parts(|b| {
+            b.header("x-forwarded-for", "")
+                .header("x-forwarded-for", "1.2.3.4")
+        });
+        prepare_request(&mut p, &trusted(), None, false);
+        assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+    }
+
+    #[test]
+    fn other_forwarding_headers_are_believed_only_from_a_trusted_proxy() {
+        let family = [
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-client-cert",
+            "x-envoy-retry-on",
+            "true-client-ip",
+        ];
+        let with_family =
+            |b: http::request::Builder| family.iter().fold(b, |b, name| b.header(*name, "spoofed"));
+        let mut p = parts(with_family);
+        prepare_request(&mut p, &untrusted(), None, false);
+        for name in family {
+            assert!(
+                !p.headers.contains_key(name),
+                "{name} from an untrusted peer"
+            );
+        }
+        let mut p = parts(with_family);
+        prepare_request(&mut p, &trusted(), None, false);
+        for name in family {
+            assert_eq!(p.headers[name], "spoofed", "{name} from a trusted proxy");
+        }
+    }
+
+    #[test]
+    fn cookie_crumbs_become_one_cookie_line() {
+        let mut p = parts(|b| b.header("cookie", "a=1").header("cookie", "b=2"));
+        prepare_request(&mut p, &untrusted(), None, false);
+        let lines: Vec<_> = p.headers.get_all("cookie").iter().collect();
+        assert_eq!(lines, ["a=1; b=2"]);
     }
 
     #[test]

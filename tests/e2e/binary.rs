@@ -551,3 +551,58 @@ async fn listen_addresses_are_taken_as_people_write_them_and_a_bad_one_is_explai
     );
     child.start_kill().unwrap();
 }
+
+#[tokio::test]
+async fn a_proxy_listening_on_every_ipv6_address_answers_ipv4_too() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("this machine has no IPv6 loopback; nothing to check");
+        return;
+    }
+    let file = config_file(&format!(
+        "listen = \"[::]:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        echo_route("hello", "")
+    ));
+    let mut child = Command::new(BIN)
+        .args([
+            "--config",
+            file.path().to_str().unwrap(),
+            "--log-format",
+            "json",
+        ])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let (proxy, _) = started_addresses(&mut child).await;
+    for ip in ["127.0.0.1", "::1"] {
+        let to = SocketAddr::new(ip.parse().unwrap(), proxy.port());
+        let (status, _) = get(to, &host("hello"), "/").await;
+        assert_eq!(status, 200, "through {to}");
+    }
+    child.start_kill().unwrap();
+}
+
+#[tokio::test]
+async fn every_connection_up_to_max_connections_is_served_whatever_the_workers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let running = Running::start(&format!(
+        "workers = 4\nmax_connections = 4\n{}",
+        echo_route("hello", "min_scale = 1")
+    ))
+    .await;
+    // Four connections open at once, wherever the kernel puts them: each is served.
+    let mut connections = Vec::new();
+    for _ in 0..4 {
+        connections.push(tokio::net::TcpStream::connect(running.proxy).await.unwrap());
+    }
+    let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host("hello"));
+    for connection in &mut connections {
+        connection.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(10), connection.read_exact(&mut head))
+            .await
+            .expect("served while the other connections stay open")
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+}

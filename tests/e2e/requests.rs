@@ -236,6 +236,7 @@ import socket, sys
 answers = {
     b"/both": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nhello, smuggled!\r\n0\r\n\r\n",
     b"/switch": b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"/gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nsmuggled",
 }
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -259,10 +260,10 @@ while True:
 }
 
 #[tokio::test]
-async fn a_replica_response_framed_two_ways_or_switching_unasked_gets_502() {
+async fn a_replica_response_framed_two_ways_or_not_chunked_last_or_switching_unasked_gets_502() {
     let activator = Activator::start(&raw_replica_route("raw")).await;
     assert_eq!(activator.get(&host("raw"), "/fine").await.status, 200);
-    for path in ["/both", "/switch"] {
+    for path in ["/both", "/switch", "/gzip"] {
         let answer = activator.get(&host("raw"), path).await;
         assert_eq!(answer.status, 502, "{path}: {}", answer.text());
         assert_eq!(answer.headers["x-activator-error"], "upstream", "{path}");
@@ -274,7 +275,7 @@ async fn a_replica_response_framed_two_ways_or_switching_unasked_gets_502() {
             &metrics,
             r#"activator_requests_total{code="502",namespace="default",route="raw"}"#
         ),
-        2.0,
+        3.0,
         "{metrics}"
     );
     activator.stop().await;
