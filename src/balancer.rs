@@ -15,7 +15,7 @@ mod pacing;
 pub(crate) mod stall;
 pub(crate) mod upstream;
 
-pub(crate) use pacing::PROBATION_LIMIT;
+pub(crate) use pacing::{PROBATION_LIMIT, Probation};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -34,8 +34,10 @@
 //! [`workers::bind`], and
 //! [`bench`].
 
-// One `unsafe` block in the whole crate: the process provider's `pre_exec` hook, which makes local
-// replicas die with the activator (see `provider::process::replica`).
+// Two `unsafe` blocks in the whole crate: the process provider's `pre_exec` hook, which makes local
+// replicas die with the activator (see `provider::process::replica`), and the `TCP_INFO` query
+// that tells a new upstream connection's pacing whether the replica acknowledged its request
+// (see `balancer::pacing`).
 #![deny(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 

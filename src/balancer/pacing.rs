@@ -12,13 +12,17 @@
 //! one (keep-alive) widen it: a replica that closes every connection keeps a small window, which
 //! its one-request-per-connection accept loop can always take.
 //!
-//! A connection still waiting for its first response after [`PROBATION_LIMIT`] leaves the window
-//! all the same: by then the handshake's lost ACK would have been retransmitted, so it is slow
-//! rather than lost, and a few slow requests (a long poll, a report) must not keep every other
-//! request to the replica from a connection.
+//! A response is not the only proof: once the replica's TCP has acknowledged bytes of the
+//! request (`TCP_INFO`'s `tcpi_bytes_acked`, which counts the SYN as 1), its kernel holds the
+//! connection, accepted or in its accept queue, and the connection leaves the window, so a few
+//! slow requests (a long poll, a report) never keep the replica's other requests from a
+//! connection. Where that cannot be read, a connection still waiting for its first response
+//! after [`PROBATION_LIMIT`] leaves the window all the same: by then a lost handshake ACK would
+//! have been retransmitted.
 //!
 //! The window is per replica, so a new replica starts small again.
 
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -63,6 +67,7 @@ impl Pacing {
             .ok()
             .map(|_| Probation {
                 pacing: Arc::clone(self),
+                socket: None,
             })
     }
 
@@ -97,14 +102,28 @@ impl Pacing {
     }
 }
 
-/// A new connection's slot, held until a response comes back on it.
+/// A new connection's slot, held until a response comes back on it or the replica acknowledged
+/// its request.
 #[derive(Debug)]
 #[must_use = "the slot frees when the probation ends"]
 pub(crate) struct Probation {
     pacing: Arc<Pacing>,
+    /// A duplicate of the connection's socket, to read its TCP state.
+    socket: Option<OwnedFd>,
 }
 
 impl Probation {
+    /// Watches the connection's socket (a duplicate descriptor, closed with the probation).
+    pub(crate) fn watch(&mut self, socket: OwnedFd) {
+        self.socket = Some(socket);
+    }
+
+    /// Whether the replica's TCP has acknowledged bytes sent on the connection; `None` when the
+    /// socket's state cannot be read.
+    pub(crate) fn acknowledged(&self) -> Option<bool> {
+        bytes_acked(self.socket.as_ref()?).map(|acked| acked > 1)
+    }
+
     /// The connection failed before any response: the replica is struggling.
     pub(crate) fn failed(self) {
         self.pacing.narrow();
@@ -118,9 +137,63 @@ impl Drop for Probation {
     }
 }
 
+/// Bytes of the connection the peer acknowledged, its SYN counting as one (`TCP_INFO`, Linux
+/// 4.1 and later).
+#[cfg(target_os = "linux")]
+fn bytes_acked(socket: &OwnedFd) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let size = std::mem::size_of::<libc::tcp_info>();
+    let mut len = libc::socklen_t::try_from(size).ok()?;
+    let mut info = std::mem::MaybeUninit::<libc::tcp_info>::zeroed();
+    // SAFETY: `info` is a zeroed `tcp_info`, a plain struct of integers for which zero is valid,
+    // and `len` its size: the kernel writes at most `len` bytes into it and sets `len` to what
+    // it wrote. `socket` is an open descriptor owned by the caller for the call's duration.
+    #[allow(unsafe_code)]
+    let info = unsafe {
+        let rc = libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        );
+        if rc != 0 {
+            return None;
+        }
+        info.assume_init()
+    };
+    let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+    (usize::try_from(len).ok()? >= needed).then_some(info.tcpi_bytes_acked)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn bytes_acked(_: &OwnedFd) -> Option<u64> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_is_acknowledged_once_the_peer_acknowledged_bytes_sent_on_it() {
+        use std::io::Write;
+        use std::os::fd::AsFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let pacing = Arc::new(Pacing::default());
+        let mut probation = pacing.try_open().unwrap();
+        assert_eq!(probation.acknowledged(), None, "no socket watched");
+        probation.watch(stream.as_fd().try_clone_to_owned().unwrap());
+        assert_eq!(probation.acknowledged(), Some(false), "only the handshake");
+        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        // Acknowledged by the listener's kernel, though the connection was never accepted.
+        let acked = (0..1000).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            probation.acknowledged() == Some(true)
+        });
+        assert!(acked);
+    }
 
     #[test]
     fn the_window_starts_small_grows_with_kept_connections_and_halves_on_failure() {

@@ -11,6 +11,7 @@
 //! endpoint left the ready set and its last lease ended) closes every idle connection.
 
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -232,14 +233,20 @@ impl Pool {
         // Boxed: connecting is the rare path, and inline its state would enlarge every request's
         // future, held ones included.
         let mut connecting = Box::pin(connect(addr, connect_timeout));
+        let mut probation = probation;
         loop {
             let changed = self.pacing.changed().notified();
             tokio::select! {
                 made = &mut connecting => return match made {
-                    Ok(connection) => Ok(Checkout {
-                        sender: Sender::Http1(connection),
-                        probation: Some(probation),
-                    }),
+                    Ok((connection, socket)) => {
+                        if let Some(socket) = socket {
+                            probation.watch(socket);
+                        }
+                        Ok(Checkout {
+                            sender: Sender::Http1(connection),
+                            probation: Some(probation),
+                        })
+                    }
                     Err(error) => {
                         probation.failed();
                         Err(error)
@@ -323,8 +330,12 @@ impl ConnectError {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `addr` (upgrades allowed) and drives it on its own task.
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, ConnectError> {
+/// Opens a new HTTP/1.1 connection to `addr` (upgrades allowed) and drives it on its own task;
+/// returns it with a duplicate of its socket for its probation to watch, if one could be made.
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(Connection, Option<OwnedFd>), ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
@@ -332,6 +343,7 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, Conn
     };
     // Small writes (request heads) go out at once, as the activator's clients expect.
     let _ = stream.set_nodelay(true);
+    let socket = stream.as_fd().try_clone_to_owned().ok();
     let (send, driver) = Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -341,10 +353,13 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Connection, Conn
             tracing::debug!(%addr, %error, "replica connection ended with an error");
         }
     });
-    Ok(Connection {
-        send,
-        home: workers::index(),
-    })
+    Ok((
+        Connection {
+            send,
+            home: workers::index(),
+        },
+        socket,
+    ))
 }
 
 /// A request body on its way to a replica: the client's, or none (a replayed request). It notes

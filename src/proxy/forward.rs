@@ -30,9 +30,9 @@ use hyper_util::rt::TokioIo;
 use crate::activation::Waiting;
 use crate::activity::{Activity, CountedIo};
 use crate::balancer::Lease;
-use crate::balancer::PROBATION_LIMIT;
 use crate::balancer::stall::{Exchange, StallTimer, Stalled};
 use crate::balancer::upstream::{Checkout, ConnectError, Sender, UpstreamBody};
+use crate::balancer::{PROBATION_LIMIT, Probation};
 use crate::body::{BoxBody, BoxError};
 use crate::metrics::RouteMetrics;
 use crate::proxy::headers::{self, Client};
@@ -178,9 +178,14 @@ impl Upstream {
                 tokio::pin!(sending);
                 let timeout = tokio::time::sleep(response_timeout);
                 tokio::pin!(timeout);
-                // Never polled, so never armed, unless the connection is new.
-                let slow = tokio::time::sleep(PROBATION_LIMIT);
-                tokio::pin!(slow);
+                // A new connection's probation also ends once the replica acknowledged the
+                // request: slow to answer is not lost, and a slow request must not keep the
+                // replica's other requests from new connections. Looked at after 1, 2, 4 ...
+                // ms; never polled, so never armed, unless the connection is new.
+                let since = Instant::now();
+                let mut every = Duration::from_millis(1);
+                let look = tokio::time::sleep(every);
+                tokio::pin!(look);
                 loop {
                     tokio::select! {
                         biased;
@@ -188,9 +193,17 @@ impl Upstream {
                         // Dropped with the request inside: it may have been carried out, so it
                         // is never resent.
                         () = &mut timeout => return Err(timed_out()),
-                        // Slow to answer is not lost: a slow request must not keep the
-                        // replica's other requests from new connections.
-                        () = &mut slow, if probation.is_some() => drop(probation.take()),
+                        () = &mut look, if probation.is_some() => {
+                            let known = probation.as_ref().and_then(Probation::acknowledged);
+                            if known == Some(true)
+                                || (known.is_none() && since.elapsed() >= PROBATION_LIMIT)
+                            {
+                                drop(probation.take());
+                            } else {
+                                every = (every * 2).min(Duration::from_millis(100));
+                                look.as_mut().reset(tokio::time::Instant::now() + every);
+                            }
+                        }
                     }
                 }
             };
