@@ -360,15 +360,16 @@ fn parse_ms(text: &str) -> f64 {
 }
 
 /// nginx as a gRPC proxy: one worker, HTTP/2 on the listener, `grpc_pass` with upstream
-/// keep-alive.
+/// keep-alive. Its default of 1,000 requests per connection (client and upstream) is raised, as
+/// the load benchmark's nginx has it: h2load does not reconnect after the GOAWAY.
 fn nginx_config(scratch: &Scratch, port: u16, backend: SocketAddr) -> String {
     let dir = scratch.dir().display();
     format!(
         "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log stderr warn;\n\
          events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  client_body_temp_path {dir}; proxy_temp_path {dir};\n  \
+         http {{\n  access_log off;\n  keepalive_requests 1000000;\n  client_body_temp_path {dir}; proxy_temp_path {dir};\n  \
          fastcgi_temp_path {dir}; uwsgi_temp_path {dir}; scgi_temp_path {dir};\n  \
-         upstream backend {{ server {backend}; keepalive 128; }}\n  \
+         upstream backend {{ server {backend}; keepalive 128; keepalive_requests 1000000; }}\n  \
          server {{ listen 127.0.0.1:{port} http2; location / {{ grpc_pass grpc://backend; }} }}\n}}\n"
     )
 }
