@@ -22,8 +22,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::{
-    ActivatorProc, Proc, Scratch, clock_ticks_per_second, cpu_ticks, echo_route, http_get, median,
-    pinned, require_tool, wait_for_line, wait_listening,
+    ActivatorProc, Nginx, Scratch, clock_ticks_per_second, cpu_ticks, echo_route, http_get, median,
+    pinned, require_tool, wait_for_line,
 };
 use serde_json::{Value, json};
 
@@ -87,33 +87,9 @@ fn main() {
         .is_ok_and(|o| o.status.success());
     assert!(repinned, "cannot pin the backend to CPUs {backend_cpus}");
 
-    let nginx_port = harness::free_port();
-    let nginx_conf = scratch.path("nginx.conf");
-    std::fs::write(&nginx_conf, nginx_config(&scratch, nginx_port, backend)).expect("nginx.conf");
-    let nginx_proc = Proc::spawn(
-        "nginx",
-        pinned(
-            Some(&proxy_cpus),
-            &nginx,
-            &[
-                "-p",
-                &scratch.dir().to_string_lossy(),
-                "-e",
-                "stderr",
-                "-c",
-                &nginx_conf.to_string_lossy(),
-            ],
-        ),
-        Some(&scratch.path("nginx.log")),
-    );
-    let nginx_addr = SocketAddr::from(([127, 0, 0, 1], nginx_port));
-    wait_listening(
-        nginx_addr,
-        Duration::from_secs(10),
-        &scratch.path("nginx.log"),
-    );
-    let mut nginx_pids = vec![nginx_proc.pid()];
-    nginx_pids.extend(harness::workers_of(nginx_proc.pid()));
+    let nginx = Nginx::start(&nginx, &scratch, "nginx", Some(&proxy_cpus), |port| {
+        nginx_config(&scratch, port, backend)
+    });
 
     let targets = [
         Target {
@@ -128,8 +104,8 @@ fn main() {
         },
         Target {
             name: "nginx",
-            addr: nginx_addr,
-            cpu_pids: nginx_pids,
+            addr: nginx.addr,
+            cpu_pids: nginx.cpu_pids.clone(),
         },
     ];
     let message = scratch.path("call.bin");
@@ -252,7 +228,7 @@ fn main() {
         output["activator_upstream_during_warm_up"]
     );
     println!("\nresults written to {}", path.display());
-    drop(nginx_proc);
+    drop(nginx);
     activator.proc.stop(Duration::from_secs(5));
 }
 

@@ -36,8 +36,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::{
-    ActivatorProc, Proc, Scratch, clock_ticks_per_second, cpu_ticks, echo_route, http_get, median,
-    pinned, require_tool, wait_for_line, wait_listening,
+    ActivatorProc, Nginx, Proc, Scratch, clock_ticks_per_second, cpu_ticks, echo_route, http_get,
+    median, pinned, require_tool, wait_for_line, wait_listening,
 };
 use serde_json::{Value, json};
 
@@ -146,25 +146,9 @@ fn pinned_scenario() -> Value {
         .ok()
         .map(|binary| start_activator(&binary, &baseline_scratch, &proxy_cpus, &backend_cpus).0);
 
-    let nginx_port = harness::free_port();
-    let nginx_conf = scratch.path("nginx.conf");
-    std::fs::write(&nginx_conf, nginx_config(&scratch, nginx_port, backend)).expect("nginx.conf");
-    let nginx_proc = Proc::spawn(
-        "nginx",
-        pinned(
-            Some(&proxy_cpus),
-            &nginx,
-            &[
-                "-p",
-                &scratch.dir().to_string_lossy(),
-                "-e",
-                "stderr",
-                "-c",
-                &nginx_conf.to_string_lossy(),
-            ],
-        ),
-        Some(&scratch.path("nginx.log")),
-    );
+    let nginx = Nginx::start(&nginx, &scratch, "nginx", Some(&proxy_cpus), |port| {
+        nginx_config(&scratch, port, backend)
+    });
     let haproxy_port = harness::free_port();
     let haproxy_cfg = scratch.path("haproxy.cfg");
     std::fs::write(&haproxy_cfg, haproxy_config(haproxy_port, backend)).expect("haproxy.cfg");
@@ -177,20 +161,12 @@ fn pinned_scenario() -> Value {
         ),
         Some(&scratch.path("haproxy.log")),
     );
-    let nginx_addr = SocketAddr::from(([127, 0, 0, 1], nginx_port));
     let haproxy_addr = SocketAddr::from(([127, 0, 0, 1], haproxy_port));
-    wait_listening(
-        nginx_addr,
-        Duration::from_secs(10),
-        &scratch.path("nginx.log"),
-    );
     wait_listening(
         haproxy_addr,
         Duration::from_secs(10),
         &scratch.path("haproxy.log"),
     );
-    let mut nginx_pids = vec![nginx_proc.pid()];
-    nginx_pids.extend(harness::workers_of(nginx_proc.pid()));
 
     let all_targets = vec![
         Target {
@@ -210,8 +186,8 @@ fn pinned_scenario() -> Value {
         },
         Target {
             name: "nginx",
-            addr: nginx_addr,
-            cpu_pids: nginx_pids,
+            addr: nginx.addr,
+            cpu_pids: nginx.cpu_pids.clone(),
         },
         Target {
             name: "haproxy",
@@ -318,7 +294,7 @@ fn pinned_scenario() -> Value {
         "\nscenario pinned (proxy on CPUs {proxy_cpus}; oha on {generator_cpus}; backend on {backend_cpus})"
     );
     print_table(&report);
-    drop((nginx_proc, haproxy_proc));
+    drop((nginx, haproxy_proc));
     activator.proc.stop(Duration::from_secs(5));
     if let Some(baseline) = baseline {
         baseline.proc.stop(Duration::from_secs(5));

@@ -14,8 +14,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::harness::{
-    self, ActivatorProc, Proc, Scratch, clock_ticks_per_second, cpu_ticks, http_get, require_tool,
-    wait_for_line, wait_listening,
+    self, ActivatorProc, Nginx, Scratch, clock_ticks_per_second, cpu_ticks, http_get, require_tool,
+    wait_for_line,
 };
 use super::{Sample, Target, env_list, env_or, print_table, summarise_one};
 
@@ -53,33 +53,9 @@ pub fn run() -> Value {
         .ok()
         .map(|binary| start_activator(&binary, &baseline_scratch, &route).0);
 
-    let proxy_port = harness::free_port();
-    let proxy_conf = scratch.path("proxy.conf");
-    std::fs::write(&proxy_conf, proxy_config(&scratch, proxy_port, backend)).expect("proxy.conf");
-    let nginx_proc = Proc::spawn(
-        "nginx",
-        harness::pinned(
-            None,
-            &nginx,
-            &[
-                "-p",
-                &scratch.dir().to_string_lossy(),
-                "-e",
-                "stderr",
-                "-c",
-                &proxy_conf.to_string_lossy(),
-            ],
-        ),
-        Some(&scratch.path("proxy.log")),
-    );
-    let nginx_addr = SocketAddr::from(([127, 0, 0, 1], proxy_port));
-    wait_listening(
-        nginx_addr,
-        Duration::from_secs(10),
-        &scratch.path("proxy.log"),
-    );
-    let mut nginx_pids = vec![nginx_proc.pid()];
-    nginx_pids.extend(harness::workers_of(nginx_proc.pid()));
+    let nginx = Nginx::start(&nginx, &scratch, "proxy", None, |port| {
+        proxy_config(&scratch, port, backend)
+    });
 
     let all_targets = vec![
         Target {
@@ -99,8 +75,8 @@ pub fn run() -> Value {
         },
         Target {
             name: "nginx",
-            addr: nginx_addr,
-            cpu_pids: nginx_pids,
+            addr: nginx.addr,
+            cpu_pids: nginx.cpu_pids.clone(),
         },
     ];
     let wanted = env_list("LOAD_TARGETS");
@@ -155,7 +131,7 @@ pub fn run() -> Value {
     let report = Value::Object(report);
     println!("\nscenario shared (nothing pinned; wrk -t1 -c64, {seconds} s x {rounds} rounds)");
     print_table(&report);
-    drop(nginx_proc);
+    drop(nginx);
     activator.proc.stop(Duration::from_secs(5));
     if let Some(baseline) = baseline {
         baseline.proc.stop(Duration::from_secs(5));

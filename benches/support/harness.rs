@@ -258,6 +258,43 @@ pub fn workers_of(pid: u32) -> Vec<u32> {
     children(pid)
 }
 
+/// nginx running `config(port)` on a free port of 127.0.0.1 (pinned to `cpus` if given), once it
+/// listens; its log is `NAME.log` in `scratch`.
+pub struct Nginx {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    /// The master and its workers: the processes whose CPU is nginx's.
+    pub cpu_pids: Vec<u32>,
+}
+
+impl Nginx {
+    pub fn start(
+        nginx: &Path,
+        scratch: &Scratch,
+        name: &str,
+        cpus: Option<&str>,
+        config: impl FnOnce(u16) -> String,
+    ) -> Nginx {
+        let port = free_port();
+        let conf = scratch.path(&format!("{name}.conf"));
+        std::fs::write(&conf, config(port)).expect("nginx config");
+        let log = scratch.path(&format!("{name}.log"));
+        let dir = scratch.dir().to_string_lossy();
+        let conf = conf.to_string_lossy();
+        let args = ["-p", &dir, "-e", "stderr", "-c", &conf];
+        let proc = Proc::spawn(name, pinned(cpus, nginx, &args), Some(&log));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_listening(addr, Duration::from_secs(10), &log);
+        let mut cpu_pids = vec![proc.pid()];
+        cpu_pids.extend(workers_of(proc.pid()));
+        Nginx {
+            proc,
+            addr,
+            cpu_pids,
+        }
+    }
+}
+
 /// A line of `/proc/PID/status` such as `VmRSS`, in KiB.
 pub fn status_kib(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
