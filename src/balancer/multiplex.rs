@@ -6,17 +6,17 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::pacing::{Pacing, Probation};
-use super::upstream::{ConnectError, UpstreamBody};
+use super::upstream::{ConnectError, UpstreamBody, dial};
 
 /// Streams a connection is assumed to allow until the replica's SETTINGS say otherwise (RFC 9113
 /// recommends allowing at least 100).
@@ -119,14 +119,17 @@ impl Multiplex {
                     probation: None,
                 });
             }
-            if let Some(probation) = self.pacing.try_open() {
-                let (send, max_streams) = match connect(addr, connect_timeout).await {
+            if let Some(mut probation) = self.pacing.try_open() {
+                let (send, max_streams, socket) = match connect(addr, connect_timeout).await {
                     Ok(connected) => connected,
                     Err(error) => {
                         probation.failed();
                         return Err(error);
                     }
                 };
+                if let Some(socket) = socket {
+                    probation.watch(socket);
+                }
                 let streams = Arc::new(AtomicUsize::new(1));
                 self.connections().push(Shared {
                     send: send.clone(),
@@ -158,17 +161,13 @@ impl Multiplex {
 }
 
 /// Opens an HTTP/2 connection to `addr` with prior knowledge and drives it on its own task; also
-/// returns where the driver publishes the replica's stream limit.
+/// returns where the driver publishes the replica's stream limit, and the socket for the
+/// probation (see [`dial`]).
 async fn connect(
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<(SendRequest<UpstreamBody>, Arc<AtomicUsize>), ConnectError> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
-        Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
-    };
-    let _ = stream.set_nodelay(true);
+) -> Result<(SendRequest<UpstreamBody>, Arc<AtomicUsize>, Option<OwnedFd>), ConnectError> {
+    let (stream, socket) = dial(addr, timeout).await?;
     let (send, driver) = Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .initial_max_send_streams(INITIAL_MAX_STREAMS)
@@ -187,7 +186,7 @@ async fn connect(
         }
         polled.map(|_| ())
     }));
-    Ok((send, max_streams))
+    Ok((send, max_streams, socket))
 }
 
 #[cfg(test)]

@@ -330,20 +330,30 @@ impl ConnectError {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `addr` (upgrades allowed) and drives it on its own task;
-/// returns it with a duplicate of its socket for its probation to watch, if one could be made.
-async fn connect(
+/// A TCP connection to a replica, for either protocol: with `TCP_NODELAY` (small writes such as
+/// request heads go out at once, as the activator's clients expect), and a duplicate of its
+/// socket for a new connection's probation to watch, if one could be made.
+pub(crate) async fn dial(
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<(Connection, Option<OwnedFd>), ConnectError> {
+) -> Result<(TcpStream, Option<OwnedFd>), ConnectError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(source)) => return Err(ConnectError::Tcp { addr, source }),
         Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
     };
-    // Small writes (request heads) go out at once, as the activator's clients expect.
     let _ = stream.set_nodelay(true);
     let socket = stream.as_fd().try_clone_to_owned().ok();
+    Ok((stream, socket))
+}
+
+/// Opens a new HTTP/1.1 connection to `addr` (upgrades allowed) and drives it on its own task;
+/// returns it with its socket for the probation (see [`dial`]).
+async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(Connection, Option<OwnedFd>), ConnectError> {
+    let (stream, socket) = dial(addr, timeout).await?;
     let (send, driver) = Builder::new()
         .handshake(TokioIo::new(stream))
         .await
