@@ -34,10 +34,17 @@ struct Running {
 }
 
 impl Running {
+    /// With `routes` and both listeners on 127.0.0.1.
     async fn start(routes: &str) -> Running {
-        let config = config_file(&format!(
+        Running::start_config(&format!(
             "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nscaler_tick = \"50ms\"\n{routes}"
-        ));
+        ))
+        .await
+    }
+
+    /// With the whole config `text`.
+    async fn start_config(text: &str) -> Running {
+        let config = config_file(text);
         let mut child = Command::new(BIN)
             .args([
                 "--config",
@@ -528,28 +535,17 @@ async fn listen_addresses_are_taken_as_people_write_them_and_a_bad_one_is_explai
         stderr.contains("--listen") && stderr.contains("\"127.0.0.1\"") && stderr.contains(":8080"),
         "names the flag, the value and an example: {stderr}"
     );
-    let file = config_file(&format!(
+    let running = Running::start_config(&format!(
         "listen = \"localhost:0\"\nadmin_listen = \":0\"\n{}",
         echo_route("hello", "")
-    ));
-    let mut child = Command::new(BIN)
-        .args([
-            "--config",
-            file.path().to_str().unwrap(),
-            "--log-format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (proxy, admin) = started_addresses(&mut child).await;
+    ))
+    .await;
+    let (proxy, admin) = (running.proxy, running.admin);
     assert!(proxy.ip().is_loopback(), "localhost is 127.0.0.1: {proxy}");
     assert!(
         admin.ip().is_unspecified(),
         ":PORT is every interface: {admin}"
     );
-    child.start_kill().unwrap();
 }
 
 #[tokio::test]
@@ -558,28 +554,16 @@ async fn a_proxy_listening_on_every_ipv6_address_answers_ipv4_too() {
         eprintln!("this machine has no IPv6 loopback; nothing to check");
         return;
     }
-    let file = config_file(&format!(
+    let running = Running::start_config(&format!(
         "listen = \"[::]:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
         echo_route("hello", "")
-    ));
-    let mut child = Command::new(BIN)
-        .args([
-            "--config",
-            file.path().to_str().unwrap(),
-            "--log-format",
-            "json",
-        ])
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let (proxy, _) = started_addresses(&mut child).await;
+    ))
+    .await;
     for ip in ["127.0.0.1", "::1"] {
-        let to = SocketAddr::new(ip.parse().unwrap(), proxy.port());
+        let to = SocketAddr::new(ip.parse().unwrap(), running.proxy.port());
         let (status, _) = get(to, &host("hello"), "/").await;
         assert_eq!(status, 200, "through {to}");
     }
-    child.start_kill().unwrap();
 }
 
 #[tokio::test]
