@@ -181,11 +181,12 @@ impl Upstream {
                 // A new connection's probation also ends once the replica acknowledged the
                 // request: slow to answer is not lost, and a slow request must not keep the
                 // replica's other requests from new connections. Looked at after 1, 2, 4 ...
-                // ms; never polled, so never armed, unless the connection is new.
+                // ms; a reused connection has no probation, and no timer for it.
                 let since = Instant::now();
                 let mut every = Duration::from_millis(1);
-                let look = tokio::time::sleep(every);
-                tokio::pin!(look);
+                let mut look = probation
+                    .is_some()
+                    .then(|| Box::pin(tokio::time::sleep(every)));
                 loop {
                     tokio::select! {
                         biased;
@@ -193,15 +194,19 @@ impl Upstream {
                         // Dropped with the request inside: it may have been carried out, so it
                         // is never resent.
                         () = &mut timeout => return Err(timed_out()),
-                        () = &mut look, if probation.is_some() => {
+                        () = std::future::poll_fn(|cx| match look.as_mut() {
+                            Some(sleep) => sleep.as_mut().poll(cx),
+                            None => Poll::Pending,
+                        }) => {
                             let known = probation.as_ref().and_then(Probation::acknowledged);
                             if known == Some(true)
                                 || (known.is_none() && since.elapsed() >= PROBATION_LIMIT)
                             {
                                 drop(probation.take());
-                            } else {
+                                look = None;
+                            } else if let Some(sleep) = look.as_mut() {
                                 every = (every * 2).min(Duration::from_millis(100));
-                                look.as_mut().reset(tokio::time::Instant::now() + every);
+                                sleep.as_mut().reset(tokio::time::Instant::now() + every);
                             }
                         }
                     }
