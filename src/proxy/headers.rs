@@ -39,30 +39,21 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Headers a client's `Connection` cannot remove: the activator sets them or needs them.
 fn is_protected(name: &HeaderName) -> bool {
     name == header::HOST
         || name == header::CONTENT_LENGTH
-        || name == header::FORWARDED
-        || name == X_FORWARDED_FOR
-        || name == X_FORWARDED_PROTO
-        || name == X_FORWARDED_HOST
-        || name == X_REAL_IP
         || name == crate::proxy::REQUEST_ID
+        || is_forwarding(name)
 }
 
-/// Whether `name` carries forwarding information that only a trusted proxy may send, beyond the
-/// three `X-Forwarded-*` the activator sets itself: the rest of the `X-Forwarded-` family (port,
-/// prefix, server, client certificate...), `Forwarded`, the client-address headers of CDNs and
-/// load balancers, and Envoy's `x-envoy-*` (which Envoy strips from external clients too).
-fn is_untrusted_forwarding(name: &HeaderName) -> bool {
+/// Whether `name` carries forwarding information: the `X-Forwarded-` family, `Forwarded`, the
+/// client-address headers of CDNs and load balancers, and Envoy's `x-envoy-*` (which Envoy
+/// strips from external clients too).
+fn is_forwarding(name: &HeaderName) -> bool {
     let name = name.as_str();
-    (name.starts_with("x-forwarded-")
-        && name != "x-forwarded-for"
-        && name != "x-forwarded-proto"
-        && name != "x-forwarded-host")
+    name.starts_with("x-forwarded-")
         || name.starts_with("x-envoy-")
         || matches!(
             name,
@@ -72,6 +63,15 @@ fn is_untrusted_forwarding(name: &HeaderName) -> bool {
                 | "x-client-ip"
                 | "x-original-forwarded-for"
         )
+}
+
+/// Forwarding information only a trusted proxy may send: all of it but the three
+/// `X-Forwarded-*` the activator sets itself.
+fn is_untrusted_forwarding(name: &HeaderName) -> bool {
+    is_forwarding(name)
+        && name != X_FORWARDED_FOR
+        && name != X_FORWARDED_PROTO
+        && name != X_FORWARDED_HOST
 }
 
 /// Who sent a request, as the forwarded headers see it.
