@@ -101,12 +101,13 @@ pub(crate) enum ActivationError {
     },
     /// No replica could take the request within the cold-start timeout.
     #[error(
-        "no replica could take the request within {waited:?} ({ready} ready){}",
+        "no replica could take the request within {limit:?} ({ready} ready){}",
         problem.as_deref().map(|p| format!("; last problem: {p}")).unwrap_or_default()
     )]
     Timeout {
-        /// How long the request waited.
-        waited: Duration,
+        /// How long the request could wait: the route's cold-start timeout, or a gRPC client's
+        /// shorter deadline. (A busy machine may have taken a little longer to answer it.)
+        limit: Duration,
         /// Replicas ready but full (container concurrency), if any.
         ready: usize,
         /// What keeps replicas from becoming ready, as the provider reported it.
@@ -285,7 +286,7 @@ impl Activation {
             Err(_) => {
                 self.activation_ended("timeout");
                 Err(ActivationError::Timeout {
-                    waited: started.elapsed(),
+                    limit,
                     ready: self.backends.ready_count(),
                     problem: self.problem(),
                 })

@@ -165,10 +165,10 @@ impl ProxyError {
                     "The activator already holds {max} waiting requests across all services \
                      (max_queued_total), so route {route} cannot hold more. Retry in a moment.\n"
                 ),
-                ActivationError::Timeout { waited, ready, .. } => {
+                ActivationError::Timeout { limit, ready, .. } => {
                     let mut text = format!(
                         "Route {route}: no replica could take the request within {} (cold_start_timeout).",
-                        human(*waited)
+                        human(*limit)
                     );
                     if *ready > 0 {
                         text.push_str(" Its replicas are all busy (container_concurrency).");
@@ -364,7 +364,7 @@ mod tests {
         let error = ProxyError::Activation {
             route: "default/hello".into(),
             source: ActivationError::Timeout {
-                waited: Duration::from_millis(300),
+                limit: Duration::from_millis(300),
                 ready: 0,
                 problem: Some("replica 1 (pid 4242) at 10.0.0.7:8080 exited".into()),
             },
