@@ -50,6 +50,8 @@ mod balancer;
 pub mod bench;
 mod body;
 mod cluster;
+#[allow(dead_code)]
+mod http1;
 pub mod config;
 mod metrics;
 pub mod policy;

@@ -1,0 +1,608 @@
+//! Request and response heads: parsed from the bytes read so far into `http`'s types (without
+//! copying: the head's bytes are frozen once and every value is a slice of them), and written
+//! back out for the other peer.
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version, request, response};
+
+use super::{Framing, MAX_HEADERS};
+
+/// Why a head cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    /// The head runs past the size allowed (`size` bytes read so far).
+    #[error("the head is larger than {max} bytes")]
+    TooLarge {
+        /// Bytes read without the head ending.
+        size: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// More header fields than [`MAX_HEADERS`].
+    #[error("more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    /// Not a well-formed HTTP/1.x head, or framed ambiguously.
+    #[error("{0}")]
+    Malformed(&'static str),
+}
+
+/// A request head, and what its fields say about the exchange.
+#[derive(Debug)]
+pub(crate) struct ParsedRequest {
+    /// Method, target, version and fields.
+    pub(crate) parts: request::Parts,
+    /// How its body is delimited.
+    pub(crate) framing: Framing,
+    /// The client is willing to send another request on the connection afterwards.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue`.
+    pub(crate) expect_continue: bool,
+    /// `Connection: upgrade` with an `Upgrade` field.
+    pub(crate) upgrade: bool,
+}
+
+/// A response head, and what its fields say about the exchange.
+#[derive(Debug)]
+pub(crate) struct ParsedResponse {
+    /// Status, version and fields.
+    pub(crate) parts: response::Parts,
+    /// How its body is delimited (given the request it answers).
+    pub(crate) framing: Framing,
+    /// The replica will take another request on the connection afterwards.
+    pub(crate) keep_alive: bool,
+}
+
+/// The special fields of a head, noted while its fields are taken.
+#[derive(Default)]
+struct Noted {
+    content_length: Option<Result<u64, ()>>,
+    transfer_encoding: bool,
+    chunked_last: bool,
+    close: bool,
+    keep_alive: bool,
+    upgrade_token: bool,
+    upgrade_field: bool,
+    expect_continue: bool,
+}
+
+impl Noted {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let this = parse_length(value);
+            self.content_length = Some(match (self.content_length, this) {
+                (None, this) => this,
+                // Several lengths must all agree (RFC 9110 §8.6).
+                (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
+                _ => Err(()),
+            });
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.transfer_encoding = true;
+            // The last coding of the last line decides.
+            self.chunked_last = value
+                .rsplit(|b| *b == b',')
+                .next()
+                .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    self.upgrade_token = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.upgrade_field = true;
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+
+    fn keep_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+}
+
+/// A `Content-Length` value: digits only (a list of equal values allowed), at most 19 of them.
+fn parse_length(value: &[u8]) -> Result<u64, ()> {
+    let mut length = None;
+    for item in value.split(|b| *b == b',') {
+        let item = item.trim_ascii();
+        if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n = item
+            .iter()
+            .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
+        if length.is_some_and(|l| l != n) {
+            return Err(());
+        }
+        length = Some(n);
+    }
+    length.ok_or(())
+}
+
+thread_local! {
+    /// Where each field of the head being parsed lies: name and value, as byte offsets.
+    static FIELDS: RefCell<Vec<[usize; 4]>> = const { RefCell::new(Vec::new()) };
+}
+
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    part.as_ptr() as usize - whole.as_ptr() as usize
+}
+
+/// Takes the fields noted in `FIELDS` out of `head`.
+fn fields(head: &Bytes, noted: &mut Noted) -> Result<HeaderMap, HeadError> {
+    FIELDS.with_borrow(|ranges| {
+        let mut headers = HeaderMap::with_capacity(ranges.len());
+        for &[name_start, name_end, value_start, value_end] in ranges {
+            let name = &head[name_start..name_end];
+            let value = &head[value_start..value_end];
+            noted.note(name, value);
+            let name = HeaderName::from_bytes(name)
+                .map_err(|_| HeadError::Malformed("a header field name is not valid"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
+                .map_err(|_| HeadError::Malformed("a header field value is not valid"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    })
+}
+
+fn parse_error(error: httparse::Error) -> HeadError {
+    match error {
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders,
+        httparse::Error::Version => HeadError::Malformed("the HTTP version is not 1.0 or 1.1"),
+        httparse::Error::Token | httparse::Error::HeaderName => {
+            HeadError::Malformed("a header field name or the method has a character not allowed")
+        }
+        _ => HeadError::Malformed("the head is not well-formed HTTP/1.1"),
+    }
+}
+
+fn version(minor: Option<u8>) -> Version {
+    if minor == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    }
+}
+
+/// Takes a complete request head off the front of `buf`, if it holds one; `Ok(None)` means more
+/// bytes are needed. A head that has not ended within `max` bytes is [`HeadError::TooLarge`].
+pub(crate) fn parse_request(
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<ParsedRequest>, HeadError> {
+    let (len, method, target, minor) = {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut request,
+            buf,
+            &mut slots,
+        );
+        match parsed {
+            Ok(httparse::Status::Complete(len)) => {
+                let whole: &[u8] = buf;
+                FIELDS.with_borrow_mut(|ranges| {
+                    ranges.clear();
+                    ranges.extend(request.headers.iter().map(|h| {
+                        let name = offset(whole, h.name.as_bytes());
+                        let value = offset(whole, h.value);
+                        [name, name + h.name.len(), value, value + h.value.len()]
+                    }));
+                });
+                let method = request.method.unwrap_or_default();
+                let target = request.path.unwrap_or_default();
+                let target = offset(whole, target.as_bytes())..offset(whole, target.as_bytes()) + target.len();
+                (len, Method::from_bytes(method.as_bytes()), target, request.version)
+            }
+            Ok(httparse::Status::Partial) if buf.len() > max => {
+                return Err(HeadError::TooLarge {
+                    size: buf.len(),
+                    max,
+                });
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(error) => return Err(parse_error(error)),
+        }
+    };
+    if len > max {
+        return Err(HeadError::TooLarge { size: len, max });
+    }
+    let method = method.map_err(|_| HeadError::Malformed("the method is not a valid token"))?;
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target))
+        .map_err(|_| HeadError::Malformed("the request target is not a valid URI"))?;
+    let version = version(minor);
+    let mut noted = Noted::default();
+    let headers = fields(&head, &mut noted)?;
+    let framing = if noted.transfer_encoding {
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Malformed(
+                "an HTTP/1.0 request cannot use Transfer-Encoding",
+            ));
+        }
+        if noted.content_length.is_some() {
+            return Err(HeadError::Malformed(
+                "the request has both Transfer-Encoding and Content-Length",
+            ));
+        }
+        if !noted.chunked_last {
+            return Err(HeadError::Malformed(
+                "the request's Transfer-Encoding does not end in chunked",
+            ));
+        }
+        Framing::Chunked
+    } else {
+        match noted.content_length {
+            Some(Ok(0)) | None => Framing::Empty,
+            Some(Ok(n)) => Framing::Length(n),
+            Some(Err(())) => {
+                return Err(HeadError::Malformed(
+                    "the request's Content-Length is not one number",
+                ));
+            }
+        }
+    };
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(ParsedRequest {
+        keep_alive: noted.keep_alive(version),
+        expect_continue: noted.expect_continue && version == Version::HTTP_11,
+        upgrade: noted.upgrade_token && noted.upgrade_field,
+        framing,
+        parts,
+    }))
+}
+
+/// Takes a complete response head (to a request with `method`) off the front of `buf`, if it
+/// holds one; `Ok(None)` means more bytes are needed. Informational (1xx) heads are returned
+/// too; the caller skips them.
+pub(crate) fn parse_response(
+    buf: &mut BytesMut,
+    method: &Method,
+    max: usize,
+) -> Result<Option<ParsedResponse>, HeadError> {
+    let (len, code, minor) = {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        );
+        match parsed {
+            Ok(httparse::Status::Complete(len)) => {
+                let whole: &[u8] = buf;
+                FIELDS.with_borrow_mut(|ranges| {
+                    ranges.clear();
+                    ranges.extend(response.headers.iter().map(|h| {
+                        let name = offset(whole, h.name.as_bytes());
+                        let value = offset(whole, h.value);
+                        [name, name + h.name.len(), value, value + h.value.len()]
+                    }));
+                });
+                (len, response.code.unwrap_or_default(), response.version)
+            }
+            Ok(httparse::Status::Partial) if buf.len() > max => {
+                return Err(HeadError::TooLarge {
+                    size: buf.len(),
+                    max,
+                });
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(error) => return Err(parse_error(error)),
+        }
+    };
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| HeadError::Malformed("the status code is not valid"))?;
+    let head = buf.split_to(len).freeze();
+    let version = version(minor);
+    let mut noted = Noted::default();
+    let headers = fields(&head, &mut noted)?;
+    let framing = if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || method == Method::HEAD
+    {
+        Framing::Empty
+    } else if noted.transfer_encoding {
+        // A final coding other than chunked runs to the close (RFC 9112 §6.3); the proxy refuses
+        // to relay such a response anyway.
+        if noted.chunked_last {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        match noted.content_length {
+            Some(Ok(n)) => Framing::Length(n),
+            Some(Err(())) => {
+                return Err(HeadError::Malformed(
+                    "the response's Content-Length is not one number",
+                ));
+            }
+            None => Framing::Close,
+        }
+    };
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(ParsedResponse {
+        keep_alive: noted.keep_alive(version) && framing != Framing::Close,
+        framing,
+        parts,
+    }))
+}
+
+fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes a request head for a replica: `method target HTTP/1.1`, the fields, and the field that
+/// frames its body (`Transfer-Encoding: chunked` when its length is unknown; a known length
+/// travels in its own `Content-Length`).
+pub(crate) fn write_request_head(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    framing: Framing,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    match uri.path_and_query() {
+        Some(target) => out.extend_from_slice(target.as_str().as_bytes()),
+        None => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    write_fields(headers, out);
+    match framing {
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response's head frames its body and the connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResponseFraming {
+    /// How the body follows.
+    pub(crate) framing: Framing,
+    /// The connection closes after this response.
+    pub(crate) close: bool,
+    /// The client spoke HTTP/1.0 and keeps the connection (it must be told so).
+    pub(crate) keep_alive_10: bool,
+}
+
+/// Writes a response head for a client in `version`: the status line, the fields, the fields
+/// that frame its body and the connection, and `Date` if the fields have none.
+pub(crate) fn write_response_head(
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    how: ResponseFraming,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    write_fields(headers, out);
+    match how.framing {
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        _ => {}
+    }
+    if how.close {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if how.keep_alive_10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `Date` value, formatted once a second per thread (as hyper and nginx cache it).
+struct CachedDate {
+    second: u64,
+    text: [u8; 29],
+}
+
+impl CachedDate {
+    fn now(&mut self) -> &[u8] {
+        let now = SystemTime::now();
+        let second = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if second != self.second {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == self.text.len() {
+                self.text.copy_from_slice(text.as_bytes());
+                self.second = second;
+            }
+        }
+        &self.text
+    }
+}
+
+thread_local! {
+    static DATE: RefCell<CachedDate> = const {
+        RefCell::new(CachedDate { second: 0, text: *b"Thu, 01 Jan 1970 00:00:00 GMT" })
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(text: &str) -> Result<Option<ParsedRequest>, HeadError> {
+        parse_request(&mut BytesMut::from(text), 64 * 1024)
+    }
+
+    fn response(text: &str, method: &Method) -> Result<Option<ParsedResponse>, HeadError> {
+        parse_response(&mut BytesMut::from(text), method, 64 * 1024)
+    }
+
+    #[test]
+    fn a_request_head_becomes_parts_and_leaves_its_body_in_the_buffer() {
+        let mut buf = BytesMut::from(
+            "POST /a?b=1 HTTP/1.1\r\nHost: x.test\r\nContent-Length: 3\r\nX-A: 1\r\nX-A: 2\r\n\r\nabc",
+        );
+        let parsed = parse_request(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(parsed.parts.method, Method::POST);
+        assert_eq!(parsed.parts.uri, "/a?b=1");
+        assert_eq!(parsed.parts.version, Version::HTTP_11);
+        assert_eq!(parsed.parts.headers["host"], "x.test");
+        assert_eq!(parsed.parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(parsed.framing, Framing::Length(3));
+        assert!(parsed.keep_alive);
+        assert_eq!(&buf[..], b"abc");
+    }
+
+    #[test]
+    fn a_partial_head_asks_for_more_until_it_outgrows_the_bound() {
+        assert!(request("GET / HTTP/1.1\r\nHost: a").unwrap().is_none());
+        let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
+        assert_eq!(
+            parse_request(&mut BytesMut::from(long.as_str()), 50).unwrap_err(),
+            HeadError::TooLarge { size: long.len(), max: 50 }
+        );
+    }
+
+    #[test]
+    fn ambiguous_request_framing_is_refused() {
+        for text in [
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n",
+            "GET / HTTP/1.1\r\n Folded: x\r\n\r\n",
+            "GET / HTTP/2.0\r\n\r\n",
+            "GET /\x01 HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(request(text), Err(HeadError::Malformed(_))),
+                "{text:?} was taken"
+            );
+        }
+        let same = request("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\n");
+        assert_eq!(same.unwrap().unwrap().framing, Framing::Length(3));
+        let chunked = request("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
+        assert_eq!(chunked.unwrap().unwrap().framing, Framing::Chunked);
+    }
+
+    #[test]
+    fn more_than_a_hundred_fields_are_too_many() {
+        let mut text = "GET / HTTP/1.1\r\n".to_owned();
+        for i in 0..=MAX_HEADERS {
+            text.push_str(&format!("x-{i}: 1\r\n"));
+        }
+        text.push_str("\r\n");
+        assert_eq!(request(&text).unwrap_err(), HeadError::TooManyHeaders);
+    }
+
+    #[test]
+    fn connection_fields_say_whether_the_client_keeps_the_connection() {
+        let keeps = |text: &str| request(text).unwrap().unwrap().keep_alive;
+        assert!(keeps("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!keeps("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(!keeps("GET / HTTP/1.0\r\n\r\n"));
+        assert!(keeps("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+        let upgrade = request("GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        assert!(upgrade.unwrap().unwrap().upgrade);
+        let expect = request("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(expect.unwrap().unwrap().expect_continue);
+    }
+
+    #[test]
+    fn response_framing_follows_the_status_the_method_and_the_fields() {
+        let framing = |text: &str, method: &Method| response(text, method).unwrap().unwrap().framing;
+        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &Method::GET), Framing::Length(5));
+        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &Method::HEAD), Framing::Empty);
+        assert_eq!(framing("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", &Method::GET), Framing::Empty);
+        assert_eq!(framing("HTTP/1.1 304 Not Modified\r\n\r\n", &Method::GET), Framing::Empty);
+        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &Method::GET), Framing::Chunked);
+        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", &Method::GET), Framing::Close);
+        assert_eq!(framing("HTTP/1.0 200 OK\r\n\r\n", &Method::GET), Framing::Close);
+        assert!(matches!(
+            response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &Method::GET),
+            Err(HeadError::Malformed(_))
+        ));
+        let kept = |text: &str| response(text, &Method::GET).unwrap().unwrap().keep_alive;
+        assert!(kept("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!kept("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!kept("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(kept("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!kept("HTTP/1.1 200 OK\r\n\r\n"), "a body to the close ends the connection");
+    }
+
+    #[test]
+    fn heads_are_written_with_their_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a.test"));
+        let mut out = Vec::new();
+        let uri: Uri = "/p?q".parse().unwrap();
+        write_request_head(&Method::PUT, &uri, &headers, Framing::Chunked, &mut out);
+        assert_eq!(
+            out,
+            b"PUT /p?q HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        out.clear();
+        headers.insert("date", HeaderValue::from_static("now"));
+        let how = ResponseFraming { framing: Framing::Length(2), close: true, keep_alive_10: false };
+        write_response_head(Version::HTTP_11, StatusCode::NOT_FOUND, &headers, how, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nhost: a.test\r\ndate: now\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_response_without_a_date_gets_one() {
+        let mut out = Vec::new();
+        let how = ResponseFraming { framing: Framing::Empty, close: false, keep_alive_10: true };
+        write_response_head(Version::HTTP_10, StatusCode::NO_CONTENT, &HeaderMap::new(), how, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.0 204 No Content\r\nconnection: keep-alive\r\ndate: "));
+        assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");
+    }
+}
