@@ -25,3 +25,38 @@ pub(crate) fn full(chunk: impl Into<Bytes>) -> BoxBody {
         .map_err(|never| match never {})
         .boxed()
 }
+
+/// A client's request body, as the listener that read the request hands it on.
+#[derive(Debug)]
+pub(crate) enum RequestBody {
+    /// Read by hyper (HTTP/2 connections, and HTTP/1 ones hyper serves).
+    Hyper(hyper::body::Incoming),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Hyper(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            RequestBody::Hyper(body) => body.size_hint(),
+        }
+    }
+}

@@ -16,10 +16,7 @@ pub(crate) mod chunked;
 pub(crate) mod head;
 
 pub(crate) use chunked::{ChunkedDecoder, Decoded};
-pub(crate) use head::{
-    HeadError, ParsedRequest, ParsedResponse, parse_request, parse_response, write_request_head,
-    write_response_head,
-};
+pub(crate) use head::{HeadError, parse_response, write_request_head};
 
 /// How a message's body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -50,9 +50,9 @@ mod balancer;
 pub mod bench;
 mod body;
 mod cluster;
+pub mod config;
 #[allow(dead_code)]
 mod http1;
-pub mod config;
 mod metrics;
 pub mod policy;
 mod provider;

@@ -142,7 +142,7 @@ impl Proxy {
             .upstream
             .forward(
                 &route,
-                request,
+                request.map(crate::body::RequestBody::Hyper),
                 forward::Context {
                     client,
                     authority,

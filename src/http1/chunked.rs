@@ -238,7 +238,10 @@ mod tests {
     use super::*;
 
     /// Decodes `wire` fed `step` bytes at a time; returns the data, the trailers and what is left.
-    fn decode(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, Vec<u8>), ChunkError> {
+    fn decode(
+        wire: &[u8],
+        step: usize,
+    ) -> Result<(Vec<u8>, Option<HeaderMap>, Vec<u8>), ChunkError> {
         let mut decoder = ChunkedDecoder::default();
         let mut buf = BytesMut::new();
         let (mut data, mut trailers) = (Vec::new(), None);
@@ -295,7 +298,11 @@ mod tests {
             b"-5\r\nhello\r\n0\r\n\r\n",
             b"5\r\x00\nhello\r\n",
         ] {
-            assert!(decode(wire, 1).is_err(), "{:?} was taken", String::from_utf8_lossy(wire));
+            assert!(
+                decode(wire, 1).is_err(),
+                "{:?} was taken",
+                String::from_utf8_lossy(wire)
+            );
         }
     }
 

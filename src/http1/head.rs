@@ -202,8 +202,14 @@ pub(crate) fn parse_request(
                 });
                 let method = request.method.unwrap_or_default();
                 let target = request.path.unwrap_or_default();
-                let target = offset(whole, target.as_bytes())..offset(whole, target.as_bytes()) + target.len();
-                (len, Method::from_bytes(method.as_bytes()), target, request.version)
+                let target = offset(whole, target.as_bytes())
+                    ..offset(whole, target.as_bytes()) + target.len();
+                (
+                    len,
+                    Method::from_bytes(method.as_bytes()),
+                    target,
+                    request.version,
+                )
             }
             Ok(httparse::Status::Partial) if buf.len() > max => {
                 return Err(HeadError::TooLarge {
@@ -502,7 +508,10 @@ mod tests {
         let long = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(100));
         assert_eq!(
             parse_request(&mut BytesMut::from(long.as_str()), 50).unwrap_err(),
-            HeadError::TooLarge { size: long.len(), max: 50 }
+            HeadError::TooLarge {
+                size: long.len(),
+                max: 50
+            }
         );
     }
 
@@ -547,7 +556,9 @@ mod tests {
         assert!(!keeps("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
         assert!(!keeps("GET / HTTP/1.0\r\n\r\n"));
         assert!(keeps("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
-        let upgrade = request("GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        let upgrade = request(
+            "GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
         assert!(upgrade.unwrap().unwrap().upgrade);
         let expect = request("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n");
         assert!(expect.unwrap().unwrap().expect_continue);
@@ -555,24 +566,68 @@ mod tests {
 
     #[test]
     fn response_framing_follows_the_status_the_method_and_the_fields() {
-        let framing = |text: &str, method: &Method| response(text, method).unwrap().unwrap().framing;
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &Method::GET), Framing::Length(5));
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &Method::HEAD), Framing::Empty);
-        assert_eq!(framing("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", &Method::GET), Framing::Empty);
-        assert_eq!(framing("HTTP/1.1 304 Not Modified\r\n\r\n", &Method::GET), Framing::Empty);
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", &Method::GET), Framing::Chunked);
-        assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", &Method::GET), Framing::Close);
-        assert_eq!(framing("HTTP/1.0 200 OK\r\n\r\n", &Method::GET), Framing::Close);
+        let framing =
+            |text: &str, method: &Method| response(text, method).unwrap().unwrap().framing;
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", &Method::GET),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                &Method::HEAD
+            ),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                &Method::GET
+            ),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\n\r\n", &Method::GET),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                &Method::GET
+            ),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                &Method::GET
+            ),
+            Framing::Close
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\n\r\n", &Method::GET),
+            Framing::Close
+        );
         assert!(matches!(
-            response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", &Method::GET),
+            response(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                &Method::GET
+            ),
             Err(HeadError::Malformed(_))
         ));
         let kept = |text: &str| response(text, &Method::GET).unwrap().unwrap().keep_alive;
         assert!(kept("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!kept("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"));
+        assert!(!kept(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        ));
         assert!(!kept("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
-        assert!(kept("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"));
-        assert!(!kept("HTTP/1.1 200 OK\r\n\r\n"), "a body to the close ends the connection");
+        assert!(kept(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(
+            !kept("HTTP/1.1 200 OK\r\n\r\n"),
+            "a body to the close ends the connection"
+        );
     }
 
     #[test]
@@ -588,8 +643,18 @@ mod tests {
         );
         out.clear();
         headers.insert("date", HeaderValue::from_static("now"));
-        let how = ResponseFraming { framing: Framing::Length(2), close: true, keep_alive_10: false };
-        write_response_head(Version::HTTP_11, StatusCode::NOT_FOUND, &headers, how, &mut out);
+        let how = ResponseFraming {
+            framing: Framing::Length(2),
+            close: true,
+            keep_alive_10: false,
+        };
+        write_response_head(
+            Version::HTTP_11,
+            StatusCode::NOT_FOUND,
+            &headers,
+            how,
+            &mut out,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nhost: a.test\r\ndate: now\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
@@ -599,8 +664,18 @@ mod tests {
     #[test]
     fn a_response_without_a_date_gets_one() {
         let mut out = Vec::new();
-        let how = ResponseFraming { framing: Framing::Empty, close: false, keep_alive_10: true };
-        write_response_head(Version::HTTP_10, StatusCode::NO_CONTENT, &HeaderMap::new(), how, &mut out);
+        let how = ResponseFraming {
+            framing: Framing::Empty,
+            close: false,
+            keep_alive_10: true,
+        };
+        write_response_head(
+            Version::HTTP_10,
+            StatusCode::NO_CONTENT,
+            &HeaderMap::new(),
+            how,
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.0 204 No Content\r\nconnection: keep-alive\r\ndate: "));
         assert!(text.ends_with(" GMT\r\n\r\n"), "{text}");

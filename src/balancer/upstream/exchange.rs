@@ -1,0 +1,452 @@
+//! One HTTP/1.1 exchange with a replica, on a connection of the activator's own: the request
+//! head and body are written and the response read by whichever task polls the exchange (the
+//! request's own), with no connection task, no channel between the two and no wake-up crossing
+//! tasks. A connection is a socket and its read buffer; heads and chunked bodies are the
+//! [`crate::http1`] codec's.
+//!
+//! Both directions move in every poll, so a replica that answers while the request body is still
+//! arriving (an early `413`, or a stream echoed as it comes) is served as it would be by two
+//! tasks: the response's body, once returned, keeps sending what is left of the request's.
+//! Nothing is buffered beyond one frame each way: a peer that stops reading stops the other.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Uri, response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+use crate::body::BoxError;
+use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadError};
+
+/// The first read buffer of a connection; reads that fill the buffer double the next one, up to
+/// [`MAX_READ`].
+const FIRST_READ: usize = 8 * 1024;
+/// The largest single read (hyper reads at most about 400 KiB).
+const MAX_READ: usize = 256 * 1024;
+/// A response head larger than this is refused (hyper's client bound is ~400 KiB).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024 + 8 * 1024;
+
+/// A connection to a replica that can carry one request at a time.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    io: TcpStream,
+    read: BytesMut,
+    /// How much the next read asks for.
+    read_size: usize,
+    /// The request head being written, kept for its capacity.
+    write: Vec<u8>,
+    /// The worker thread whose runtime watches the socket.
+    pub(crate) home: usize,
+}
+
+/// How an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExchangeError {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The replica closed the connection before its response was complete.
+    #[error("connection closed before the response was complete")]
+    Closed,
+    /// The replica's response cannot be read.
+    #[error("invalid response: {0}")]
+    Response(#[from] HeadError),
+    /// The response's chunked body cannot be read.
+    #[error("{0}")]
+    Chunked(#[from] http1::chunked::ChunkError),
+    /// The request body failed (the client went away, or stalled).
+    #[error("request body: {0}")]
+    RequestBody(#[source] BoxError),
+}
+
+impl Connection {
+    /// A connection over `io`, driven from the worker `home`.
+    pub(crate) fn new(io: TcpStream, home: usize) -> Connection {
+        Connection {
+            io,
+            read: BytesMut::new(),
+            read_size: FIRST_READ,
+            write: Vec::new(),
+            home,
+        }
+    }
+
+    /// Whether an idle connection can take a request: the replica has neither closed it nor
+    /// sent anything unasked. Costs no system call unless the socket was reported readable.
+    pub(crate) fn is_reusable(&self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Moves the connection to the calling thread's runtime, which then watches its socket.
+    pub(crate) fn rehome(self, home: usize) -> io::Result<Connection> {
+        let io = TcpStream::from_std(self.io.into_std()?)?;
+        Ok(Connection { io, home, ..self })
+    }
+
+    /// Reads more of the replica's bytes; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            if self.read.capacity() - self.read.len() < self.read_size / 2 {
+                self.read.reserve(self.read_size);
+            }
+            let room = self.read.capacity() - self.read.len();
+            match self.io.try_read_buf(&mut self.read) {
+                Ok(n) => {
+                    if n == room && self.read_size < MAX_READ {
+                        self.read_size *= 2;
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.io.poll_read_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Starts a request: its head is written from `method`, `uri` and `headers` (the body framed
+    /// by `framing`), and `body` follows.
+    pub(crate) fn send<B>(
+        mut self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        framing: Framing,
+        body: B,
+    ) -> Exchange<B> {
+        self.write.clear();
+        http1::write_request_head(method, uri, headers, framing, &mut self.write);
+        Exchange {
+            conn: self,
+            head: *method == Method::HEAD,
+            request: Outgoing {
+                body: (!framing.is_empty()).then_some(body),
+                chunked: framing == Framing::Chunked,
+                written: 0,
+                data: Bytes::new(),
+                tail: b"",
+                wrote_any: false,
+                done_writing_body: framing.is_empty(),
+            },
+        }
+    }
+}
+
+/// What is left to send of a request.
+#[derive(Debug)]
+struct Outgoing<B> {
+    /// The body, until it ended.
+    body: Option<B>,
+    chunked: bool,
+    /// Bytes of the connection's write buffer already written.
+    written: usize,
+    /// A data frame being written after the write buffer.
+    data: Bytes,
+    /// Written after `data`: the CRLF ending a chunk.
+    tail: &'static [u8],
+    /// Some byte of the request reached the socket.
+    wrote_any: bool,
+    /// The body ended and its end was queued.
+    done_writing_body: bool,
+}
+
+/// One request on its way: the head and body going out, the response coming back.
+#[derive(Debug)]
+pub(crate) struct Exchange<B> {
+    conn: Connection,
+    /// The request was `HEAD`: its response has no body, whatever its fields say.
+    head: bool,
+    request: Outgoing<B>,
+}
+
+/// A response head as the exchange read it.
+#[derive(Debug)]
+pub(crate) struct ResponseHead {
+    /// Status, version and fields.
+    pub(crate) parts: response::Parts,
+    /// How its body is delimited.
+    pub(crate) framing: Framing,
+    /// The replica keeps the connection after it.
+    pub(crate) keep_alive: bool,
+}
+
+impl<B> Exchange<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Whether no byte of the request has reached the socket yet, so that it can be sent again
+    /// elsewhere as it is.
+    pub(crate) fn nothing_sent(&self) -> bool {
+        !self.request.wrote_any
+    }
+
+    /// Takes the request body back, if the exchange failed before sending any of it.
+    pub(crate) fn into_unsent_body(self) -> Option<B> {
+        if self.request.wrote_any {
+            None
+        } else {
+            self.request.body
+        }
+    }
+
+    /// Whether the request went out whole.
+    fn sent_whole(&self) -> bool {
+        let r = &self.request;
+        r.done_writing_body
+            && r.written == self.conn.write.len()
+            && r.data.is_empty()
+            && r.tail.is_empty()
+    }
+
+    /// Sends as much of the request as can go now; `Ready(Ok)` once all of it went.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+        loop {
+            let r = &mut self.request;
+            let pending = &self.conn.write[r.written..];
+            if !pending.is_empty() || !r.data.is_empty() || !r.tail.is_empty() {
+                let slices = [
+                    IoSlice::new(pending),
+                    IoSlice::new(&r.data),
+                    IoSlice::new(r.tail),
+                ];
+                let n = ready!(Pin::new(&mut self.conn.io).poll_write_vectored(cx, &slices))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
+                }
+                r.wrote_any = true;
+                let mut n = n;
+                let from_head = n.min(pending.len());
+                r.written += from_head;
+                n -= from_head;
+                let from_data = n.min(r.data.len());
+                let _ = r.data.split_to(from_data);
+                n -= from_data;
+                r.tail = &r.tail[n.min(r.tail.len())..];
+                continue;
+            }
+            if r.done_writing_body {
+                return Poll::Ready(Ok(()));
+            }
+            let Some(body) = r.body.as_mut() else {
+                r.done_writing_body = true;
+                continue;
+            };
+            // The head is written: the buffer now carries chunk framing.
+            self.conn.write.clear();
+            r.written = 0;
+            match ready!(Pin::new(body).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) => {
+                        if r.chunked {
+                            self.conn
+                                .write
+                                .extend_from_slice(http1::chunked::chunk_head(data.len()).as_ref());
+                            r.tail = b"\r\n";
+                        }
+                        r.data = data;
+                    }
+                    Err(frame) => {
+                        if let (true, Ok(trailers)) = (r.chunked, frame.into_trailers()) {
+                            http1::chunked::last_chunk(Some(&trailers), &mut self.conn.write);
+                            r.body = None;
+                            r.done_writing_body = true;
+                        }
+                    }
+                },
+                Some(Err(error)) => {
+                    return Poll::Ready(Err(ExchangeError::RequestBody(error.into())));
+                }
+                None => {
+                    if r.chunked {
+                        http1::chunked::last_chunk(None, &mut self.conn.write);
+                    }
+                    r.body = None;
+                    r.done_writing_body = true;
+                }
+            }
+        }
+    }
+
+    /// Sends the request and reads until the response head has come (informational heads
+    /// skipped, `101` returned).
+    pub(crate) fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<ResponseHead, ExchangeError>> {
+        let method = if self.head { Method::HEAD } else { Method::GET };
+        loop {
+            if let Poll::Ready(Err(error)) = self.poll_send(cx) {
+                return Poll::Ready(Err(error));
+            }
+            while let Some(parsed) =
+                http1::parse_response(&mut self.conn.read, &method, MAX_RESPONSE_HEAD)?
+            {
+                let status = parsed.parts.status;
+                if status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS {
+                    continue;
+                }
+                return Poll::Ready(Ok(ResponseHead {
+                    parts: parsed.parts,
+                    framing: parsed.framing,
+                    keep_alive: parsed.keep_alive,
+                }));
+            }
+            if ready!(self.conn.poll_fill(cx))? == 0 {
+                return Poll::Ready(Err(ExchangeError::Closed));
+            }
+        }
+    }
+
+    /// The response body that follows `head`; it sends the rest of the request as it is polled.
+    pub(crate) fn into_body(self, head: &ResponseHead) -> ResponseBody<B> {
+        let reading = match head.framing {
+            Framing::Empty | Framing::Length(0) => Reading::Done,
+            Framing::Length(n) => Reading::Length(n),
+            Framing::Chunked => Reading::Chunked(ChunkedDecoder::default()),
+            Framing::Close => Reading::Close,
+        };
+        ResponseBody {
+            keep_alive: head.keep_alive,
+            exchange: self,
+            reading,
+        }
+    }
+
+    /// The socket and what was read past the `101` head, for a tunnel.
+    pub(crate) fn into_upgraded(self) -> (TcpStream, Bytes) {
+        (self.conn.io, self.conn.read.freeze())
+    }
+}
+
+/// Where the response body stands.
+#[derive(Debug)]
+enum Reading {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the replica closes.
+    Close,
+    /// Ended.
+    Done,
+}
+
+/// A replica's response body, read as it is polled; polling it also sends what is left of the
+/// request. Once it has ended, [`ResponseBody::into_reusable`] gives the connection back when it
+/// can carry another request.
+#[derive(Debug)]
+pub(crate) struct ResponseBody<B> {
+    exchange: Exchange<B>,
+    reading: Reading,
+    keep_alive: bool,
+}
+
+impl<B> ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Whether the body has ended.
+    pub(crate) fn is_done(&self) -> bool {
+        matches!(self.reading, Reading::Done)
+    }
+
+    /// The connection, if the response ended, the request was sent whole, the replica keeps
+    /// the connection and sent nothing more.
+    pub(crate) fn into_reusable(self) -> Option<Connection> {
+        let reusable = self.is_done()
+            && self.keep_alive
+            && self.exchange.sent_whole()
+            && self.exchange.conn.read.is_empty();
+        reusable.then_some(self.exchange.conn)
+    }
+
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        loop {
+            let read = &mut self.exchange.conn.read;
+            match &mut self.reading {
+                Reading::Done => return Poll::Ready(None),
+                Reading::Length(left) if !read.is_empty() => {
+                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(read.len());
+                    *left -= take as u64;
+                    let data = read.split_to(take).freeze();
+                    if *left == 0 {
+                        self.reading = Reading::Done;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Reading::Close if !read.is_empty() => {
+                    let data = read.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Reading::Chunked(decoder) => match decoder.decode(read)? {
+                    Some(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Some(Decoded::Trailers(trailers)) => {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Some(Decoded::End) => {
+                        self.reading = Reading::Done;
+                        return Poll::Ready(None);
+                    }
+                    None => {}
+                },
+                Reading::Length(_) | Reading::Close => {}
+            }
+            if ready!(self.exchange.conn.poll_fill(cx))? == 0 {
+                if matches!(self.reading, Reading::Close) {
+                    self.reading = Reading::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(ExchangeError::Closed)));
+            }
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        let this = self.get_mut();
+        if !this.exchange.sent_whole()
+            && let Poll::Ready(Err(error)) = this.exchange.poll_send(cx)
+        {
+            return Poll::Ready(Some(Err(error)));
+        }
+        this.poll_data(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.reading, Reading::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.reading {
+            Reading::Done => SizeHint::with_exact(0),
+            Reading::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The idle HTTP/1.1 connections to one replica, and how a request gets one.
+//!
+//! Each worker thread ([`workers`]) keeps its own list, as each of nginx's workers keeps its own
+//! upstream connections: a connection's socket is watched by the runtime of the thread that
+//! last used it, so a request that takes a connection from its own thread's list never wakes
+//! another thread. A request takes, in order: its thread's most recently used idle connection; a
+//! new one, if the replica's window of unproven connections has room ([`Pacing`]); another
+//! thread's idle connection, moved to this thread; else it waits for one of these. One idle for
+//! [`IDLE_TIMEOUT`] is closed, and at most [`MAX_IDLE`] are kept per thread. A connection goes
+//! back only after its request was sent whole and its response read to the end (the proxy's
+//! forwarding decides). Dropping the pool (the endpoint left the ready set and its last lease
+//! ended) closes every idle connection.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::super::pacing::{Pacing, Probation};
+use super::{Checkout, ConnectError, Connection, Sender, dial};
+use crate::workers;
+
+/// Idle connections kept per replica and thread at most.
+const MAX_IDLE: usize = 1024;
+/// An idle connection older than this is closed instead of reused (nginx's upstream
+/// `keepalive_timeout` is 60 s, Envoy's idle timeout one hour; replicas commonly keep idle
+/// connections 60–120 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The idle HTTP/1.1 connections to one replica.
+pub(crate) struct Pool {
+    /// A list per worker thread, oldest first (connections are pushed as they become idle);
+    /// each locked only to push or pop, never across an await.
+    idle: Box<[Mutex<Vec<Idle>>]>,
+    /// Signalled when a connection comes back or a slot for a new one frees.
+    pacing: Arc<Pacing>,
+}
+
+impl Default for Pool {
+    fn default() -> Pool {
+        Pool {
+            idle: (0..workers::count()).map(|_| Mutex::default()).collect(),
+            pacing: Arc::default(),
+        }
+    }
+}
+
+struct Idle {
+    connection: Connection,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle: usize = (0..self.idle.len()).map(|i| self.idle(i).len()).sum();
+        f.debug_struct("Pool").field("idle", &idle).finish()
+    }
+}
+
+impl Pool {
+    fn idle(&self, list: usize) -> MutexGuard<'_, Vec<Idle>> {
+        // The vector is consistent between any two statements; a panic elsewhere leaves it usable.
+        self.idle[list % self.idle.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used connection of `list` that can still take a request.
+    fn take(&self, list: usize) -> Option<Connection> {
+        let mut idle = self.idle(list);
+        while let Some(kept) = idle.pop() {
+            if kept.since.elapsed() >= IDLE_TIMEOUT {
+                // Everything older sits below it: close them all.
+                idle.clear();
+                return None;
+            }
+            // One the replica closed meanwhile is dropped here.
+            if kept.connection.is_reusable() {
+                return Some(kept.connection);
+            }
+        }
+        None
+    }
+
+    /// Another thread's idle connection, moved to this thread's runtime.
+    fn take_elsewhere(&self, here: usize) -> Option<Connection> {
+        (1..self.idle.len()).find_map(|offset| {
+            let connection = self.take(here + offset)?;
+            connection.rehome(here).ok()
+        })
+    }
+
+    /// A connection to `addr` for one request (see the module docs); waits for one at most
+    /// `wait_at_most`.
+    pub(crate) async fn get(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+        wait_at_most: Duration,
+    ) -> Result<Checkout, ConnectError> {
+        let reused = |connection| Checkout {
+            sender: Sender::Http1(connection),
+            probation: None,
+        };
+        let here = workers::index();
+        if let Some(connection) = self.take(here) {
+            return Ok(reused(connection));
+        }
+        let started = Instant::now();
+        let probation = loop {
+            let changed = self.pacing.changed().notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(connection) = self.take(here) {
+                return Ok(reused(connection));
+            }
+            if let Some(probation) = self.pacing.try_open() {
+                break probation;
+            }
+            if let Some(connection) = self.take_elsewhere(here) {
+                return Ok(reused(connection));
+            }
+            if tokio::time::timeout_at(started + wait_at_most, changed)
+                .await
+                .is_err()
+            {
+                return Err(ConnectError::Busy {
+                    addr,
+                    waited: started.elapsed(),
+                });
+            }
+        };
+        // Boxed: connecting is the rare path, and inline its state would enlarge every request's
+        // future, held ones included.
+        let mut connecting = Box::pin(dial(addr, connect_timeout));
+        let mut probation: Probation = probation;
+        loop {
+            let changed = self.pacing.changed().notified();
+            tokio::select! {
+                made = &mut connecting => return match made {
+                    Ok((stream, socket)) => {
+                        if let Some(socket) = socket {
+                            probation.watch(socket);
+                        }
+                        Ok(Checkout {
+                            sender: Sender::Http1(Connection::new(stream, here)),
+                            probation: Some(probation),
+                        })
+                    }
+                    Err(error) => {
+                        probation.failed();
+                        Err(error)
+                    }
+                },
+                () = changed => {
+                    // A request whose connect is stuck (a SYN retransmission takes a second)
+                    // takes a connection another request returns first.
+                    if let Some(connection) = self.take(here).or_else(|| self.take_elsewhere(here)) {
+                        return Ok(reused(connection));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps `connection` for a later request (its request was sent whole and its response
+    /// ended), which proves the replica keeps connections: the window widens.
+    pub(crate) fn put(&self, connection: Connection) {
+        let now = Instant::now();
+        let mut idle = self.idle(connection.home);
+        let stale = idle.partition_point(|i| now.duration_since(i.since) >= IDLE_TIMEOUT);
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                connection,
+                since: now,
+            });
+            drop(idle);
+            self.pacing.widen();
+        }
+    }
+}
