@@ -229,14 +229,8 @@ impl Activation {
     /// Leases an endpoint for one request, holding the request until a replica is ready: at most
     /// the route's cold-start timeout, or `deadline` if the client gives up sooner.
     pub(crate) async fn acquire(&self, waiting: Waiting) -> Result<Granted, ActivationError> {
-        // Fast path, unless others are already waiting (they go first).
-        if self.stats.queued_now() == 0
-            && let Some(lease) = self.try_lease()
-        {
-            return Ok(Granted {
-                lease,
-                cold_start: None,
-            });
+        if let Some(granted) = self.try_acquire() {
+            return Ok(granted);
         }
         self.check_closed()?;
         self.check_failing()?;
@@ -292,6 +286,18 @@ impl Activation {
                 })
             }
         }
+    }
+
+    /// A lease at once, if a replica has room and no request is held ahead of this one (held
+    /// requests go first): what most requests get, without [`Activation::acquire`]'s wait.
+    pub(crate) fn try_acquire(&self) -> Option<Granted> {
+        if self.stats.queued_now() != 0 {
+            return None;
+        }
+        self.try_lease().map(|lease| Granted {
+            lease,
+            cold_start: None,
+        })
     }
 
     /// Refuses at once while replicas keep failing to start and no replica is ready.

@@ -3,8 +3,8 @@
 //! watchdog reads the counters to tell an idle connection from a slow one; a tunnel watches its
 //! two sockets the same way.
 //!
-//! [`CountedIo`] counts a socket's reads and writes; [`Counted`] wraps a connection's service so
-//! each request counts as open from its head until its response body is done. The proxy leaves
+//! [`CountedIo`] counts a socket's reads and writes; [`counted`] wraps a response's future so
+//! its request counts as open from its head until its response body is done. The proxy leaves
 //! two notes here: how long a response of the route it serves may stall
 //! ([`Activity::set_stream_idle`]), and it reads whether the watchdog closed the connection for a
 //! stall ([`Activity::stalled`]), to count it against the route.
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,6 +39,8 @@ pub(crate) struct Activity {
     /// The stream idle timeout of the route last served here, in milliseconds; 0 = none given.
     stream_idle_ms: AtomicU64,
     stalled: AtomicBool,
+    /// The connection is to close once its open requests are answered.
+    retiring: AtomicBool,
 }
 
 /// The counters at one moment.
@@ -107,7 +109,26 @@ impl Activity {
         self.stalled.load(Ordering::Relaxed)
     }
 
-    fn begin(self: &Arc<Self>) -> OpenRequest {
+    /// Asks the connection to close once its open requests are answered.
+    pub(crate) fn retire(&self) {
+        self.retiring.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection is to close once its open requests are answered.
+    pub(crate) fn retiring(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
+    }
+
+    /// Counts a response as streaming until the returned guard drops.
+    pub(crate) fn stream(self: &Arc<Self>) -> Streaming {
+        self.streaming.fetch_add(1, Ordering::Relaxed);
+        Streaming {
+            activity: Arc::clone(self),
+        }
+    }
+
+    /// Counts a request open until the returned guard drops.
+    pub(crate) fn begin(self: &Arc<Self>) -> OpenRequest {
         self.started.fetch_add(1, Ordering::Relaxed);
         OpenRequest {
             activity: Arc::clone(self),
@@ -117,7 +138,7 @@ impl Activity {
 
 /// A request counted open; dropping it ends it.
 #[derive(Debug)]
-struct OpenRequest {
+pub(crate) struct OpenRequest {
     activity: Arc<Activity>,
 }
 
@@ -129,7 +150,7 @@ impl Drop for OpenRequest {
 
 /// A response counted as streaming; dropping it ends that.
 #[derive(Debug)]
-struct Streaming {
+pub(crate) struct Streaming {
     activity: Arc<Activity>,
 }
 
@@ -227,37 +248,12 @@ impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
     }
 }
 
-/// A connection's service whose requests are counted open until their response body is done.
-#[derive(Debug, Clone)]
-pub(crate) struct Counted<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Counted<S> {
-    /// Counts `inner`'s requests into `activity`.
-    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Counted<S> {
-        Counted { inner, activity }
-    }
-}
-
-impl<S, B> tower::Service<Request<hyper::body::Incoming>> for Counted<S>
-where
-    S: tower::Service<Request<hyper::body::Incoming>, Response = Response<B>>,
-{
-    type Response = Response<CountedBody<B>>;
-    type Error = S::Error;
-    type Future = CountedFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<hyper::body::Incoming>) -> Self::Future {
-        CountedFuture {
-            open: Some(self.activity.begin()),
-            inner: self.inner.call(request),
-        }
+/// `inner`, the future of a request's response, with the request counted open on `activity`
+/// until the response body is done (also when the client goes away first).
+pub(crate) fn counted<F>(activity: &Arc<Activity>, inner: F) -> CountedFuture<F> {
+    CountedFuture {
+        open: Some(activity.begin()),
+        inner,
     }
 }
 

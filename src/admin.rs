@@ -4,23 +4,23 @@
 //! each other ([`crate::cluster::peer`]): every replica's report, and the holds of a scale to
 //! zero, which only another listed replica may ask for.
 
-use std::convert::Infallible;
-use std::future::{Ready, ready};
+use std::future::{Future, ready};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
-use crate::body::{self, BoxBody};
+use crate::body::{self, BoxBody, RequestBody};
 use crate::cluster::peer::{HOLD_PATH, PeerReport, RELEASE_PATH, REPORT_PATH, query_value};
 use crate::cluster::{Cluster, local_report};
+use crate::http1::HeadError;
 use crate::metrics::Metrics;
 use crate::route::RouteStatus;
 use crate::routing::RouteTable;
+use crate::server::Respond;
 
 /// Whether the activator should receive traffic.
 #[derive(Debug, Default)]
@@ -214,16 +214,21 @@ fn text(status: StatusCode, message: &'static str) -> Response<BoxBody> {
     response
 }
 
-impl<B> tower::Service<Request<B>> for Admin {
-    type Response = Response<BoxBody>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<BoxBody>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+impl Respond for Admin {
+    fn respond(
+        &self,
+        request: Request<RequestBody>,
+    ) -> impl Future<Output = Response<BoxBody>> + Send + '_ {
+        ready(self.answer(&request))
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        ready(Ok(self.answer(&request)))
+    fn refuse(&self, error: &HeadError) -> Response<BoxBody> {
+        let status = match error {
+            HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
+            HeadError::TooLarge { .. } | HeadError::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+        };
+        text(status, "The request head could not be read.\n")
     }
 }

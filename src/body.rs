@@ -1,7 +1,10 @@
 //! The one body type the proxy answers with, and helpers to build it.
 //!
 //! Upstream bodies stream through unchanged (boxed once); synthetic answers (errors, admin pages)
-//! are small in-memory bodies.
+//! are small in-memory bodies. Request bodies arrive as [`RequestBody`]: hyper's, or one the
+//! activator's own HTTP/1 server reads on demand ([`client`]).
+
+pub(crate) mod client;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody as Boxed};
@@ -29,8 +32,12 @@ pub(crate) fn full(chunk: impl Into<Bytes>) -> BoxBody {
 /// A client's request body, as the listener that read the request hands it on.
 #[derive(Debug)]
 pub(crate) enum RequestBody {
-    /// Read by hyper (HTTP/2 connections, and HTTP/1 ones hyper serves).
+    /// None at all.
+    Empty,
+    /// Read by hyper (HTTP/2 connections, and HTTP/1 ones handed to hyper).
     Hyper(hyper::body::Incoming),
+    /// Read by the activator's own HTTP/1 server.
+    Client(client::ClientBody),
 }
 
 impl http_body::Body for RequestBody {
@@ -42,21 +49,27 @@ impl http_body::Body for RequestBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
+            RequestBody::Empty => std::task::Poll::Ready(None),
             RequestBody::Hyper(body) => std::pin::Pin::new(body)
                 .poll_frame(cx)
                 .map_err(BoxError::from),
+            RequestBody::Client(body) => std::pin::Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
+            RequestBody::Empty => true,
             RequestBody::Hyper(body) => body.is_end_stream(),
+            RequestBody::Client(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
+            RequestBody::Empty => http_body::SizeHint::with_exact(0),
             RequestBody::Hyper(body) => body.size_hint(),
+            RequestBody::Client(body) => body.size_hint(),
         }
     }
 }

@@ -8,23 +8,24 @@ mod forward;
 pub(crate) mod headers;
 pub(crate) mod respond;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use futures_util::future::Either;
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
 
 use crate::activation;
 use crate::activity::Activity;
-use crate::body::BoxBody;
+use crate::body::{BoxBody, RequestBody};
 use crate::config::Forwarding;
+use crate::http1::HeadError;
 use crate::metrics::Metrics;
 use crate::routing::{RouteTable, normalise_host};
+use crate::server::Respond;
 use forward::Upstream;
 use headers::Client;
 use respond::{ProxyError, Reply, error_response};
@@ -83,41 +84,71 @@ impl Proxy {
         };
         ProxyService {
             proxy: self.clone(),
-            client: Arc::new(client),
+            client,
             activity: Arc::clone(activity),
         }
     }
 
     /// Answers one request.
-    async fn handle(
-        &self,
-        mut request: Request<Incoming>,
-        client: &Client,
-        activity: &Arc<Activity>,
-    ) -> Response<BoxBody> {
+    ///
+    /// Routed and rewritten at once, before anything waits: only what the wait needs is kept in
+    /// the future, which keeps every request's future (and so every held request) small. The
+    /// future is the forwarding's own, wrapped by hand rather than by an `async` block, which
+    /// would keep a second copy of it.
+    fn handle<'a>(
+        &'a self,
+        request: Request<RequestBody>,
+        client: &'a Client,
+        activity: &'a Arc<Activity>,
+    ) -> impl Future<Output = Response<BoxBody>> + Send + 'a {
         let arrived = Instant::now();
+        match self.route(request, client) {
+            Ok((routed, reply)) => {
+                let route = Arc::clone(&routed.route);
+                let guard = route.stats().begin();
+                Either::Right(Answering {
+                    forwarding: self
+                        .shared
+                        .upstream
+                        .forward(routed, activity, guard, arrived),
+                    route,
+                    reply,
+                    arrived,
+                })
+            }
+            Err((error, reply)) => {
+                self.shared
+                    .metrics
+                    .unrouted(error.status().as_u16(), error.reason());
+                log_refusal(&error, &reply);
+                Either::Left(std::future::ready(error_response(&error, &reply)))
+            }
+        }
+    }
+
+    /// Checks `request`, finds its route and rewrites its head for the replica; also returns
+    /// how to answer it should anything fail.
+    #[allow(clippy::result_large_err)]
+    fn route(
+        &self,
+        mut request: Request<RequestBody>,
+        client: &Client,
+    ) -> Result<(forward::Routed, Reply), (ProxyError, Reply)> {
         let shared = &self.shared;
         let reply = Reply {
             request_id: Some(request_id(request.headers_mut())),
             grpc: respond::is_grpc(request.headers()),
         };
-        let refuse = |error: ProxyError| {
-            shared
-                .metrics
-                .unrouted(error.status().as_u16(), error.reason());
-            log_refusal(&error, &reply);
-            error_response(&error, &reply)
-        };
         let authority = match checks::routed_authority(&request, shared.settings.max_header_bytes) {
             Ok(authority) => authority,
-            Err(error) => return refuse(error),
+            Err(error) => return Err((error, reply)),
         };
         let Some(host) = normalise_host(authority) else {
-            return refuse(ProxyError::MissingHost);
+            return Err((ProxyError::MissingHost, reply));
         };
         let Some(route) = shared.table.lookup(&host, request.uri().path()) else {
             let host = host.into_owned();
-            return refuse(ProxyError::NoRoute { host });
+            return Err((ProxyError::NoRoute { host }, reply));
         };
         // The Host the replica sees is the authority the request was routed by: the Host header
         // itself unless the target (absolute form, HTTP/2's :authority) named it.
@@ -129,43 +160,24 @@ impl Proxy {
             .grpc
             .then(|| request.headers().get("grpc-timeout").and_then(grpc_timeout))
             .flatten();
-        let version = request.version();
         let browser = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
             && request
                 .headers()
                 .get(http::header::ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|accept| accept.contains("text/html"));
-        let guard = route.stats().begin();
-        let forwarding = &shared.settings.forwarding;
-        match shared
-            .upstream
-            .forward(
-                &route,
-                request.map(crate::body::RequestBody::Hyper),
-                forward::Context {
-                    client,
-                    authority,
-                    allowed_upgrades: &forwarding.allowed_upgrades,
-                    activity,
-                    deadline,
-                    version,
-                    browser,
-                },
-                guard,
-                arrived,
-            )
-            .await
-        {
-            Ok(response) => response,
-            Err(error) => {
-                let metrics = route.metrics();
-                metrics.rejected(error.reason());
-                metrics.response(error.status().as_u16(), arrived.elapsed());
-                log_refusal(&error, &reply);
-                error_response(&error, &reply)
-            }
-        }
+        let routed = forward::Routed::new(
+            route,
+            request,
+            forward::Client {
+                client,
+                authority,
+                allowed_upgrades: &shared.settings.forwarding.allowed_upgrades,
+                deadline,
+                browser,
+            },
+        );
+        Ok((routed, reply))
     }
 }
 
@@ -240,27 +252,73 @@ fn log_refusal(error: &ProxyError, reply: &Reply) {
     }
 }
 
-/// The proxy as a tower service for one connection.
-#[derive(Debug, Clone)]
+pin_project_lite::pin_project! {
+    /// A routed request's answer: the replica's response, or the activator's own if forwarding
+    /// failed.
+    struct Answering<F> {
+        #[pin]
+        forwarding: F,
+        route: Arc<crate::route::Route>,
+        reply: Reply,
+        arrived: Instant,
+    }
+}
+
+impl<F> Future for Answering<F>
+where
+    F: Future<Output = Result<Response<BoxBody>, ProxyError>>,
+{
+    type Output = Response<BoxBody>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<BoxBody>> {
+        let this = self.project();
+        match ready!(this.forwarding.poll(cx)) {
+            Ok(response) => Poll::Ready(response),
+            Err(error) => {
+                let metrics = this.route.metrics();
+                metrics.rejected(error.reason());
+                metrics.response(error.status().as_u16(), this.arrived.elapsed());
+                log_refusal(&error, this.reply);
+                Poll::Ready(error_response(&error, this.reply))
+            }
+        }
+    }
+}
+
+/// The proxy for one client connection.
+#[derive(Debug)]
 pub(crate) struct ProxyService {
     proxy: Proxy,
-    client: Arc<Client>,
+    client: Client,
     activity: Arc<Activity>,
 }
 
-impl tower::Service<Request<Incoming>> for ProxyService {
-    type Response = Response<BoxBody>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+impl Respond for ProxyService {
+    fn respond(
+        &self,
+        request: Request<RequestBody>,
+    ) -> impl Future<Output = Response<BoxBody>> + Send + '_ {
+        self.proxy.handle(request, &self.client, &self.activity)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let proxy = self.proxy.clone();
-        let client = Arc::clone(&self.client);
-        let activity = Arc::clone(&self.activity);
-        Box::pin(async move { Ok(proxy.handle(request, &client, &activity).await) })
+    fn refuse(&self, error: &HeadError) -> Response<BoxBody> {
+        let error = match *error {
+            HeadError::TooLarge { size, .. } => ProxyError::HeadersTooLarge {
+                size,
+                max: self.proxy.shared.settings.max_header_bytes,
+            },
+            HeadError::TooManyHeaders => ProxyError::TooManyHeaders {
+                count: checks::MAX_HEADERS + 1,
+                max: checks::MAX_HEADERS,
+            },
+            HeadError::Malformed(detail) => ProxyError::BadRequest { detail },
+        };
+        let reply = Reply::default();
+        self.proxy
+            .shared
+            .metrics
+            .unrouted(error.status().as_u16(), error.reason());
+        log_refusal(&error, &reply);
+        error_response(&error, &reply)
     }
 }

@@ -1,6 +1,6 @@
-//! Listeners: accept connections up to a limit, serve each with hyper-util's auto builder (HTTP/1.1
-//! with upgrades, and HTTP/2 with prior knowledge, "h2c"), watch each for idleness
-//! ([`watchdog`]), and shut down gracefully.
+//! Listeners: accept connections up to a limit, serve each (HTTP/1 with the activator's own
+//! server, [`http1`]; HTTP/2 with prior knowledge, "h2c", and upgrades with hyper-util's auto
+//! builder), watch each for idleness ([`watchdog`]), and shut down gracefully.
 //!
 //! [`serve`] takes an already bound listener so tests can bind `127.0.0.1:0`, and a shutdown
 //! future; when it completes the listener closes, every connection is asked to shut down
@@ -11,25 +11,33 @@
 //! accepting, and new connections wait in the kernel's backlog. Each listener has its own limit,
 //! so a flood on the proxy port leaves the admin port answering.
 
+pub(crate) mod http1;
 pub(crate) mod watchdog;
 
-use std::error::Error as StdError;
+use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use http::{Request, Response};
-use hyper::body::{Body, Incoming};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::activity::{Activity, Counted, CountedIo};
+use crate::activity::{Activity, CountedBody, CountedFuture, CountedIo};
+use crate::body::{BoxBody, RequestBody};
+use crate::http1::HeadError;
 use crate::workers;
+use http1::Served;
 use watchdog::{Timeouts, Verdict, Watchdog};
 
 /// hyper's default HTTP/1 read buffer bound (8 KiB + 100 × 4 KiB); Envoy's per-connection
@@ -47,42 +55,45 @@ pub(crate) struct Limits {
     pub(crate) timeouts: Timeouts,
     /// Connections open at once.
     pub(crate) max_connections: usize,
-    /// Request header bytes hyper buffers at most (the proxy answers 431 for less already).
+    /// Request head bytes read at most (the proxy answers 431 for less already).
     pub(crate) max_header_buffer: usize,
 }
 
-/// Serves connections from `listener` with the service `make(remote, activity)` gives, until
+/// Answers the requests of one client connection, whichever server read them; a listener makes
+/// one per connection.
+pub(crate) trait Respond: Send + Sync + 'static {
+    /// The answer to `request`.
+    fn respond(
+        &self,
+        request: Request<RequestBody>,
+    ) -> impl Future<Output = Response<BoxBody>> + Send + '_;
+
+    /// The answer to a request head that could not be taken (`400`, `431`).
+    fn refuse(&self, error: &HeadError) -> Response<BoxBody>;
+}
+
+/// Serves connections from `listener` with what `make(remote, activity)` gives, until
 /// `shutdown` completes and the open connections have drained.
-pub(crate) async fn serve<S, B>(
+pub(crate) async fn serve<R: Respond>(
     listener: TcpListener,
     limits: Limits,
-    make: impl Fn(SocketAddr, &Arc<Activity>) -> S,
+    make: impl Fn(SocketAddr, &Arc<Activity>) -> R,
     shutdown: impl Future<Output = ()>,
-) where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     serve_sharing(listener, limits, slots, make, shutdown).await;
 }
 
 /// Like [`serve`], on worker threads ([`workers`]), one per listening socket; the workers share
 /// the connection limit. Returns once every worker has drained.
-pub(crate) async fn serve_on_workers<S, B, M>(
+pub(crate) async fn serve_on_workers<R, M>(
     listeners: Vec<std::net::TcpListener>,
     limits: Limits,
     make: M,
     shutdown: impl Future<Output = ()>,
 ) where
-    M: Fn(SocketAddr, &Arc<Activity>) -> S + Clone + Send + 'static,
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+    R: Respond,
+    M: Fn(SocketAddr, &Arc<Activity>) -> R + Clone + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
@@ -110,19 +121,13 @@ pub(crate) async fn serve_on_workers<S, B, M>(
 }
 
 /// Serves `listener` until `shutdown`, each connection taking one of `slots` for its life.
-async fn serve_sharing<S, B>(
+async fn serve_sharing<R: Respond>(
     listener: TcpListener,
     limits: Limits,
     slots: Arc<Semaphore>,
-    make: impl Fn(SocketAddr, &Arc<Activity>) -> S,
+    make: impl Fn(SocketAddr, &Arc<Activity>) -> R,
     shutdown: impl Future<Output = ()>,
-) where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -173,19 +178,13 @@ async fn serve_sharing<S, B>(
             continue;
         };
         let activity = Arc::new(Activity::default());
-        let service = make(remote, &activity);
+        let respond = make(remote, &activity);
         let builder = Arc::clone(&builder);
         let stopping = stopping.clone();
         tokio::spawn(async move {
             let _slots = (slot, mine);
             serve_connection(
-                &builder,
-                stream,
-                remote,
-                service,
-                activity,
-                limits.timeouts,
-                stopping,
+                &builder, stream, remote, respond, activity, limits, stopping,
             )
             .await;
         });
@@ -196,73 +195,206 @@ async fn serve_sharing<S, B>(
     let _ = open.acquire_many(all).await;
 }
 
-/// Serves one connection until it ends, is found idle, or is drained.
-async fn serve_connection<S, B>(
+/// Serves one connection until it ends, is found idle, or is drained: with the activator's own
+/// HTTP/1 server, then with hyper if that hands the connection over.
+async fn serve_connection<R: Respond>(
     builder: &auto::Builder<TokioExecutor>,
     stream: TcpStream,
     remote: SocketAddr,
-    service: S,
+    respond: R,
     activity: Arc<Activity>,
-    timeouts: Timeouts,
-    mut stopping: watch::Receiver<bool>,
-) where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn StdError + Send + Sync>>,
-    B: Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn StdError + Send + Sync>>,
-{
+    limits: Limits,
+    stopping: watch::Receiver<bool>,
+) {
     let _ = stream.set_nodelay(true);
-    let io = TokioIo::new(CountedIo::new(stream, Arc::clone(&activity)));
-    let service = TowerToHyperService::new(Counted::new(service, Arc::clone(&activity)));
+    let mut io = CountedIo::new(stream, Arc::clone(&activity));
+    let mut watch = Watch::new(limits.timeouts, remote, &activity, stopping);
+    let served = {
+        let serving = http1::serve(&mut io, &respond, &activity, limits.max_header_buffer);
+        tokio::pin!(serving);
+        // An HTTP/1 connection between requests simply closes; one with a request open closes
+        // once it is answered.
+        let retire = |_: Pin<&mut _>| {
+            activity.retire();
+            activity.snapshot().open == 0
+        };
+        match watch.over(serving, retire).await {
+            Some(served) => served,
+            None => return,
+        }
+    };
+    let Served::Handoff(read) = served else {
+        return;
+    };
+    let service = HyperService {
+        respond: Arc::new(respond),
+        activity: Arc::clone(&activity),
+    };
+    let io = TokioIo::new(Prefixed { read, io });
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let mut watchdog = Watchdog::new(timeouts, Instant::now());
-    let mut next_look = Instant::now() + timeouts.tick(None);
-    // Once asked to shut down: the time by which an idle connection must be gone.
-    let mut retiring: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%remote, %error, "connection ended with an error");
-                }
-                return;
-            }
-            () = tokio::time::sleep_until(next_look) => {
-                let now = Instant::now();
-                let snapshot = activity.snapshot();
-                next_look = now + timeouts.tick(snapshot.stream_idle);
-                if let Some(deadline) = retiring
-                    && now >= deadline
-                    && snapshot.open == 0
-                {
-                    return;
-                }
-                match watchdog.check(now, snapshot) {
-                    Verdict::Wait => {}
-                    Verdict::Close(why) => {
-                        tracing::debug!(%remote, why, "closing an idle connection");
-                        return;
+    let retire = |connection: Pin<&mut _>| {
+        auto::UpgradeableConnection::graceful_shutdown(connection);
+        false
+    };
+    if let Some(Err(error)) = watch.over(connection, retire).await {
+        tracing::debug!(%remote, %error, "connection ended with an error");
+    }
+}
+
+/// A connection's watchdog at work, and whether it was asked to shut down.
+struct Watch<'a> {
+    watchdog: Watchdog,
+    timeouts: Timeouts,
+    remote: SocketAddr,
+    activity: &'a Arc<Activity>,
+    stopping: watch::Receiver<bool>,
+    next_look: Instant,
+    /// Once asked to shut down: the time by which an idle connection must be gone.
+    retiring: Option<Instant>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(
+        timeouts: Timeouts,
+        remote: SocketAddr,
+        activity: &'a Arc<Activity>,
+        stopping: watch::Receiver<bool>,
+    ) -> Watch<'a> {
+        Watch {
+            watchdog: Watchdog::new(timeouts, Instant::now()),
+            timeouts,
+            remote,
+            activity,
+            stopping,
+            next_look: Instant::now() + timeouts.tick(None),
+            retiring: None,
+        }
+    }
+
+    /// Runs `serving` to its end, unless the watchdog or a shutdown closes it first (`None`).
+    /// `retire` asks it to shut down gracefully and says whether it may be dropped at once.
+    async fn over<F: Future>(
+        &mut self,
+        mut serving: Pin<&mut F>,
+        mut retire: impl FnMut(Pin<&mut F>) -> bool,
+    ) -> Option<F::Output> {
+        loop {
+            tokio::select! {
+                result = serving.as_mut() => return Some(result),
+                () = tokio::time::sleep_until(self.next_look) => {
+                    let now = Instant::now();
+                    let snapshot = self.activity.snapshot();
+                    self.next_look = now + self.timeouts.tick(snapshot.stream_idle);
+                    if let Some(deadline) = self.retiring
+                        && now >= deadline
+                        && snapshot.open == 0
+                    {
+                        return None;
                     }
-                    Verdict::StreamIdle => {
-                        tracing::debug!(%remote, "closing a connection whose response stalled");
-                        activity.mark_stalled();
-                        return;
+                    match self.watchdog.check(now, snapshot) {
+                        Verdict::Wait => {}
+                        Verdict::Close(why) => {
+                            tracing::debug!(remote = %self.remote, why, "closing an idle connection");
+                            return None;
+                        }
+                        Verdict::StreamIdle => {
+                            tracing::debug!(remote = %self.remote, "closing a connection whose response stalled");
+                            self.activity.mark_stalled();
+                            return None;
+                        }
+                        Verdict::Retire if self.retiring.is_none() => {
+                            if retire(serving.as_mut()) {
+                                return None;
+                            }
+                            self.retiring = Some(now + RETIRE_GRACE);
+                        }
+                        Verdict::Retire => {}
                     }
-                    Verdict::Retire if retiring.is_none() => {
-                        connection.as_mut().graceful_shutdown();
-                        retiring = Some(now + RETIRE_GRACE);
-                    }
-                    Verdict::Retire => {}
                 }
-            }
-            changed = stopping.changed(), if retiring.is_none() => {
-                if changed.is_err() || *stopping.borrow() {
-                    connection.as_mut().graceful_shutdown();
-                    retiring = Some(Instant::now() + RETIRE_GRACE);
+                changed = self.stopping.changed(), if self.retiring.is_none() => {
+                    if changed.is_err() || *self.stopping.borrow() {
+                        if retire(serving.as_mut()) {
+                            return None;
+                        }
+                        self.retiring = Some(Instant::now() + RETIRE_GRACE);
+                    }
                 }
             }
         }
+    }
+}
+
+/// A [`Respond`] as hyper's service, counting each request on the connection's activity.
+struct HyperService<R> {
+    respond: Arc<R>,
+    activity: Arc<Activity>,
+}
+
+type Answering = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+
+impl<R: Respond> hyper::service::Service<Request<Incoming>> for HyperService<R> {
+    type Response = Response<CountedBody<BoxBody>>;
+    type Error = Infallible;
+    type Future = CountedFuture<Answering>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let respond = Arc::clone(&self.respond);
+        crate::activity::counted(
+            &self.activity,
+            Box::pin(async move { Ok(respond.respond(request.map(RequestBody::Hyper)).await) }),
+        )
+    }
+}
+
+/// A connection whose first bytes were already read: they are read again first.
+struct Prefixed<I> {
+    read: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read[..n]);
+        self.read.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

@@ -55,7 +55,7 @@ pub(crate) struct StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         self.streams.fetch_sub(1, Ordering::AcqRel);
-        self.pacing.changed().notify_one();
+        self.pacing.announce();
     }
 }
 
@@ -108,6 +108,7 @@ impl Multiplex {
         wait_at_most: Duration,
     ) -> Result<Stream, ConnectError> {
         let started = Instant::now();
+        let _waiting = self.pacing.waiting();
         loop {
             let changed = self.pacing.changed().notified();
             tokio::pin!(changed);

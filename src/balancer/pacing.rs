@@ -24,7 +24,7 @@
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -44,6 +44,8 @@ pub(crate) struct Pacing {
     window: AtomicU32,
     /// Signalled when a slot frees or the window grows.
     changed: Notify,
+    /// Requests waiting on `changed`: announcing costs nothing while there are none.
+    waiting: AtomicUsize,
 }
 
 impl Default for Pacing {
@@ -52,6 +54,7 @@ impl Default for Pacing {
             unproven: AtomicU32::new(0),
             window: AtomicU32::new(INITIAL_WINDOW),
             changed: Notify::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 }
@@ -76,6 +79,22 @@ impl Pacing {
         &self.changed
     }
 
+    /// Counts the caller among those waiting on [`Pacing::changed`] while the guard lives; only
+    /// then does [`Pacing::announce`] signal.
+    pub(crate) fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting { pacing: self }
+    }
+
+    /// Signals one waiter that something changed (a connection came back, a slot freed), if
+    /// anyone waits. A waiter counts itself before it looks, and whatever it looks at is
+    /// published before this is called, so none misses what it waits for.
+    pub(crate) fn announce(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_one();
+        }
+    }
+
     /// The window now.
     #[cfg(test)]
     pub(crate) fn window(&self) -> u32 {
@@ -89,7 +108,7 @@ impl Pacing {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
                 (w < MAX_WINDOW).then_some(w + 1)
             });
-        self.changed.notify_one();
+        self.announce();
     }
 
     /// A new connection failed: halve the window, as congestion control does on loss.
@@ -133,7 +152,19 @@ impl Probation {
 impl Drop for Probation {
     fn drop(&mut self) {
         self.pacing.unproven.fetch_sub(1, Ordering::AcqRel);
-        self.pacing.changed.notify_one();
+        self.pacing.announce();
+    }
+}
+
+/// A request counted as waiting on a replica's [`Pacing`].
+#[derive(Debug)]
+pub(crate) struct Waiting<'a> {
+    pacing: &'a Pacing,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.pacing.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

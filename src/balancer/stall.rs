@@ -56,17 +56,19 @@ impl Exchange {
     }
 }
 
-/// A stall timer: fires once nothing moved for its timeout, counting from the later of its own
-/// last progress and (if shared) the other direction's.
+/// A stall timer: fires once nothing moved for its timeout, counting from the later of the start
+/// of its own wait and (if shared) the other direction's last move.
 ///
-/// Progress only notes the time: the one timer is armed on the first wait and moved, when it
-/// fires, to the latest progress plus the timeout. A body moves many frames per request, and
-/// re-arming a timer for each (a timer-wheel entry, a lock and an allocation) cost a third of a
-/// large upload's throughput.
+/// Progress only clears the wait's start, reading no clock; the start is taken when the next wait
+/// is first polled, and the one timer is armed on the first wait and moved, when it fires, to the
+/// latest progress plus the timeout. A body moves many frames per request, and re-arming a timer
+/// for each (a timer-wheel entry, a lock and an allocation) cost a third of a large upload's
+/// throughput; a response that never waits costs no timer and no clock read at all.
 #[derive(Debug)]
 pub(crate) struct StallTimer {
     timeout: Duration,
-    last: Instant,
+    /// When the current wait began; `None` while the stream moves.
+    waiting_since: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
 
@@ -75,7 +77,7 @@ impl StallTimer {
     pub(crate) fn new(timeout: Duration) -> StallTimer {
         StallTimer {
             timeout,
-            last: Instant::now(),
+            waiting_since: None,
             sleep: None,
         }
     }
@@ -85,9 +87,9 @@ impl StallTimer {
         self.timeout
     }
 
-    /// The stream made progress: the next wait counts afresh from now.
+    /// The stream made progress: the next wait counts afresh from its start.
     pub(crate) fn progressed(&mut self) {
-        self.last = Instant::now();
+        self.waiting_since = None;
     }
 
     /// Called while the stream waits: `Ready` once it has waited its timeout with nothing moving
@@ -98,15 +100,15 @@ impl StallTimer {
         other: Option<&Exchange>,
     ) -> Poll<()> {
         let timeout = self.timeout;
-        let last = self.last;
+        let since = *self.waiting_since.get_or_insert_with(Instant::now);
         let sleep = self
             .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(last + timeout)));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(since + timeout)));
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            let moved = other.map_or(self.last, |exchange| exchange.last_moved().max(self.last));
+            let moved = other.map_or(since, |exchange| exchange.last_moved().max(since));
             let deadline = moved + timeout;
             if deadline > Instant::now() {
                 sleep.as_mut().reset(deadline);

@@ -83,6 +83,15 @@ impl Connections {
         }
     }
 
+    /// An idle HTTP/1.1 connection of this thread's, at once, if there is one: what most
+    /// requests to a busy replica get, without [`Connections::get`]'s wait.
+    pub(crate) fn try_get(&self, protocol: UpstreamProtocol) -> Option<Checkout> {
+        match protocol {
+            UpstreamProtocol::Http1 => self.http1.try_get(),
+            UpstreamProtocol::H2c => None,
+        }
+    }
+
     /// Keeps an HTTP/1.1 connection whose exchange ended whole for another request.
     pub(crate) fn put(&self, connection: Connection) {
         self.http1.put(connection);
@@ -208,7 +217,7 @@ impl Body for UpstreamBody {
                     exchange.moved();
                     // hyper stops polling a body of known length once it has all of it, so the
                     // end is seen here rather than as a `None` that never comes.
-                    if inner.is_end_stream() {
+                    if inner.is_end_stream() || frame.is_trailers() {
                         exchange.mark_sent_whole();
                     }
                 }
@@ -217,7 +226,7 @@ impl Body for UpstreamBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
             Poll::Ready(None) => {
                 if let Some(exchange) = &this.exchange {
                     exchange.mark_sent_whole();

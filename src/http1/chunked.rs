@@ -237,11 +237,11 @@ pub(crate) fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    /// Decodes `wire` fed `step` bytes at a time; returns the data, the trailers and what is left.
-    fn decode(
-        wire: &[u8],
-        step: usize,
-    ) -> Result<(Vec<u8>, Option<HeaderMap>, Vec<u8>), ChunkError> {
+    /// The data, the trailers and what is left after the body.
+    type DecodedWire = (Vec<u8>, Option<HeaderMap>, Vec<u8>);
+
+    /// Decodes `wire` fed `step` bytes at a time.
+    fn decode(wire: &[u8], step: usize) -> Result<DecodedWire, ChunkError> {
         let mut decoder = ChunkedDecoder::default();
         let mut buf = BytesMut::new();
         let (mut data, mut trailers) = (Vec::new(), None);

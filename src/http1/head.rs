@@ -44,6 +44,8 @@ pub(crate) struct ParsedRequest {
     pub(crate) expect_continue: bool,
     /// `Connection: upgrade` with an `Upgrade` field.
     pub(crate) upgrade: bool,
+    /// The head as it was read.
+    pub(crate) raw: Bytes,
 }
 
 /// A response head, and what its fields say about the exchange.
@@ -71,8 +73,9 @@ struct Noted {
 }
 
 impl Noted {
-    fn note(&mut self, name: &[u8], value: &[u8]) {
-        if name.eq_ignore_ascii_case(b"content-length") {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        // Standard names compare as one integer each.
+        if *name == header::CONTENT_LENGTH {
             let this = parse_length(value);
             self.content_length = Some(match (self.content_length, this) {
                 (None, this) => this,
@@ -80,14 +83,14 @@ impl Noted {
                 (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
                 _ => Err(()),
             });
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if *name == header::TRANSFER_ENCODING {
             self.transfer_encoding = true;
             // The last coding of the last line decides.
             self.chunked_last = value
                 .rsplit(|b| *b == b',')
                 .next()
                 .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if *name == header::CONNECTION {
             for token in value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -98,9 +101,9 @@ impl Noted {
                     self.upgrade_token = true;
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
+        } else if *name == header::UPGRADE {
             self.upgrade_field = true;
-        } else if name.eq_ignore_ascii_case(b"expect") {
+        } else if *name == header::EXPECT {
             self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
@@ -138,16 +141,18 @@ fn offset(whole: &[u8], part: &[u8]) -> usize {
     part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
-/// Takes the fields noted in `FIELDS` out of `head`.
-fn fields(head: &Bytes, noted: &mut Noted) -> Result<HeaderMap, HeadError> {
+/// Fields a proxied request gains on its way (`X-Request-Id`, `X-Forwarded-For`, `-Proto`,
+/// `-Host`): room is made for them at once rather than by growing the map.
+const ADDED_FIELDS: usize = 4;
+
+/// Takes the fields noted in `FIELDS` out of `head`, into a map with room for `more`.
+fn fields(head: &Bytes, noted: &mut Noted, more: usize) -> Result<HeaderMap, HeadError> {
     FIELDS.with_borrow(|ranges| {
-        let mut headers = HeaderMap::with_capacity(ranges.len());
+        let mut headers = HeaderMap::with_capacity(ranges.len() + more);
         for &[name_start, name_end, value_start, value_end] in ranges {
-            let name = &head[name_start..name_end];
-            let value = &head[value_start..value_end];
-            noted.note(name, value);
-            let name = HeaderName::from_bytes(name)
+            let name = HeaderName::from_bytes(&head[name_start..name_end])
                 .map_err(|_| HeadError::Malformed("a header field name is not valid"))?;
+            noted.note(&name, &head[value_start..value_end]);
             let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
                 .map_err(|_| HeadError::Malformed("a header field value is not valid"))?;
             headers.append(name, value);
@@ -230,7 +235,7 @@ pub(crate) fn parse_request(
         .map_err(|_| HeadError::Malformed("the request target is not a valid URI"))?;
     let version = version(minor);
     let mut noted = Noted::default();
-    let headers = fields(&head, &mut noted)?;
+    let headers = fields(&head, &mut noted, ADDED_FIELDS)?;
     let framing = if noted.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(HeadError::Malformed(
@@ -270,6 +275,7 @@ pub(crate) fn parse_request(
         upgrade: noted.upgrade_token && noted.upgrade_field,
         framing,
         parts,
+        raw: head,
     }))
 }
 
@@ -317,7 +323,7 @@ pub(crate) fn parse_response(
     let head = buf.split_to(len).freeze();
     let version = version(minor);
     let mut noted = Noted::default();
-    let headers = fields(&head, &mut noted)?;
+    let headers = fields(&head, &mut noted, 1)?;
     let framing = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED

@@ -31,7 +31,7 @@ use crate::balancer::stall::StallTimer;
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
 use crate::balancer::{PROBATION_LIMIT, Probation};
 use crate::body::{BoxBody, RequestBody};
-use crate::proxy::headers::{self, Client};
+use crate::proxy::headers;
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
 use crate::spec::UpstreamProtocol;
@@ -53,21 +53,78 @@ pub(crate) struct Upstream {
 
 /// Who sent a request and how it was routed.
 #[derive(Debug)]
-pub(crate) struct Context<'a> {
+pub(crate) struct Client<'a> {
     /// The peer, and whether its forwarded headers are trusted.
-    pub(crate) client: &'a Client,
+    pub(crate) client: &'a headers::Client,
     /// The authority the request was routed by: the replica's `Host`.
     pub(crate) authority: Option<HeaderValue>,
     /// Upgrade protocols tunnelled.
     pub(crate) allowed_upgrades: &'a [String],
-    /// The client connection's counters, told the route's stream idle timeout.
-    pub(crate) activity: &'a Arc<Activity>,
     /// The client gives up after this (gRPC's `grpc-timeout`): a held request waits no longer.
     pub(crate) deadline: Option<Duration>,
-    /// The HTTP version the client spoke.
-    pub(crate) version: Version,
     /// The request is a browser's page load (`GET`/`HEAD` accepting `text/html`).
     pub(crate) browser: bool,
+}
+
+/// A routed request, its head rewritten for its replica, and what its forwarding needs to know:
+/// all a request keeps while it waits, so kept small.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    /// The route.
+    pub(crate) route: Arc<Route>,
+    outgoing: Outgoing,
+    /// The client's side of an upgrade to tunnel.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    deadline: Option<Duration>,
+    /// The HTTP version the client spoke.
+    version: Version,
+    /// A browser's page load, which may get the route's waiting page.
+    waiting_page: bool,
+    protocol: UpstreamProtocol,
+    response_timeout: Duration,
+    stream_idle: Duration,
+}
+
+impl Routed {
+    /// `request`, from `client`, routed to `route`: its head rewritten for the replica
+    /// ([`headers::prepare_request`]).
+    pub(crate) fn new(
+        route: Arc<Route>,
+        request: Request<RequestBody>,
+        client: Client<'_>,
+    ) -> Routed {
+        let settings = &route.spec().settings;
+        let (response_timeout, stream_idle) =
+            (settings.response_timeout, settings.stream_idle_timeout);
+        let protocol = settings.upstream_protocol;
+        let waiting_page = settings.waiting_page && client.browser;
+        let (mut parts, body) = request.into_parts();
+        let version = parts.version;
+        // Upgrades are an HTTP/1.1 mechanism; over HTTP/2 to the replica there is none.
+        let upgrade = protocol == UpstreamProtocol::Http1
+            && headers::is_allowed_upgrade(&mut parts, client.allowed_upgrades);
+        let client_upgrade = if upgrade {
+            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+        } else {
+            None
+        };
+        headers::prepare_request(&mut parts, client.client, client.authority, upgrade);
+        // An idempotent request without a body that fails before any response (the replica died,
+        // or the pooled connection to it already had) is safe to send again, as nginx's default
+        // `proxy_next_upstream error` does.
+        let outgoing = Outgoing::new(protocol, parts, body, upgrade, stream_idle);
+        Routed {
+            route,
+            outgoing,
+            client_upgrade,
+            deadline: client.deadline,
+            version,
+            waiting_page,
+            protocol,
+            response_timeout,
+            stream_idle,
+        }
+    }
 }
 
 impl Upstream {
@@ -76,209 +133,219 @@ impl Upstream {
         Upstream { connect_timeout }
     }
 
-    /// Forwards one request of `route` and returns the replica's response, whose body keeps the
-    /// request counted (and its endpoint leased) until it has been sent to the client.
-    pub(crate) async fn forward(
-        &self,
-        route: &Arc<Route>,
-        request: Request<RequestBody>,
-        context: Context<'_>,
+    /// Forwards a routed request and returns the replica's response, whose body keeps the
+    /// request counted (and its endpoint leased) until it has been sent to the client. `activity`
+    /// is the client connection's, told the route's stream idle timeout.
+    ///
+    /// An `async` block rather than an `async fn`, so that its arguments are kept once (see
+    /// [`crate::proxy`]'s `handle`).
+    #[allow(clippy::manual_async_fn)]
+    pub(crate) fn forward<'a>(
+        &'a self,
+        mut routed: Routed,
+        activity: &'a Arc<Activity>,
         guard: RequestGuard,
         arrived: Instant,
-    ) -> Result<Response<BoxBody>, ProxyError> {
-        let settings = route.spec().settings;
-        let (response_timeout, stream_idle) =
-            (settings.response_timeout, settings.stream_idle_timeout);
-        let protocol = settings.upstream_protocol;
-        let (mut parts, body) = request.into_parts();
-        // Upgrades are an HTTP/1.1 mechanism; over HTTP/2 to the replica there is none.
-        let upgrade = protocol == UpstreamProtocol::Http1
-            && headers::is_allowed_upgrade(&mut parts, context.allowed_upgrades);
-        let client_upgrade = if upgrade {
-            parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-        } else {
-            None
-        };
-        headers::prepare_request(&mut parts, context.client, context.authority, upgrade);
-        // An idempotent request without a body that fails before any response (the replica died,
-        // or the pooled connection to it already had) is safe to send again, as nginx's default
-        // `proxy_next_upstream error` does.
-        let mut outgoing = Outgoing::new(protocol, parts, body, upgrade, stream_idle);
+    ) -> impl std::future::Future<Output = Result<Response<BoxBody>, ProxyError>> + Send + 'a {
+        async move {
+            let route = &routed.route;
+            let (response_timeout, stream_idle, protocol) =
+                (routed.response_timeout, routed.stream_idle, routed.protocol);
+            let outgoing = &mut routed.outgoing;
 
-        let mut backoff = FIRST_BACKOFF;
-        let mut attempt = 1;
-        let mut cold_start = None;
-        let (mut response, lease, stream) = loop {
-            let granted = route
-                .activation()
-                .acquire(Waiting {
-                    deadline: context.deadline,
-                    // Only the first attempt may get the page: a retry is already under way.
-                    waiting_page: attempt == 1 && settings.waiting_page && context.browser,
-                })
-                .await
-                .map_err(|source| ProxyError::Activation {
+            let mut backoff = FIRST_BACKOFF;
+            let mut attempt = 1;
+            let mut cold_start = None;
+            let (mut response, lease, stream) = loop {
+                // At once if a replica has room; else the request is held, in a future of its own
+                // (boxed: holding is the rare path, and inline its state would enlarge every request).
+                let granted = match route.activation().try_acquire() {
+                    Some(granted) => granted,
+                    None => Box::pin(route.activation().acquire(Waiting {
+                        deadline: routed.deadline,
+                        // Only the first attempt may get the page: a retry is already under way.
+                        waiting_page: attempt == 1 && routed.waiting_page,
+                    }))
+                    .await
+                    .map_err(|source| ProxyError::Activation {
+                        route: route.id().to_owned(),
+                        source,
+                    })?,
+                };
+                cold_start = cold_start.or(granted.cold_start);
+                let lease = granted.lease;
+                let endpoint = lease.endpoint();
+                let addr = endpoint.addr();
+                let timed_out = || ProxyError::UpstreamTimeout {
                     route: route.id().to_owned(),
-                    source,
-                })?;
-            cold_start = cold_start.or(granted.cold_start);
-            let lease = granted.lease;
-            let endpoint = lease.endpoint();
-            let addr = endpoint.addr();
-            let timed_out = || ProxyError::UpstreamTimeout {
-                route: route.id().to_owned(),
-                addr,
-                timeout: response_timeout,
-            };
-            let Checkout {
-                sender,
-                mut probation,
-            } = match endpoint
-                .connections()
-                .get(protocol, addr, self.connect_timeout, response_timeout)
-                .await
-            {
-                Ok(checkout) => checkout,
-                Err(ConnectError::Busy { .. }) => return Err(timed_out()),
-                Err(error) => {
-                    drop(lease);
-                    if attempt < CONNECT_ATTEMPTS && error.is_refused() {
-                        tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica refused the connection; retrying");
-                        attempt += 1;
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
-                        continue;
+                    addr,
+                    timeout: response_timeout,
+                };
+                let checkout = match endpoint.connections().try_get(protocol) {
+                    Some(checkout) => Ok(checkout),
+                    // Boxed, as the hold is: most requests find an idle connection.
+                    None => {
+                        Box::pin(endpoint.connections().get(
+                            protocol,
+                            addr,
+                            self.connect_timeout,
+                            response_timeout,
+                        ))
+                        .await
                     }
-                    return Err(upstream_error(route, addr, &error));
-                }
-            };
-            // Pinned where it is rather than moved into a timeout wrapper: this is every
-            // request's path.
-            let timeout = tokio::time::sleep(response_timeout);
-            tokio::pin!(timeout);
-            let sent: Result<(Response<Answer>, Option<Sender>), Failed> = match sender {
-                Sender::Http1(connection) => {
-                    let Some(mut exchange) = outgoing.send_http1(connection) else {
-                        return Err(upstream_error(route, addr, &NothingToResend));
-                    };
-                    let head = std::future::poll_fn(|cx| exchange.poll_head(cx));
-                    match await_head(head, &mut timeout, &mut probation).await {
-                        None => return Err(timed_out()),
-                        Some(Ok(head)) => {
-                            let status = head.parts.status;
-                            let answer = if status == StatusCode::SWITCHING_PROTOCOLS {
-                                Answer::Upgraded(exchange)
-                            } else {
-                                Answer::Http1(exchange.into_body(&head))
-                            };
-                            Ok((Response::from_parts(head.parts, answer), None))
-                        }
-                        Some(Err(error)) => Err(outgoing.http1_failed(exchange, error)),
-                    }
-                }
-                Sender::Http2 { mut send, _slot } => {
-                    let Some(request) = outgoing.take_http2() else {
-                        return Err(upstream_error(route, addr, &NothingToResend));
-                    };
-                    let sending = send.try_send_request(request);
-                    match await_head(sending, &mut timeout, &mut probation).await {
-                        None => return Err(timed_out()),
-                        Some(Ok(response)) => Ok((
-                            outgoing::http2_answer(response),
-                            Some(Sender::Http2 { send, _slot }),
-                        )),
-                        Some(Err(failed)) => Err(outgoing.http2_failed(failed)),
-                    }
-                }
-            };
-            match sent {
-                Ok((response, stream)) => {
-                    // A response proves the connection: its slot in the replica's window frees.
-                    drop(probation);
-                    break (response, lease, stream);
-                }
-                Err(failed) => {
-                    if let Some(probation) = probation {
-                        probation.failed();
-                    }
-                    drop(lease);
-                    if attempt < CONNECT_ATTEMPTS && outgoing.can_retry(&failed) {
-                        attempt += 1;
-                        if failed.unsent {
-                            // The pooled connection closed before taking the request.
-                            tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "connection closed before the request was sent; retrying");
-                        } else {
-                            tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "replica failed before answering; retrying");
-                            tokio::time::sleep(backoff).await;
+                };
+                let Checkout {
+                    sender,
+                    mut probation,
+                } = match checkout {
+                    Ok(checkout) => checkout,
+                    Err(ConnectError::Busy { .. }) => return Err(timed_out()),
+                    Err(error) => {
+                        drop(lease);
+                        if attempt < CONNECT_ATTEMPTS && error.is_refused() {
+                            tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica refused the connection; retrying");
+                            attempt += 1;
+                            Box::pin(tokio::time::sleep(backoff)).await;
                             backoff *= 2;
+                            continue;
                         }
-                        continue;
+                        return Err(upstream_error(route, addr, &error));
                     }
-                    return Err(upstream_error(route, addr, failed.error.as_ref()));
+                };
+                // Scoped, so that nothing of a failed attempt is kept across the pause after it.
+                {
+                    // Pinned where it is rather than moved into a timeout wrapper: this is every
+                    // request's path.
+                    let timeout = tokio::time::sleep(response_timeout);
+                    tokio::pin!(timeout);
+                    let sent: Result<(Response<Answer>, Option<Sender>), Failed> = match sender {
+                        Sender::Http1(connection) => {
+                            let Some(mut exchange) = outgoing.send_http1(connection) else {
+                                return Err(upstream_error(route, addr, &NothingToResend));
+                            };
+                            let head = std::future::poll_fn(|cx| exchange.poll_head(cx));
+                            match await_head(head, &mut timeout, &mut probation).await {
+                                None => return Err(timed_out()),
+                                Some(Ok(head)) => {
+                                    let status = head.parts.status;
+                                    let answer = if status == StatusCode::SWITCHING_PROTOCOLS {
+                                        Answer::Upgraded(exchange)
+                                    } else {
+                                        Answer::Http1(exchange.into_body(&head))
+                                    };
+                                    Ok((Response::from_parts(head.parts, answer), None))
+                                }
+                                Some(Err(error)) => Err(outgoing.http1_failed(exchange, error)),
+                            }
+                        }
+                        Sender::Http2 { mut send, _slot } => {
+                            let Some(request) = outgoing.take_http2() else {
+                                return Err(upstream_error(route, addr, &NothingToResend));
+                            };
+                            // Boxed: hyper's sending future is large, and most replicas speak HTTP/1.1.
+                            let sending = Box::pin(send.try_send_request(request));
+                            match Box::pin(await_head(sending, &mut timeout, &mut probation)).await
+                            {
+                                None => return Err(timed_out()),
+                                Some(Ok(response)) => Ok((
+                                    outgoing::http2_answer(response),
+                                    Some(Sender::Http2 { send, _slot }),
+                                )),
+                                Some(Err(failed)) => Err(outgoing.http2_failed(failed)),
+                            }
+                        }
+                    };
+                    match sent {
+                        Ok((response, stream)) => {
+                            // A response proves the connection: its slot in the replica's window frees.
+                            drop(probation);
+                            break (response, lease, stream);
+                        }
+                        Err(failed) => {
+                            if let Some(probation) = probation {
+                                probation.failed();
+                            }
+                            drop(lease);
+                            if attempt >= CONNECT_ATTEMPTS || !outgoing.can_retry(&failed) {
+                                return Err(upstream_error(route, addr, failed.error.as_ref()));
+                            }
+                            attempt += 1;
+                            if failed.unsent {
+                                // The pooled connection closed before taking the request.
+                                tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "connection closed before the request was sent; retrying");
+                                continue;
+                            }
+                            tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "replica failed before answering; retrying");
+                        }
+                    }
+                }
+                Box::pin(tokio::time::sleep(backoff)).await;
+                backoff *= 2;
+            };
+
+            let status = response.status();
+            let client_upgrade = routed.client_upgrade.take();
+            if let Some(detail) = malformed(&response, client_upgrade.is_some()) {
+                // Its connection is dropped with the answer: what follows on it cannot be trusted.
+                return Err(ProxyError::Upstream {
+                    route: route.id().to_owned(),
+                    addr: lease.endpoint().addr(),
+                    detail: detail.to_owned(),
+                });
+            }
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                headers::strip_hop_by_hop(response.headers_mut(), true);
+                route.metrics().response(status.as_u16(), arrived.elapsed());
+                let (parts, answer) = response.into_parts();
+                if let (Some(client_upgrade), Answer::Upgraded(exchange)) = (client_upgrade, answer)
+                {
+                    // The connection now belongs to the tunnel; it never goes back to the pool.
+                    tokio::spawn(tunnel::tunnel(
+                        client_upgrade,
+                        exchange.into_upgraded(),
+                        (guard, lease),
+                        stream_idle,
+                        route.metrics().clone(),
+                    ));
+                }
+                return Ok(Response::from_parts(parts, crate::body::empty()));
+            }
+            headers::strip_hop_by_hop(response.headers_mut(), false);
+            // The client gets the HTTP version it spoke, whatever the replica answered in (an
+            // HTTP/1.0 replica's status line would otherwise cost an HTTP/1.1 client its keep-alive).
+            *response.version_mut() = routed.version;
+            if let Some(waited) = cold_start {
+                // Users and dashboards can see what a cold start cost this response.
+                let timing = format!(
+                    "activator;desc=\"cold start\";dur={:.1}",
+                    waited.as_secs_f64() * 1e3
+                );
+                if let Ok(value) = HeaderValue::from_str(&timing) {
+                    response.headers_mut().append("server-timing", value);
                 }
             }
-        };
-
-        let status = response.status();
-        if let Some(detail) = malformed(&response, client_upgrade.is_some()) {
-            // Its connection is dropped with the answer: what follows on it cannot be trusted.
-            return Err(ProxyError::Upstream {
-                route: route.id().to_owned(),
-                addr: lease.endpoint().addr(),
-                detail: detail.to_owned(),
-            });
+            activity.set_stream_idle(stream_idle);
+            let done = Done {
+                route: Arc::clone(route),
+                status: status.as_u16(),
+                arrived,
+                open: (guard, lease),
+            };
+            let exchange = outgoing.exchange.take();
+            Ok(response.map(|answer| {
+                Tracked {
+                    inner: Some(answer),
+                    _stream: stream,
+                    ended: false,
+                    stalled: false,
+                    exchange,
+                    stall: StallTimer::new(stream_idle),
+                    activity: Arc::clone(activity),
+                    done,
+                }
+                .boxed()
+            }))
         }
-        if status == StatusCode::SWITCHING_PROTOCOLS {
-            headers::strip_hop_by_hop(response.headers_mut(), true);
-            route.metrics().response(status.as_u16(), arrived.elapsed());
-            let (parts, answer) = response.into_parts();
-            if let (Some(client_upgrade), Answer::Upgraded(exchange)) = (client_upgrade, answer) {
-                // The connection now belongs to the tunnel; it never goes back to the pool.
-                tokio::spawn(tunnel::tunnel(
-                    client_upgrade,
-                    exchange.into_upgraded(),
-                    (guard, lease),
-                    stream_idle,
-                    route.metrics().clone(),
-                ));
-            }
-            return Ok(Response::from_parts(parts, crate::body::empty()));
-        }
-        headers::strip_hop_by_hop(response.headers_mut(), false);
-        // The client gets the HTTP version it spoke, whatever the replica answered in (an
-        // HTTP/1.0 replica's status line would otherwise cost an HTTP/1.1 client its keep-alive).
-        *response.version_mut() = context.version;
-        if let Some(waited) = cold_start {
-            // Users and dashboards can see what a cold start cost this response.
-            let timing = format!(
-                "activator;desc=\"cold start\";dur={:.1}",
-                waited.as_secs_f64() * 1e3
-            );
-            if let Ok(value) = HeaderValue::from_str(&timing) {
-                response.headers_mut().append("server-timing", value);
-            }
-        }
-        context.activity.set_stream_idle(stream_idle);
-        let done = Done {
-            route: Arc::clone(route),
-            status: status.as_u16(),
-            arrived,
-            open: (guard, lease),
-        };
-        let exchange = outgoing.exchange.take();
-        Ok(response.map(|answer| {
-            Tracked {
-                inner: Some(answer),
-                _stream: stream,
-                ended: false,
-                stalled: false,
-                exchange,
-                stall: StallTimer::new(stream_idle),
-                activity: Arc::clone(context.activity),
-                done,
-            }
-            .boxed()
-        }))
     }
 }
 

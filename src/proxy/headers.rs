@@ -124,46 +124,65 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Whether any hop-by-hop header is present. One pass comparing names, with no hashing: most
-/// messages carry none, and then stripping costs nothing more.
-fn has_hop_by_hop(headers: &HeaderMap) -> bool {
-    headers
-        .keys()
-        .any(|name| name == header::TE || HOP_BY_HOP.contains(name))
+/// Which hop-by-hop field `name` is, as an index into [`HOP_BY_HOP`], `TE` being
+/// [`HOP_BY_HOP.len()`].
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "proxy-authenticate" => Some(3),
+        "proxy-authorization" => Some(4),
+        "transfer-encoding" => Some(5),
+        "upgrade" => Some(6),
+        "te" => Some(7),
+        _ => None,
+    }
 }
 
-/// Removes hop-by-hop headers; with `keep_upgrade`, the upgrade handshake stays.
+/// Removes hop-by-hop headers; with `keep_upgrade`, the upgrade handshake stays. One pass over
+/// the names finds which are present, so a message with none costs no more, and one with only
+/// `Connection: keep-alive` (most HTTP/1.1 responses) loses that line without a lookup per name.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if !has_hop_by_hop(headers) {
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(index) = hop_by_hop_index(name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present & 1 != 0 {
         // Byte-wise: one odd byte elsewhere in the line must not hide the names it lists.
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok())
+            .map(<[u8]>::trim_ascii)
+            // Connection options that name no field, and fields removed below anyway.
+            .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close"))
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
+            .filter(|name| hop_by_hop_index(name).is_none())
             .collect();
         for name in named {
-            // `TE` is hop-by-hop anyway, and keeps `trailers` below.
-            let kept = is_protected(&name)
-                || name == header::TE
-                || (keep_upgrade && name == header::UPGRADE);
-            if !kept {
+            if !is_protected(&name) {
                 headers.remove(&name);
             }
         }
     }
-    let upgrade = if keep_upgrade {
+    let upgrade = if keep_upgrade && present & (1 << 6) != 0 {
         headers.remove(header::UPGRADE)
     } else {
         None
     };
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
     }
-    if let Some(te) = headers.remove(header::TE)
+    if present & (1 << HOP_BY_HOP.len()) != 0
+        && let Some(te) = headers.remove(header::TE)
         && te.to_str().is_ok_and(|v| {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))

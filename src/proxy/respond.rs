@@ -21,6 +21,12 @@ pub(crate) enum ProxyError {
         /// What disagrees.
         detail: String,
     },
+    /// The request is not well-formed HTTP/1.1 (or frames its body ambiguously).
+    #[error("bad request: {detail}")]
+    BadRequest {
+        /// What is wrong.
+        detail: &'static str,
+    },
     /// `CONNECT`: the activator is not a tunnel.
     #[error("CONNECT is not allowed")]
     MethodNotAllowed,
@@ -83,6 +89,7 @@ impl ProxyError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             ProxyError::MissingHost => "missing_host",
+            ProxyError::BadRequest { .. } => "bad_request",
             ProxyError::HostMismatch { .. } => "host_mismatch",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
@@ -105,7 +112,9 @@ impl ProxyError {
     /// The status code.
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingHost | ProxyError::HostMismatch { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost
+            | ProxyError::HostMismatch { .. }
+            | ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -129,6 +138,10 @@ impl ProxyError {
             ProxyError::HostMismatch { detail } => format!(
                 "The request names its host ambiguously: {detail}. Send one Host header that \
                  matches the request target (or HTTP/2 :authority).\n"
+            ),
+            ProxyError::BadRequest { detail } => format!(
+                "The request is not valid HTTP/1.1: {detail}. Send a well-formed request; the \
+                 connection is closed after this answer.\n"
             ),
             ProxyError::MethodNotAllowed => "CONNECT is not allowed: the activator is a reverse proxy, not a \
                  tunnel. Send the request itself (GET, POST, ...) with a Host header.\n"
@@ -233,8 +246,10 @@ fn human(d: Duration) -> String {
 /// <https://grpc.github.io/grpc/core/md_doc_statuscodes.html>).
 fn grpc_status(error: &ProxyError) -> u16 {
     match error {
-        ProxyError::MissingHost | ProxyError::HostMismatch { .. } => 3, // INVALID_ARGUMENT
-        ProxyError::NoRoute { .. } => 5,                                // NOT_FOUND
+        ProxyError::MissingHost
+        | ProxyError::HostMismatch { .. }
+        | ProxyError::BadRequest { .. } => 3, // INVALID_ARGUMENT
+        ProxyError::NoRoute { .. } => 5, // NOT_FOUND
         ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => 8, // RESOURCE_EXHAUSTED
         ProxyError::MethodNotAllowed => 12, // UNIMPLEMENTED
         ProxyError::UpstreamTimeout { .. }

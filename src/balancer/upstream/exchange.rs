@@ -9,14 +9,15 @@
 //! tasks: the response's body, once returned, keeps sending what is left of the request's.
 //! Nothing is buffered beyond one frame each way: a peer that stops reading stops the other.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Uri, response};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
@@ -41,6 +42,8 @@ pub(crate) struct Connection {
     write: Vec<u8>,
     /// The worker thread whose runtime watches the socket.
     pub(crate) home: usize,
+    /// It served a response and was kept: the replica keeps connections.
+    pub(crate) proven: bool,
 }
 
 /// How an exchange failed.
@@ -72,6 +75,7 @@ impl Connection {
             read_size: FIRST_READ,
             write: Vec::new(),
             home,
+            proven: false,
         }
     }
 
@@ -93,24 +97,18 @@ impl Connection {
 
     /// Reads more of the replica's bytes; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            if self.read.capacity() - self.read.len() < self.read_size / 2 {
-                self.read.reserve(self.read_size);
-            }
-            let room = self.read.capacity() - self.read.len();
-            match self.io.try_read_buf(&mut self.read) {
-                Ok(n) => {
-                    if n == room && self.read_size < MAX_READ {
-                        self.read_size *= 2;
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(self.io.poll_read_ready(cx))?;
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        if self.read.capacity() - self.read.len() < self.read_size / 2 {
+            self.read.reserve(self.read_size);
         }
+        let room = self.read.capacity() - self.read.len();
+        // Through `AsyncRead`: a read shorter than asked for clears the socket's readiness, so
+        // the next read waits for the replica instead of costing a system call that finds
+        // nothing.
+        let n = ready!(pin!(self.io.read_buf(&mut self.read)).poll(cx))?;
+        if n == room && self.read_size < MAX_READ {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
     }
 
     /// Starts a request: its head is written from `method`, `uri` and `headers` (the body framed

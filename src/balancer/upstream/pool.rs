@@ -91,6 +91,14 @@ impl Pool {
         })
     }
 
+    /// This thread's most recently used idle connection, if there is one.
+    pub(crate) fn try_get(&self) -> Option<Checkout> {
+        self.take(workers::index()).map(|connection| Checkout {
+            sender: Sender::Http1(connection),
+            probation: None,
+        })
+    }
+
     /// A connection to `addr` for one request (see the module docs); waits for one at most
     /// `wait_at_most`.
     pub(crate) async fn get(
@@ -108,6 +116,8 @@ impl Pool {
             return Ok(reused(connection));
         }
         let started = Instant::now();
+        // From here on, returned connections and freed slots are announced to this request.
+        let _waiting = self.pacing.waiting();
         let probation = loop {
             let changed = self.pacing.changed().notified();
             tokio::pin!(changed);
@@ -165,9 +175,10 @@ impl Pool {
     }
 
     /// Keeps `connection` for a later request (its request was sent whole and its response
-    /// ended), which proves the replica keeps connections: the window widens.
-    pub(crate) fn put(&self, connection: Connection) {
+    /// ended); the first time, that proves the replica keeps connections: the window widens.
+    pub(crate) fn put(&self, mut connection: Connection) {
         let now = Instant::now();
+        let first = !std::mem::replace(&mut connection.proven, true);
         let mut idle = self.idle(connection.home);
         let stale = idle.partition_point(|i| now.duration_since(i.since) >= IDLE_TIMEOUT);
         idle.drain(..stale);
@@ -177,7 +188,11 @@ impl Pool {
                 since: now,
             });
             drop(idle);
-            self.pacing.widen();
+            if first {
+                self.pacing.widen();
+            } else {
+                self.pacing.announce();
+            }
         }
     }
 }

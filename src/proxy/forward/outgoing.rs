@@ -41,6 +41,15 @@ pub(crate) struct Failed {
     pub(crate) unsent: bool,
 }
 
+/// What an HTTP/2 request needs besides the head.
+#[derive(Debug)]
+struct Http2 {
+    /// Where the request goes (`:authority`).
+    authority: Option<Authority>,
+    /// The request hyper handed back unsent.
+    unsent: Option<Request<UpstreamBody>>,
+}
+
 /// A request to send, as often as it may be sent.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -54,8 +63,8 @@ pub(crate) struct Outgoing {
     pub(crate) exchange: Option<Arc<Exchange>>,
     /// An idempotent request without a body: it may be sent again after a failure.
     replayable: bool,
-    /// HTTP/2: where the request goes (`:authority`), and the request hyper handed back unsent.
-    h2: Option<(Option<Authority>, Option<Request<UpstreamBody>>)>,
+    /// HTTP/2's part (boxed: most replicas speak HTTP/1.1).
+    h2: Option<Box<Http2>>,
 }
 
 impl Outgoing {
@@ -87,7 +96,10 @@ impl Outgoing {
                 .headers
                 .get(http::header::HOST)
                 .and_then(|host| Authority::try_from(host.as_bytes()).ok());
-            (authority, None)
+            Box::new(Http2 {
+                authority,
+                unsent: None,
+            })
         });
         Outgoing {
             replayable: !upgrade && parts.method.is_idempotent() && empty,
@@ -138,12 +150,12 @@ impl Outgoing {
     /// The request for an HTTP/2 stream: the one hyper handed back, else a copy of the head if
     /// it may be sent again, else the head itself (once).
     pub(crate) fn take_http2(&mut self) -> Option<Request<UpstreamBody>> {
-        let (authority, unsent) = self.h2.as_mut()?;
-        if let Some(unsent) = unsent.take() {
+        let h2 = self.h2.as_mut()?;
+        if let Some(unsent) = h2.unsent.take() {
             return Some(unsent);
         }
         let body = self.body.take()?;
-        let target = target(&self.parts.uri, authority.as_ref());
+        let target = target(&self.parts.uri, h2.authority.as_ref());
         let mut request = Request::new(body);
         *request.method_mut() = self.parts.method.clone();
         *request.uri_mut() = target;
@@ -166,8 +178,8 @@ impl Outgoing {
     ) -> Failed {
         let unsent = failed.take_message();
         let is_unsent = unsent.is_some();
-        if let Some((_, slot)) = self.h2.as_mut() {
-            *slot = unsent;
+        if let Some(h2) = self.h2.as_mut() {
+            h2.unsent = unsent;
         }
         Failed {
             error: Box::new(failed.into_error()),

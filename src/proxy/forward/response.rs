@@ -152,12 +152,12 @@ impl Drop for Tracked {
             self.done.route.metrics().stream_idle_timeout();
         }
         let sent_whole = self.exchange.as_ref().is_none_or(|e| e.sent_whole());
-        if ended && sent_whole {
-            if let Some(Answer::Http1(body)) = self.inner.take()
-                && let Some(connection) = body.into_reusable()
-            {
-                self.done.open.1.endpoint().connections().put(connection);
-            }
+        if ended
+            && sent_whole
+            && let Some(Answer::Http1(body)) = self.inner.take()
+            && let Some(connection) = body.into_reusable()
+        {
+            self.done.open.1.endpoint().connections().put(connection);
         }
         // Otherwise the connection is mid-exchange: dropping it closes it.
     }

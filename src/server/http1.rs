@@ -1,0 +1,554 @@
+//! The activator's own HTTP/1 server: it reads each request head of a client connection with the
+//! [`crate::http1`] codec, hands the request to the connection's [`Respond`], and writes the
+//! answer back, request after request, on the connection's own task.
+//!
+//! Why not hyper's: a proxied request is read, forwarded and answered here with no task, channel
+//! or boxed future of its own, and the head, its answer and the first body frame go out in one
+//! write; and a request held for a cold start costs only what it needs (its parsed head and its
+//! place in the queue), not a read buffer, a write buffer and a dispatcher (BENCHMARKS.md).
+//!
+//! What it leaves to hyper ([`Served::Handoff`]), with every byte read so far: a connection that
+//! opens with the HTTP/2 preface, and one whose request asks for a protocol upgrade (hyper's
+//! upgrade machinery then carries the tunnel). hyper serves such a connection to its end.
+//!
+//! A head that cannot be parsed gets `400`, one too large or with too many fields `431`, each
+//! answered through the proxy's one error path, and the connection closes. A request body is read
+//! only as its consumer asks ([`crate::body::client`]), with `100 Continue` first if the client
+//! expects it. While a request without a body waits, the socket is still read, so that a client
+//! that goes away is seen at once and its request dropped (leaving the hold queue). A response
+//! of known length keeps its `Content-Length`; one of unknown length is chunked for HTTP/1.1
+//! clients and runs to the close for HTTP/1.0 ones.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::Respond;
+use crate::activity::Activity;
+use crate::body::client::{self, BodyFeed};
+use crate::body::{BoxBody, RequestBody};
+use crate::http1::head::{ParsedRequest, ResponseFraming};
+use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadError};
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// What a read of a request head asks for at least (nginx's `client_header_buffer_size` is
+/// 1 KiB; most browser heads fit in 2).
+const HEAD_READ: usize = 2 * 1024;
+/// What a read of a request body asks for at first; it doubles while reads fill it, up to
+/// [`MAX_BODY_READ`].
+const BODY_READ: usize = 16 * 1024;
+const MAX_BODY_READ: usize = 256 * 1024;
+/// Bytes read ahead of a request still being answered (a pipelined request) at most.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// How a connection's HTTP/1 service ended.
+#[derive(Debug)]
+pub(crate) enum Served {
+    /// The connection is done (closed by either side, or failed).
+    Closed,
+    /// hyper serves the connection from here on, starting with these bytes already read.
+    Handoff(Bytes),
+}
+
+/// Serves HTTP/1 requests on `io` until the connection ends, or hyper has to take it over.
+/// `max_head` bounds a request head; `activity` counts requests for the connection's watchdog,
+/// and tells when the connection should close after its current request.
+pub(crate) async fn serve<I, R>(
+    io: &mut I,
+    respond: &R,
+    activity: &Arc<Activity>,
+    max_head: usize,
+) -> Served
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    R: Respond,
+{
+    let mut connection = Connection {
+        io,
+        read: BytesMut::new(),
+        write: Vec::new(),
+        body_read: BODY_READ,
+    };
+    let mut first = true;
+    loop {
+        let parsed = match connection.next_head(max_head, first).await {
+            Ok(Head::Request(parsed)) => parsed,
+            Ok(Head::Http2) => return Served::Handoff(connection.read.freeze()),
+            Ok(Head::Closed) => return Served::Closed,
+            Err(error) => {
+                let response = respond.refuse(&error);
+                let _ = connection
+                    .answer(response, Version::HTTP_11, &Method::GET, true, None)
+                    .await;
+                return Served::Closed;
+            }
+        };
+        first = false;
+        if parsed.upgrade {
+            // The head's bytes sit just before what is still in the buffer.
+            let mut bytes = BytesMut::from(&parsed.raw[..]);
+            bytes.extend_from_slice(&connection.read);
+            return Served::Handoff(bytes.freeze());
+        }
+        let open = activity.begin();
+        let version = parsed.parts.version;
+        let method = parsed.parts.method.clone();
+        let mut keep_alive = parsed.keep_alive;
+        let (body, mut reader) = match parsed.framing {
+            Framing::Empty | Framing::Length(0) | Framing::Close => (RequestBody::Empty, None),
+            framing => {
+                let length = match framing {
+                    Framing::Length(n) => Some(n),
+                    _ => None,
+                };
+                let (body, feed) = client::channel(length);
+                let reader = BodyReader {
+                    feed,
+                    decoding: match framing {
+                        Framing::Length(n) => Decoding::Length(n),
+                        _ => Decoding::Chunked(ChunkedDecoder::default()),
+                    },
+                    expect_continue: parsed.expect_continue,
+                    done: false,
+                };
+                (RequestBody::Client(body), Some(reader))
+            }
+        };
+        let request = Request::from_parts(parsed.parts, body);
+        // Pinned where it is made: the answer's future is large, and moving it costs a copy.
+        let answering = pin!(respond.respond(request));
+        let response = match connection.await_response(answering, &mut reader).await {
+            Some(response) => response,
+            // The client went away (or its connection failed) while the request waited.
+            None => return Served::Closed,
+        };
+        let streaming = activity.stream();
+        let written = connection
+            .answer(
+                response,
+                version,
+                &method,
+                !keep_alive || activity.retiring(),
+                reader.as_mut(),
+            )
+            .await;
+        drop((streaming, open));
+        keep_alive &= written.is_ok_and(|kept| kept)
+            && reader.as_ref().is_none_or(|reader| reader.done)
+            && !activity.retiring();
+        if !keep_alive {
+            let _ = connection.io.shutdown().await;
+            return Served::Closed;
+        }
+    }
+}
+
+/// What the next read of a head gave. Not boxed: it is made once per request, and read at once.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    Request(ParsedRequest),
+    /// The HTTP/2 preface: hyper's to serve.
+    Http2,
+    /// The client closed the connection (or it failed) between requests.
+    Closed,
+}
+
+struct Connection<'a, I> {
+    io: &'a mut I,
+    /// Bytes read and not yet taken.
+    read: BytesMut,
+    /// A response head being written, kept for its capacity.
+    write: Vec<u8>,
+    /// What the next body read asks for.
+    body_read: usize,
+}
+
+/// A request body being read from the client for its consumer.
+struct BodyReader {
+    feed: BodyFeed,
+    decoding: Decoding,
+    /// The client waits for `100 Continue` before sending the body.
+    expect_continue: bool,
+    /// The body was read to its end.
+    done: bool,
+}
+
+enum Decoding {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
+    /// Reads until a whole request head has come.
+    async fn next_head(&mut self, max_head: usize, first: bool) -> Result<Head, HeadError> {
+        loop {
+            if first && self.read.starts_with(H2_PREFACE) {
+                return Ok(Head::Http2);
+            }
+            if first && H2_PREFACE.starts_with(&self.read) {
+                // Perhaps the preface, not all of it read yet.
+            } else if let Some(parsed) = http1::head::parse_request(&mut self.read, max_head)? {
+                return Ok(Head::Request(parsed));
+            }
+            if self.read.capacity() - self.read.len() < HEAD_READ / 2 {
+                self.read.reserve(HEAD_READ);
+            }
+            match self.io.read_buf(&mut self.read).await {
+                Ok(0) | Err(_) => return Ok(Head::Closed),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Waits for `answering`, meanwhile reading the request body for its consumer, or (with no
+    /// body to read) watching for the client to go away. `None` if it did.
+    async fn await_response<F>(
+        &mut self,
+        mut answering: Pin<&mut F>,
+        reader: &mut Option<BodyReader>,
+    ) -> Option<Response<BoxBody>>
+    where
+        F: Future<Output = Response<BoxBody>>,
+    {
+        std::future::poll_fn(|cx| {
+            loop {
+                if let Poll::Ready(response) = answering.as_mut().poll(cx) {
+                    return Poll::Ready(Some(response));
+                }
+                match reader.as_mut().map(|reader| self.poll_feed(cx, reader)) {
+                    // Fed a frame: the consumer may move on.
+                    Some(Poll::Ready(true)) => continue,
+                    Some(Poll::Pending) => return Poll::Pending,
+                    // Nothing (more) to feed: watch for the client going away.
+                    Some(Poll::Ready(false)) | None => {
+                        if self.read.len() >= READ_AHEAD {
+                            return Poll::Pending;
+                        }
+                        self.read.reserve(HEAD_READ);
+                        return match ready!(pin!(self.io.read_buf(&mut self.read)).poll(cx)) {
+                            Ok(0) | Err(_) => Poll::Ready(None),
+                            // A pipelined request, kept for later.
+                            Ok(_) => continue,
+                        };
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// Feeds the consumer one frame if it wants one: `Ready(true)` once fed, `Ready(false)` when
+    /// nothing more will be fed (the body ended, failed or its consumer is gone); `Pending`
+    /// otherwise.
+    fn poll_feed(&mut self, cx: &mut Context<'_>, reader: &mut BodyReader) -> Poll<bool> {
+        loop {
+            if reader.done {
+                return Poll::Ready(false);
+            }
+            if reader.feed.is_dropped() {
+                // The consumer is gone: the rest of the body is never read, and the connection
+                // cannot be kept (the bytes left would be taken for the next request).
+                return Poll::Ready(false);
+            }
+            ready!(reader.feed.poll_wanted(cx));
+            if reader.feed.is_dropped() {
+                return Poll::Ready(false);
+            }
+            if reader.expect_continue {
+                // Asked for the body: the client may now send it.
+                reader.expect_continue = false;
+                if self.read.is_empty() {
+                    self.write.clear();
+                    self.write
+                        .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    let mut written = 0;
+                    while written < self.write.len() {
+                        match ready!(Pin::new(&mut *self.io).poll_write(cx, &self.write[written..]))
+                        {
+                            Ok(n) if n > 0 => written += n,
+                            _ => {
+                                reader.fail("the client connection failed");
+                                return Poll::Ready(false);
+                            }
+                        }
+                    }
+                }
+            }
+            // A frame from what was already read, else read more.
+            match reader.take(&mut self.read) {
+                Ok(true) => return Poll::Ready(true),
+                Ok(false) => {}
+                Err(()) => return Poll::Ready(false),
+            }
+            if self.read.capacity() - self.read.len() < self.body_read / 2 {
+                self.read.reserve(self.body_read);
+            }
+            let room = self.read.capacity() - self.read.len();
+            match ready!(pin!(self.io.read_buf(&mut self.read)).poll(cx)) {
+                Ok(0) | Err(_) => {
+                    reader.fail("the client closed the connection before its body ended");
+                    return Poll::Ready(false);
+                }
+                Ok(n) => {
+                    if n == room && self.body_read < MAX_BODY_READ {
+                        self.body_read *= 2;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `response` for a client that spoke `version` and asked with `method`, closing
+    /// after it if `close` (or if its framing needs the close), while still feeding the request
+    /// body, if any is left. `Ok(true)` if the connection can take another request.
+    async fn answer(
+        &mut self,
+        response: Response<BoxBody>,
+        version: Version,
+        method: &Method,
+        close: bool,
+        mut reader: Option<&mut BodyReader>,
+    ) -> std::io::Result<bool> {
+        let (mut parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let bodiless = *method == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless {
+            Framing::Empty
+        } else if let Some(n) = body.size_hint().exact() {
+            if parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != itoa::Buffer::new().format(n).as_bytes())
+            {
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+            }
+            Framing::Length(n)
+        } else {
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            if version == Version::HTTP_11 {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            }
+        };
+        let close = close || framing == Framing::Close;
+        self.write.clear();
+        http1::head::write_response_head(
+            version,
+            status,
+            &parts.headers,
+            ResponseFraming {
+                framing,
+                close,
+                keep_alive_10: version == Version::HTTP_10 && !close,
+            },
+            &mut self.write,
+        );
+        drop(parts);
+        let chunked = framing == Framing::Chunked;
+        let mut head_sent = false;
+        let mut ended = bodiless || body.is_end_stream();
+        // The last chunk was queued.
+        let mut terminated = !chunked;
+        let mut writing = Writing::default();
+        if ended && !terminated {
+            writing.last_chunk();
+            terminated = true;
+        }
+        std::future::poll_fn(|cx| {
+            loop {
+                // The request body's consumer may be waiting on the client.
+                if let Some(reader) = reader.as_deref_mut()
+                    && self.poll_feed(cx, reader) == Poll::Ready(true)
+                {
+                    continue;
+                }
+                if writing.is_empty() && !ended {
+                    match Pin::new(&mut body).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            if writing.frame(frame, chunked) {
+                                ended = true;
+                                terminated = true;
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) => {
+                            // The replica failed mid-body: the client can only see it as a close.
+                            return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+                        }
+                        Poll::Ready(None) => ended = true,
+                        Poll::Pending if head_sent => return Poll::Pending,
+                        // Nothing yet: the head goes out on its own.
+                        Poll::Pending => {}
+                    }
+                    if !ended && body.is_end_stream() {
+                        ended = true;
+                    }
+                    if ended && !terminated {
+                        writing.last_chunk();
+                        terminated = true;
+                    }
+                }
+                let head = if head_sent { &[][..] } else { &self.write[..] };
+                if head.is_empty() && writing.is_empty() {
+                    if ended {
+                        return Poll::Ready(Ok(!close));
+                    }
+                    continue;
+                }
+                let n = ready!(writing.poll_write(&mut *self.io, cx, head))?;
+                let from_head = n.min(head.len());
+                if from_head == head.len() {
+                    head_sent = true;
+                } else {
+                    self.write.drain(..from_head);
+                }
+                writing.advance(n - from_head);
+            }
+        })
+        .await
+    }
+}
+
+impl BodyReader {
+    /// Hands the consumer the next frame from `read`, if one is there: `Ok(true)` if fed,
+    /// `Ok(false)` if more bytes are needed, `Err` if the body cannot be read on.
+    fn take(&mut self, read: &mut BytesMut) -> Result<bool, ()> {
+        match &mut self.decoding {
+            Decoding::Length(left) => {
+                if read.is_empty() {
+                    return Ok(false);
+                }
+                let take = usize::try_from(*left).unwrap_or(usize::MAX).min(read.len());
+                *left -= take as u64;
+                self.feed.data(read.split_to(take).freeze());
+                if *left == 0 {
+                    // The consumer sees the end from the length; `end` lets it finish.
+                    self.done = true;
+                    self.feed.end(Ok(()));
+                }
+                Ok(true)
+            }
+            Decoding::Chunked(decoder) => match decoder.decode(read) {
+                Ok(Some(Decoded::Data(data))) => {
+                    self.feed.data(data);
+                    Ok(true)
+                }
+                Ok(Some(Decoded::Trailers(trailers))) => {
+                    // The trailers end the body: its consumer may ask for nothing more.
+                    self.done = true;
+                    self.feed.trailers(trailers);
+                    Ok(true)
+                }
+                Ok(Some(Decoded::End)) => {
+                    self.done = true;
+                    self.feed.end(Ok(()));
+                    Ok(true)
+                }
+                Ok(None) => Ok(false),
+                Err(error) => {
+                    self.fail(&error.to_string());
+                    Err(())
+                }
+            },
+        }
+    }
+
+    fn fail(&mut self, why: &str) {
+        self.done = true;
+        self.feed.end(Err(why.to_owned()));
+    }
+}
+
+/// A response body frame on its way out, with its chunk framing.
+#[derive(Default)]
+struct Writing {
+    /// A chunk's size line.
+    before: Vec<u8>,
+    data: Bytes,
+    /// The CRLF after a chunk's data.
+    after: &'static [u8],
+    /// The last chunk, with the trailers if any.
+    end: Vec<u8>,
+}
+
+impl Writing {
+    fn is_empty(&self) -> bool {
+        self.before.is_empty()
+            && self.data.is_empty()
+            && self.after.is_empty()
+            && self.end.is_empty()
+    }
+
+    /// Queues `frame`; `true` if it was the trailers, which end a chunked body.
+    fn frame(&mut self, frame: Frame<Bytes>, chunked: bool) -> bool {
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => false,
+            Ok(data) => {
+                if chunked {
+                    self.before
+                        .extend_from_slice(http1::chunked::chunk_head(data.len()).as_ref());
+                    self.after = b"\r\n";
+                }
+                self.data = data;
+                false
+            }
+            Err(frame) => match (chunked, frame.into_trailers()) {
+                (true, Ok(trailers)) => {
+                    http1::chunked::last_chunk(Some(&trailers), &mut self.end);
+                    true
+                }
+                // Trailers cannot follow a body of known length: they are dropped, as hyper does.
+                _ => false,
+            },
+        }
+    }
+
+    fn last_chunk(&mut self) {
+        http1::chunked::last_chunk(None, &mut self.end);
+    }
+
+    fn poll_write<W: AsyncWrite + Unpin>(
+        &self,
+        io: &mut W,
+        cx: &mut Context<'_>,
+        head: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let slices = [
+            IoSlice::new(head),
+            IoSlice::new(&self.before),
+            IoSlice::new(&self.data),
+            IoSlice::new(self.after),
+            IoSlice::new(&self.end),
+        ];
+        let n = ready!(Pin::new(io).poll_write_vectored(cx, &slices))?;
+        if n == 0 {
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let before = n.min(self.before.len());
+        self.before.drain(..before);
+        n -= before;
+        let data = n.min(self.data.len());
+        let _ = self.data.split_to(data);
+        n -= data;
+        let after = n.min(self.after.len());
+        self.after = &self.after[after..];
+        n -= after;
+        self.end.drain(..n.min(self.end.len()));
+    }
+}
