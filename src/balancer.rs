@@ -15,7 +15,7 @@ mod pacing;
 pub(crate) mod stall;
 pub(crate) mod upstream;
 
-pub(crate) use pacing::{PROBATION_LIMIT, Probation};
+pub(crate) use pacing::Probation;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

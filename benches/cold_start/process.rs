@@ -112,6 +112,9 @@ pub async fn burst(size: usize) -> Value {
     let activator = ActivatorProc::start(&scratch, &top, &route, None);
     let pid = activator.pid();
 
+    // Before the connections open, and once they are open and idle: a held request costs what
+    // its request adds to its connection, and what the connection itself costs.
+    let rss_idle = rss_kib(pid);
     let connections = Connections::open(activator.proxy, size).await;
     let rss_before = rss_kib(pid);
     // Reset the peak RSS so that VmHWM shows this burst's peak.
@@ -139,6 +142,7 @@ pub async fn burst(size: usize) -> Value {
     activator.proc.stop(Duration::from_secs(10));
 
     let per_request = |kib: u64| kib.saturating_sub(rss_before) as f64 / size as f64;
+    let per_connection = |kib: u64| kib.saturating_sub(rss_idle) as f64 / size as f64;
     let out = json!({
         "requests": size,
         "ok": result.ok,
@@ -147,18 +151,22 @@ pub async fn burst(size: usize) -> Value {
         "first_request_to_last_answer_ms": result.last_answer_ms,
         "backend_start_to_listening_ms": result.replica.map(|r| r.to_listening_ms),
         "drain_ms": result.drain_ms,
+        "rss_before_connections_kib": rss_idle,
         "rss_before_kib": rss_before,
+        "connection_kib": per_connection(rss_before),
+        "connection_and_held_kib": held_rss.map(per_connection),
         "rss_held_kib": held_rss,
         "rss_peak_kib": peak,
         "held_kib_per_request": held_rss.map(per_request),
         "peak_kib_per_request": per_request(peak),
     });
     println!(
-        "burst of {size}: {} answered 200, {} failed; drained {:.0} ms after the backend listened; RSS +{:.2} KiB per held request while held, +{:.2} KiB at the peak",
+        "burst of {size}: {} answered 200, {} failed; drained {:.0} ms after the backend listened; RSS +{:.2} KiB per held request while held (+{:.2} KiB with its connection), +{:.2} KiB at the peak",
         result.ok,
         result.failed,
         result.drain_ms.unwrap_or(f64::NAN),
         held_rss.map_or(f64::NAN, per_request),
+        held_rss.map_or(f64::NAN, per_connection),
         per_request(peak),
     );
     out

@@ -16,9 +16,13 @@
 //! request (`TCP_INFO`'s `tcpi_bytes_acked`, which counts the SYN as 1), its kernel holds the
 //! connection, accepted or in its accept queue, and the connection leaves the window, so a few
 //! slow requests (a long poll, a report) never keep the replica's other requests from a
-//! connection. Where that cannot be read, a connection still waiting for its first response
-//! after [`PROBATION_LIMIT`] leaves the window all the same: by then a lost handshake ACK would
-//! have been retransmitted.
+//! connection. But only [`ACKNOWLEDGED_AFTER`] into its probation: a connection waiting in the
+//! accept queue still takes a place there, and a replica that answers at all answers most
+//! requests sooner, so until then only a response proves a connection (without the wait, a burst
+//! of new connections overflowed Python's accept queue of 5 while each was acknowledged at once,
+//! and the SYNs behind them were dropped for seconds). Where the acknowledgement cannot be read,
+//! a connection still waiting for its first response after [`PROBATION_LIMIT`] leaves the window
+//! all the same: by then a lost handshake ACK would have been retransmitted.
 //!
 //! The window is per replica, so a new replica starts small again.
 
@@ -34,6 +38,9 @@ pub(crate) const INITIAL_WINDOW: u32 = 4;
 /// How long a new connection may stay unproven: TCP's initial retransmission timeout (RFC 6298,
 /// Linux's `TCP_TIMEOUT_INIT`), after which a handshake whose last ACK was dropped is retried.
 pub(crate) const PROBATION_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long a new connection stays unproven, though acknowledged, unless a response proves it
+/// first: well beyond the time most replicas take to answer, well below a slow request's.
+pub(crate) const ACKNOWLEDGED_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
 /// The window never grows beyond this many unproven connections.
 pub(crate) const MAX_WINDOW: u32 = 256;
 
@@ -71,6 +78,7 @@ impl Pacing {
             .map(|_| Probation {
                 pacing: Arc::clone(self),
                 socket: None,
+                since: std::time::Instant::now(),
             })
     }
 
@@ -129,6 +137,8 @@ pub(crate) struct Probation {
     pacing: Arc<Pacing>,
     /// A duplicate of the connection's socket, to read its TCP state.
     socket: Option<OwnedFd>,
+    /// When it began.
+    since: std::time::Instant,
 }
 
 impl Probation {
@@ -141,6 +151,16 @@ impl Probation {
     /// socket's state cannot be read.
     pub(crate) fn acknowledged(&self) -> Option<bool> {
         bytes_acked(self.socket.as_ref()?).map(|acked| acked > 1)
+    }
+
+    /// Whether the connection may leave the window before its first response: acknowledged and
+    /// [`ACKNOWLEDGED_AFTER`] old, or (its state unknown) [`PROBATION_LIMIT`] old.
+    pub(crate) fn is_over(&self) -> bool {
+        let age = self.since.elapsed();
+        match self.acknowledged() {
+            Some(acknowledged) => acknowledged && age >= ACKNOWLEDGED_AFTER,
+            None => age >= PROBATION_LIMIT,
+        }
     }
 
     /// The connection failed before any response: the replica is struggling.

@@ -27,9 +27,9 @@ use http_body_util::BodyExt;
 
 use crate::activation::Waiting;
 use crate::activity::Activity;
+use crate::balancer::Probation;
 use crate::balancer::stall::StallTimer;
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
-use crate::balancer::{PROBATION_LIMIT, Probation};
 use crate::body::{BoxBody, RequestBody};
 use crate::proxy::headers;
 use crate::proxy::respond::ProxyError;
@@ -350,16 +350,16 @@ impl Upstream {
 }
 
 /// The response head `sending` gives, or `None` if `timeout` fires first. A new connection's
-/// probation also ends once the replica acknowledged the request: slow to answer is not lost,
-/// and a slow request must not keep the replica's other requests from new connections. Looked at
-/// after 1, 2, 4 ... ms; a reused connection has no probation, and no timer for it.
+/// probation also ends once the replica acknowledged the request and some time passed
+/// ([`Probation::is_over`]): slow to answer is not lost, and a slow request must not keep the
+/// replica's other requests from new connections. Looked at after 1, 2, 4 ... ms; a reused
+/// connection has no probation, and no timer for it.
 async fn await_head<T>(
     sending: impl std::future::Future<Output = T>,
     timeout: &mut std::pin::Pin<&mut tokio::time::Sleep>,
     probation: &mut Option<Probation>,
 ) -> Option<T> {
     tokio::pin!(sending);
-    let since = Instant::now();
     let mut every = Duration::from_millis(1);
     let mut look = probation
         .is_some()
@@ -375,8 +375,7 @@ async fn await_head<T>(
                 Some(sleep) => sleep.as_mut().poll(cx),
                 None => Poll::Pending,
             }) => {
-                let known = probation.as_ref().and_then(Probation::acknowledged);
-                if known == Some(true) || (known.is_none() && since.elapsed() >= PROBATION_LIMIT) {
+                if probation.as_ref().is_some_and(Probation::is_over) {
                     drop(probation.take());
                     look = None;
                 } else if let Some(sleep) = look.as_mut() {

@@ -79,7 +79,8 @@ where
     };
     let mut first = true;
     loop {
-        let parsed = match connection.next_head(max_head, first).await {
+        let head = connection.next_head(max_head, first).await;
+        let parsed = match head {
             Ok(Head::Request(parsed)) => parsed,
             Ok(Head::Http2) => return Served::Handoff(connection.read.freeze()),
             Ok(Head::Closed) => return Served::Closed,
@@ -99,36 +100,18 @@ where
             return Served::Handoff(bytes.freeze());
         }
         let open = activity.begin();
-        let version = parsed.parts.version;
-        let method = parsed.parts.method.clone();
+        let (version, method) = (parsed.parts.version, parsed.parts.method.clone());
         let mut keep_alive = parsed.keep_alive;
-        let (body, mut reader) = match parsed.framing {
-            Framing::Empty | Framing::Length(0) | Framing::Close => (RequestBody::Empty, None),
-            framing => {
-                let length = match framing {
-                    Framing::Length(n) => Some(n),
-                    _ => None,
-                };
-                let (body, feed) = client::channel(length);
-                let reader = BodyReader {
-                    feed,
-                    decoding: match framing {
-                        Framing::Length(n) => Decoding::Length(n),
-                        _ => Decoding::Chunked(ChunkedDecoder::default()),
-                    },
-                    expect_continue: parsed.expect_continue,
-                    done: false,
-                };
-                (RequestBody::Client(body), Some(reader))
+        let (request, mut reader) = request(parsed);
+        // Scoped, so that the answer's future (large) and what writing the answer needs share
+        // their room in this future; pinned where it is made, as moving it costs a copy.
+        let response = {
+            let answering = pin!(respond.respond(request));
+            match connection.await_response(answering, &mut reader).await {
+                Some(response) => response,
+                // The client went away (or its connection failed) while the request waited.
+                None => return Served::Closed,
             }
-        };
-        let request = Request::from_parts(parsed.parts, body);
-        // Pinned where it is made: the answer's future is large, and moving it costs a copy.
-        let answering = pin!(respond.respond(request));
-        let response = match connection.await_response(answering, &mut reader).await {
-            Some(response) => response,
-            // The client went away (or its connection failed) while the request waited.
-            None => return Served::Closed,
         };
         let streaming = activity.stream();
         let written = connection
@@ -149,6 +132,31 @@ where
             return Served::Closed;
         }
     }
+}
+
+/// The request `parsed` announces, with the reader of its body, if it has one.
+fn request(parsed: ParsedRequest) -> (Request<RequestBody>, Option<BodyReader>) {
+    let (body, reader) = match parsed.framing {
+        Framing::Empty | Framing::Length(0) | Framing::Close => (RequestBody::Empty, None),
+        framing => {
+            let length = match framing {
+                Framing::Length(n) => Some(n),
+                _ => None,
+            };
+            let (body, feed) = client::channel(length);
+            let reader = BodyReader {
+                feed,
+                decoding: match framing {
+                    Framing::Length(n) => Decoding::Length(n),
+                    _ => Decoding::Chunked(ChunkedDecoder::default()),
+                },
+                expect_continue: parsed.expect_continue,
+                done: false,
+            };
+            (RequestBody::Client(body), Some(reader))
+        }
+    };
+    (Request::from_parts(parsed.parts, body), reader)
 }
 
 /// What the next read of a head gave. Not boxed: it is made once per request, and read at once.
