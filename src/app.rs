@@ -204,8 +204,8 @@ impl App {
         let proxy_limits = Limits {
             timeouts,
             max_connections: connections.max_connections,
-            // hyper refuses heads beyond this with a bare 431; below it the proxy answers 431
-            // itself, saying why.
+            // A head still unfinished at this size is refused as it is read (431, connection
+            // closed); below it the proxy reads it whole and answers 431 itself.
             max_header_buffer: connections.max_header_bytes.saturating_mul(2),
         };
         let (drain_began, mut draining) = watch::channel(false);

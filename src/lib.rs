@@ -25,7 +25,9 @@
 //! | `cluster` | several replicas: the Lease-elected holder decides from everyone's summed counts |
 //! | `provider` | the provider trait, its report handle, and the process and Kubernetes providers |
 //! | `proxy` | the per-request service; the one place errors become responses |
-//! | `server` | the listeners, connection handling and graceful shutdown |
+//! | `server` | the listeners, connection handling (HTTP/1.1 its own, HTTP/2 hyper's) and graceful shutdown |
+//! | `http1` | the HTTP/1.1 codec the server and the replicas' connections share |
+//! | `body` | the request and response body types that pass between them |
 //! | `workers` | the proxy's worker threads, one single-threaded runtime and listening socket each |
 //! | `admin`, `metrics` | `/metrics`, `/healthz`, `/readyz`, `/routes`; the Prometheus registry |
 //!
@@ -51,7 +53,6 @@ pub mod bench;
 mod body;
 mod cluster;
 pub mod config;
-#[allow(dead_code)]
 mod http1;
 mod metrics;
 pub mod policy;

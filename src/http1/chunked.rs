@@ -70,11 +70,6 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
-    /// Whether the body has ended.
-    pub(crate) fn is_done(&self) -> bool {
-        self.state == State::End
-    }
-
     /// Takes what it can from the front of `buf`: some data, the trailers, or the end; `None`
     /// when more bytes are needed.
     pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, ChunkError> {
