@@ -196,6 +196,15 @@ enum Decoding {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
+    /// Makes room to read a head into, unless enough is left: the room after a head that was
+    /// split off will do, and reserving more would allocate anew (the head still holds the
+    /// allocation), which a held request would keep for as long as it waits.
+    fn make_room(&mut self) {
+        if self.read.capacity() - self.read.len() < HEAD_READ / 2 {
+            self.read.reserve(HEAD_READ);
+        }
+    }
+
     /// Reads until a whole request head has come.
     async fn next_head(&mut self, max_head: usize, first: bool) -> Result<Head, HeadError> {
         loop {
@@ -207,9 +216,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             } else if let Some(parsed) = http1::head::parse_request(&mut self.read, max_head)? {
                 return Ok(Head::Request(parsed));
             }
-            if self.read.capacity() - self.read.len() < HEAD_READ / 2 {
-                self.read.reserve(HEAD_READ);
-            }
+            self.make_room();
             match self.io.read_buf(&mut self.read).await {
                 Ok(0) | Err(_) => return Ok(Head::Closed),
                 Ok(_) => {}
@@ -241,7 +248,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                         if self.read.len() >= READ_AHEAD {
                             return Poll::Pending;
                         }
-                        self.read.reserve(HEAD_READ);
+                        self.make_room();
                         return match ready!(pin!(self.io.read_buf(&mut self.read)).poll(cx)) {
                             Ok(0) | Err(_) => Poll::Ready(None),
                             // A pipelined request, kept for later.
