@@ -22,7 +22,7 @@ struct Slot {
     /// A frame read and not yet taken.
     frame: Option<Frame<Bytes>>,
     /// The body ended: `Ok` once everything was read, `Err` if the client failed.
-    end: Option<Result<(), String>>,
+    end: Option<Result<(), ClientBodyError>>,
     /// The consumer waits for a frame.
     wanted: bool,
     /// The consumer is gone.
@@ -39,6 +39,31 @@ fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
 fn wake(waker: &mut Option<Waker>) {
     if let Some(waker) = waker.take() {
         waker.wake();
+    }
+}
+
+/// Why a client's request body ended before it was whole.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ClientBodyError {
+    /// Its framing could not be read (a malformed chunk): the client's fault, answered 400.
+    #[error("the request body is not well-formed: {0}")]
+    Malformed(String),
+    /// The client went away or its connection failed.
+    #[error("{0}")]
+    Failed(&'static str),
+}
+
+impl ClientBodyError {
+    /// The client's own malformed body, if `error` (or an error it wraps) says so.
+    pub(crate) fn malformed_in(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut source = Some(error);
+        while let Some(error) = source {
+            if let Some(ClientBodyError::Malformed(_)) = error.downcast_ref::<ClientBodyError>() {
+                return true;
+            }
+            source = error.source();
+        }
+        false
     }
 }
 
@@ -176,7 +201,7 @@ impl BodyFeed {
     }
 
     /// Ends the body: whole, or cut short by `error`.
-    pub(crate) fn end(&self, result: Result<(), String>) {
+    pub(crate) fn end(&self, result: Result<(), ClientBodyError>) {
         let mut slot = lock(&self.slot);
         slot.end = Some(result);
         slot.wanted = false;
@@ -210,8 +235,19 @@ mod tests {
     #[tokio::test]
     async fn a_body_cut_short_fails_its_consumer() {
         let (body, feed) = channel(None);
-        feed.end(Err("the client went away".to_owned()));
+        feed.end(Err(ClientBodyError::Failed("the client went away")));
         let error = body.collect().await.unwrap_err();
         assert!(error.to_string().contains("went away"));
+        assert!(!ClientBodyError::malformed_in(&*error));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_body_is_told_apart_from_a_failed_one() {
+        let (body, feed) = channel(None);
+        feed.end(Err(ClientBodyError::Malformed(
+            "a chunk size is not hexadecimal".into(),
+        )));
+        let error = body.collect().await.unwrap_err();
+        assert!(ClientBodyError::malformed_in(&*error));
     }
 }

@@ -149,33 +149,80 @@ impl ChunkedDecoder {
             self.state = State::End;
             return Ok(Some(Decoded::End));
         }
-        if buf.len() < 2 {
-            return Ok(None);
+        // Every line ends in CRLF: a bare LF could end the section (or a field) early for another
+        // parser, so it is refused wherever it is, not only where the section ends.
+        let mut end = None;
+        for (at, &byte) in buf.iter().enumerate().take(MAX_TRAILER_BYTES + 4) {
+            if byte != b'\n' {
+                continue;
+            }
+            if at == 0 || buf[at - 1] != b'\r' {
+                return Err(ChunkError("a trailer line does not end in CRLF"));
+            }
+            if at >= 3 && buf[at - 3..=at] == *b"\r\n\r\n" {
+                end = Some(at + 1);
+                break;
+            }
         }
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        let Some(end) = end else {
             if buf.len() > MAX_TRAILER_BYTES {
                 return Err(ChunkError("the trailer section is too long"));
             }
             return Ok(None);
         };
-        let section = buf.split_to(end + 4);
+        let section = buf.split_to(end);
         let mut fields = [httparse::EMPTY_HEADER; super::MAX_HEADERS];
         let parsed = httparse::parse_headers(&section, &mut fields)
             .map_err(|_| ChunkError("the trailer section is not well-formed"))?;
-        let httparse::Status::Complete((_, fields)) = parsed else {
+        let httparse::Status::Complete((read, fields)) = parsed else {
             return Err(ChunkError("the trailer section is not well-formed"));
         };
+        if read != section.len() {
+            return Err(ChunkError("the trailer section is not well-formed"));
+        }
         let mut trailers = HeaderMap::with_capacity(fields.len());
         for field in fields {
             let name = HeaderName::from_bytes(field.name.as_bytes())
                 .map_err(|_| ChunkError("a trailer field name is not valid"))?;
             let value = HeaderValue::from_bytes(field.value)
                 .map_err(|_| ChunkError("a trailer field value is not valid"))?;
-            trailers.append(name, value);
+            if !forbidden_in_trailers(&name) {
+                trailers.append(name, value);
+            }
         }
         self.state = State::End;
         Ok(Some(Decoded::Trailers(trailers)))
     }
+}
+
+/// Fields a trailer section must not carry (RFC 9110 §6.5.1): framing, routing, request
+/// modifiers and authentication, which a recipient could mistake for the head's. Dropped, as
+/// hyper's encoder drops them.
+fn forbidden_in_trailers(name: &HeaderName) -> bool {
+    use http::header::*;
+    [
+        AUTHORIZATION,
+        CACHE_CONTROL,
+        CONNECTION,
+        CONTENT_ENCODING,
+        CONTENT_LENGTH,
+        CONTENT_RANGE,
+        CONTENT_TYPE,
+        EXPECT,
+        HOST,
+        MAX_FORWARDS,
+        PRAGMA,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        RANGE,
+        SET_COOKIE,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+        WWW_AUTHENTICATE,
+    ]
+    .contains(name)
 }
 
 /// The size line that starts a chunk of `len` bytes (`len` > 0).
@@ -282,6 +329,18 @@ mod tests {
     }
 
     #[test]
+    fn trailers_leave_what_follows_and_drop_fields_that_belong_in_the_head() {
+        let wire = b"0\r\ncontent-length: 5\r\nx-t: 1\r\nHost: b\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        for step in [1, wire.len()] {
+            let (_, trailers, rest) = decode(wire, step).unwrap();
+            let trailers = trailers.unwrap();
+            assert_eq!(trailers.len(), 1, "{trailers:?}");
+            assert_eq!(trailers["x-t"], "1");
+            assert_eq!(rest, b"GET / HTTP/1.1\r\n\r\n");
+        }
+    }
+
+    #[test]
     fn framing_two_parsers_could_read_differently_is_refused() {
         for wire in [
             &b"5\nhello\r\n0\r\n\r\n"[..],
@@ -292,6 +351,10 @@ mod tests {
             b"11111111111111111\r\n",
             b"-5\r\nhello\r\n0\r\n\r\n",
             b"5\r\x00\nhello\r\n",
+            // A bare LF ending the trailer section, or a field in it, with a request after it.
+            b"0\r\n\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"0\r\nx-t: 1\n\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"0\r\nx-t: 1\nx-u: 2\r\n\r\n",
         ] {
             assert!(
                 decode(wire, 1).is_err(),

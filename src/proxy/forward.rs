@@ -30,6 +30,7 @@ use crate::activity::Activity;
 use crate::balancer::Probation;
 use crate::balancer::stall::StallTimer;
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
+use crate::body::client::ClientBodyError;
 use crate::body::{BoxBody, RequestBody};
 use crate::proxy::headers;
 use crate::proxy::respond::ProxyError;
@@ -392,11 +393,17 @@ async fn await_head<T>(
 #[error("the request body was already sent")]
 struct NothingToResend;
 
+/// What a failed exchange is answered with: 502, unless the client's own body was malformed.
 fn upstream_error(
     route: &Route,
     addr: std::net::SocketAddr,
     error: &(dyn StdError + 'static),
 ) -> ProxyError {
+    if ClientBodyError::malformed_in(error) {
+        return ProxyError::BadRequest {
+            detail: "the request's chunked body is not well-formed",
+        };
+    }
     ProxyError::Upstream {
         route: route.id().to_owned(),
         addr,

@@ -32,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Respond;
 use crate::activity::Activity;
-use crate::body::client::{self, BodyFeed};
+use crate::body::client::{self, BodyFeed, ClientBodyError};
 use crate::body::{BoxBody, RequestBody};
 use crate::http1::head::{ParsedRequest, ResponseFraming};
 use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadError};
@@ -125,7 +125,9 @@ where
             .await;
         drop((streaming, open));
         keep_alive &= written.is_ok_and(|kept| kept)
-            && reader.as_ref().is_none_or(|reader| reader.done)
+            && reader
+                .as_ref()
+                .is_none_or(|reader| reader.state == Reading::Ended)
             && !activity.retiring();
         if !keep_alive {
             let _ = connection.io.shutdown().await;
@@ -151,7 +153,7 @@ fn request(parsed: ParsedRequest) -> (Request<RequestBody>, Option<BodyReader>) 
                     _ => Decoding::Chunked(ChunkedDecoder::default()),
                 },
                 expect_continue: parsed.expect_continue,
-                done: false,
+                state: Reading::Body,
             };
             (RequestBody::Client(body), Some(reader))
         }
@@ -185,8 +187,19 @@ struct BodyReader {
     decoding: Decoding,
     /// The client waits for `100 Continue` before sending the body.
     expect_continue: bool,
-    /// The body was read to its end.
-    done: bool,
+    state: Reading,
+}
+
+/// How far a request body was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Still coming.
+    Body,
+    /// Read to its end: the connection may carry another request.
+    Ended,
+    /// Malformed or cut short: whatever follows on the connection cannot be trusted as the next
+    /// request.
+    Failed,
 }
 
 enum Decoding {
@@ -266,7 +279,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     /// otherwise.
     fn poll_feed(&mut self, cx: &mut Context<'_>, reader: &mut BodyReader) -> Poll<bool> {
         loop {
-            if reader.done {
+            if reader.state != Reading::Body {
                 return Poll::Ready(false);
             }
             if reader.feed.is_dropped() {
@@ -291,7 +304,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                         {
                             Ok(n) if n > 0 => written += n,
                             _ => {
-                                reader.fail("the client connection failed");
+                                reader
+                                    .fail(ClientBodyError::Failed("the client connection failed"));
                                 return Poll::Ready(false);
                             }
                         }
@@ -310,7 +324,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             let room = self.read.capacity() - self.read.len();
             match ready!(pin!(self.io.read_buf(&mut self.read)).poll(cx)) {
                 Ok(0) | Err(_) => {
-                    reader.fail("the client closed the connection before its body ended");
+                    reader.fail(ClientBodyError::Failed(
+                        "the client closed the connection before its body ended",
+                    ));
                     return Poll::Ready(false);
                 }
                 Ok(n) => {
@@ -450,7 +466,7 @@ impl BodyReader {
                 self.feed.data(read.split_to(take).freeze());
                 if *left == 0 {
                     // The consumer sees the end from the length; `end` lets it finish.
-                    self.done = true;
+                    self.state = Reading::Ended;
                     self.feed.end(Ok(()));
                 }
                 Ok(true)
@@ -462,27 +478,27 @@ impl BodyReader {
                 }
                 Ok(Some(Decoded::Trailers(trailers))) => {
                     // The trailers end the body: its consumer may ask for nothing more.
-                    self.done = true;
+                    self.state = Reading::Ended;
                     self.feed.trailers(trailers);
                     Ok(true)
                 }
                 Ok(Some(Decoded::End)) => {
-                    self.done = true;
+                    self.state = Reading::Ended;
                     self.feed.end(Ok(()));
                     Ok(true)
                 }
                 Ok(None) => Ok(false),
                 Err(error) => {
-                    self.fail(&error.to_string());
+                    self.fail(ClientBodyError::Malformed(error.to_string()));
                     Err(())
                 }
             },
         }
     }
 
-    fn fail(&mut self, why: &str) {
-        self.done = true;
-        self.feed.end(Err(why.to_owned()));
+    fn fail(&mut self, error: ClientBodyError) {
+        self.state = Reading::Failed;
+        self.feed.end(Err(error));
     }
 }
 

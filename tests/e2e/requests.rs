@@ -9,6 +9,51 @@ use http_body_util::Full;
 use super::support::{Activator, echo_route, host, metric, raw_exchange};
 
 #[tokio::test]
+async fn a_body_two_parsers_could_end_differently_gets_400_and_nothing_after_it_is_served() {
+    let activator = Activator::start(&echo_route("a", "")).await;
+    let h = host("a");
+    let next = format!("GET /smuggled HTTP/1.1\r\nHost: {h}\r\n\r\n");
+    for (what, framing) in [
+        (
+            "Transfer-Encoding and Content-Length",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "a chunk size that is not hex",
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZ\r\n",
+        ),
+        (
+            "a size line ending in a bare LF",
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3c\n",
+        ),
+        (
+            "trailers ending in a bare LF",
+            "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\n",
+        ),
+    ] {
+        let raw = format!("POST /upload HTTP/1.1\r\nHost: {h}\r\n{framing}{next}");
+        let answer = raw_exchange(activator.proxy, raw.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        assert!(
+            answer.contains("x-activator-error: bad_request"),
+            "{what}: {answer}"
+        );
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{what}: {answer}");
+        assert!(!answer.contains("smuggled"), "{what}: {answer}");
+    }
+    let metrics = activator.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"activator_requests_total{code="502",namespace="default",route="a"}"#
+        ),
+        0.0,
+        "the client's malformed body is not the replica's failure: {metrics}"
+    );
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn a_target_naming_another_host_than_the_host_header_gets_400() {
     let activator =
         Activator::start(&format!("{}{}", echo_route("a", ""), echo_route("b", ""))).await;
