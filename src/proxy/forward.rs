@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 use crate::activation::Waiting;
 use crate::activity::Activity;
 use crate::balancer::Probation;
-use crate::balancer::stall::StallTimer;
+use crate::balancer::stall::{Exchange, StallTimer};
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
 use crate::body::client::ClientBodyError;
 use crate::body::{BoxBody, RequestBody};
@@ -225,7 +225,13 @@ impl Upstream {
                                 return Err(upstream_error(route, addr, &NothingToResend));
                             };
                             let head = std::future::poll_fn(|cx| exchange.poll_head(cx));
-                            match await_head(head, &mut timeout, &mut probation).await {
+                            let waiting = HeadWait {
+                                timeout: &mut timeout,
+                                limit: response_timeout,
+                                uploading: outgoing.exchange.as_deref(),
+                                probation: &mut probation,
+                            };
+                            match await_head(head, waiting).await {
                                 None => return Err(timed_out()),
                                 Some(Ok(head)) => {
                                     let status = head.parts.status;
@@ -245,8 +251,13 @@ impl Upstream {
                             };
                             // Boxed: hyper's sending future is large, and most replicas speak HTTP/1.1.
                             let sending = Box::pin(send.try_send_request(request));
-                            match Box::pin(await_head(sending, &mut timeout, &mut probation)).await
-                            {
+                            let waiting = HeadWait {
+                                timeout: &mut timeout,
+                                limit: response_timeout,
+                                uploading: outgoing.exchange.as_deref(),
+                                probation: &mut probation,
+                            };
+                            match Box::pin(await_head(sending, waiting)).await {
                                 None => return Err(timed_out()),
                                 Some(Ok(response)) => Ok((
                                     outgoing::http2_answer(response),
@@ -350,16 +361,34 @@ impl Upstream {
     }
 }
 
-/// The response head `sending` gives, or `None` if `timeout` fires first. A new connection's
-/// probation also ends once the replica acknowledged the request and some time passed
-/// ([`Probation::is_over`]): slow to answer is not lost, and a slow request must not keep the
-/// replica's other requests from new connections. Looked at after 1, 2, 4 ... ms; a reused
+/// What waiting for a response head watches besides the response.
+struct HeadWait<'a> {
+    /// Fires `limit` after the request was sent whole.
+    timeout: &'a mut std::pin::Pin<&'a mut tokio::time::Sleep>,
+    limit: Duration,
+    /// The request's body, while it may still be going out: the response timeout counts from
+    /// its end, as Envoy's route timeout counts from the end of the downstream request (a
+    /// stalled upload is the stream idle timeout's to end).
+    uploading: Option<&'a Exchange>,
+    /// A new connection's probation.
+    probation: &'a mut Option<Probation>,
+}
+
+/// The response head `sending` gives, or `None` if the response timeout fires first. A new
+/// connection's probation also ends once the replica acknowledged the request and some time
+/// passed ([`Probation::is_over`]): slow to answer is not lost, and a slow request must not keep
+/// the replica's other requests from new connections. Looked at after 1, 2, 4 ... ms; a reused
 /// connection has no probation, and no timer for it.
 async fn await_head<T>(
     sending: impl std::future::Future<Output = T>,
-    timeout: &mut std::pin::Pin<&mut tokio::time::Sleep>,
-    probation: &mut Option<Probation>,
+    waiting: HeadWait<'_>,
 ) -> Option<T> {
+    let HeadWait {
+        timeout,
+        limit,
+        uploading,
+        probation,
+    } = waiting;
     tokio::pin!(sending);
     let mut every = Duration::from_millis(1);
     let mut look = probation
@@ -369,9 +398,18 @@ async fn await_head<T>(
         tokio::select! {
             biased;
             sent = &mut sending => return Some(sent),
-            // Dropped with the request inside: it may have been carried out, so it is never
-            // resent.
-            () = timeout.as_mut() => return None,
+            () = timeout.as_mut() => {
+                let now = tokio::time::Instant::now();
+                match uploading {
+                    Some(body) if !body.sent_whole() => timeout.as_mut().reset(now + limit),
+                    Some(body) if body.last_moved() + limit > now => {
+                        timeout.as_mut().reset(body.last_moved() + limit);
+                    }
+                    // Dropped with the request inside: it may have been carried out, so it is
+                    // never resent.
+                    _ => return None,
+                }
+            }
             () = std::future::poll_fn(|cx| match look.as_mut() {
                 Some(sleep) => sleep.as_mut().poll(cx),
                 None => Poll::Pending,

@@ -111,6 +111,31 @@ async fn a_replica_that_never_answers_gets_504_upstream_timeout() {
 }
 
 #[tokio::test]
+async fn an_upload_still_moving_is_not_cut_short_by_the_response_timeout() {
+    // The timeout counts from the request's end, as Envoy's route timeout does: an upload that
+    // takes longer than it, but keeps moving, is answered.
+    let activator = Activator::start(&echo_route("up", "response_timeout = \"300ms\"")).await;
+    let mut client = TcpStream::connect(activator.proxy).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 8\r\nConnection: close\r\n\r\n",
+        host("up")
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        client.write_all(b"x").await.unwrap();
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn a_response_that_stalls_mid_body_is_ended_and_counted() {
     let activator = Activator::start(&echo_route("stall", "stream_idle_timeout = \"300ms\"")).await;
     // Two chunks a minute apart: the first arrives, then nothing.
