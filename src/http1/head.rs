@@ -360,8 +360,14 @@ pub(crate) fn parse_response(
     }))
 }
 
+/// Writes every field but `Content-Length`, which [`write_length`] writes from the framing: a
+/// client's `Content-Length: 2, 2` or two equal lines, accepted as one length, reach the other
+/// side as one line it cannot read two ways.
 fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
     for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -387,16 +393,33 @@ pub(crate) fn write_request_head(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_fields(headers, out);
-    match framing {
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Framing::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
+    // An empty body the client announced with `Content-Length: 0` keeps it (a replica may want a
+    // length on a POST).
+    let stated = headers
+        .contains_key(header::CONTENT_LENGTH)
+        .then_some(&b"0"[..]);
+    write_length(framing, stated, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the field that frames a body: `Transfer-Encoding: chunked`, or `Content-Length` with
+/// the length, or (with no body to frame) `stated`, the length a head announces for a body it
+/// does not carry (a response to `HEAD`, a 304).
+fn write_length(framing: Framing, stated: Option<&[u8]>, out: &mut Vec<u8>) {
+    match (framing, stated) {
+        (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        (Framing::Length(n), _) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        _ => {}
+        (Framing::Empty | Framing::Close, Some(stated)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(stated);
+            out.extend_from_slice(b"\r\n");
+        }
+        (Framing::Empty | Framing::Close, None) => {}
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// How a response's head frames its body and the connection.
@@ -429,15 +452,13 @@ pub(crate) fn write_response_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     write_fields(headers, out);
-    match how.framing {
-        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-        Framing::Length(n) if !headers.contains_key(header::CONTENT_LENGTH) => {
-            out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        _ => {}
-    }
+    // A 1xx or 204 has no body and must not announce one (RFC 9110 §8.6).
+    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
+    let stated = headers
+        .get(header::CONTENT_LENGTH)
+        .filter(|_| !bodiless)
+        .map(HeaderValue::as_bytes);
+    write_length(how.framing, stated, out);
     if how.close {
         out.extend_from_slice(b"connection: close\r\n");
     } else if how.keep_alive_10 {
@@ -665,6 +686,57 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nhost: a.test\r\ndate: now\r\ncontent-length: 2\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_length_stated_twice_or_in_a_list_goes_out_once_as_the_framing_says() {
+        for stated in [
+            "Content-Length: 2\r\nContent-Length: 2",
+            "Content-Length: 2, 2",
+            "Content-Length: 0002",
+        ] {
+            let parsed = request(&format!("POST / HTTP/1.1\r\nHost: a\r\n{stated}\r\n\r\n"))
+                .unwrap()
+                .unwrap();
+            let mut out = Vec::new();
+            let parts = &parsed.parts;
+            write_request_head(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                parsed.framing,
+                &mut out,
+            );
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 2\r\n\r\n",
+                "{stated}"
+            );
+        }
+        // A head announcing a body it does not carry keeps its length, once; a 204 has none.
+        let mut headers = HeaderMap::new();
+        headers.append("content-length", HeaderValue::from_static("5"));
+        headers.append("content-length", HeaderValue::from_static("5"));
+        headers.insert("date", HeaderValue::from_static("now"));
+        let how = ResponseFraming {
+            framing: Framing::Empty,
+            close: false,
+            keep_alive_10: false,
+        };
+        for (status, expected) in [
+            (
+                StatusCode::OK,
+                "HTTP/1.1 200 OK\r\ndate: now\r\ncontent-length: 5\r\n\r\n",
+            ),
+            (
+                StatusCode::NO_CONTENT,
+                "HTTP/1.1 204 No Content\r\ndate: now\r\n\r\n",
+            ),
+        ] {
+            let mut out = Vec::new();
+            write_response_head(Version::HTTP_11, status, &headers, how, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
     }
 
     #[test]

@@ -119,7 +119,9 @@ where
                 response,
                 version,
                 &method,
-                !keep_alive || activity.retiring(),
+                !keep_alive
+                    || activity.retiring()
+                    || reader.as_ref().is_some_and(BodyReader::abandoned),
                 reader.as_mut(),
             )
             .await;
@@ -453,6 +455,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
 }
 
 impl BodyReader {
+    /// The body will not be read to its end: it failed, or its consumer is gone (the response
+    /// came without it). The connection cannot carry another request, and the response says so.
+    fn abandoned(&self) -> bool {
+        match self.state {
+            Reading::Body => self.feed.is_dropped(),
+            Reading::Ended => false,
+            Reading::Failed => true,
+        }
+    }
+
     /// Hands the consumer the next frame from `read`, if one is there: `Ok(true)` if fed,
     /// `Ok(false)` if more bytes are needed, `Err` if the body cannot be read on.
     fn take(&mut self, read: &mut BytesMut) -> Result<bool, ()> {

@@ -54,6 +54,21 @@ async fn a_body_two_parsers_could_end_differently_gets_400_and_nothing_after_it_
 }
 
 #[tokio::test]
+async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
+    let activator = Activator::start(&echo_route("a", "")).await;
+    // No route for this host: answered 404 without reading the body, so the bytes after it
+    // cannot be told from the next request, and the client must know not to send one.
+    let raw = format!(
+        "POST / HTTP/1.1\r\nHost: nobody.test\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: {}\r\n\r\n",
+        host("a")
+    );
+    let answer = raw_exchange(activator.proxy, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn a_target_naming_another_host_than_the_host_header_gets_400() {
     let activator =
         Activator::start(&format!("{}{}", echo_route("a", ""), echo_route("b", ""))).await;
