@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::activation::Closed;
 use crate::admin::{Admin, Health};
+use crate::balancer::CLOSE_IDLE_EVERY;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::config::defaults::ADMIN_CONNECTIONS;
@@ -176,6 +177,10 @@ impl App {
             cluster,
             wait_stop(stopped.clone()),
         ));
+        let idle_task = tokio::spawn(close_idle_connections(
+            Arc::clone(&table),
+            wait_stop(stopped.clone()),
+        ));
         let discovery_task = match discovery {
             Some(discovery) => {
                 let served: Arc<dyn RouteSet> = routes.clone();
@@ -257,6 +262,7 @@ impl App {
         let _ = leave.send_replace(true);
         let _ = stop.send(true);
         let _ = scaler_task.await;
+        let _ = idle_task.await;
         if let Some(task) = cluster_task {
             let _ = task.await;
         }
@@ -336,6 +342,24 @@ impl RouteSet for ServedRoutes {
         }
         if reindex {
             self.table.replace(next);
+        }
+    }
+}
+
+/// Every [`CLOSE_IDLE_EVERY`] until `stop`, closes the replicas' connections that were idle too
+/// long or that their replica closed: without requests, nothing else would.
+async fn close_idle_connections(table: Arc<RouteTable>, stop: impl Future<Output = ()>) {
+    let mut every = tokio::time::interval(CLOSE_IDLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = every.tick() => {
+                for route in table.routes().iter() {
+                    route.backends().close_idle();
+                }
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 
+pub(crate) use upstream::CLOSE_IDLE_EVERY;
 use upstream::Connections;
 
 /// One replica address requests can be sent to.
@@ -118,6 +119,16 @@ impl Backends {
     #[cfg(test)]
     pub(crate) fn ready(&self) -> Arc<Vec<Arc<Endpoint>>> {
         self.endpoints.load_full()
+    }
+
+    /// Closes every ready endpoint's connections idle too long or closed by the replica;
+    /// returns how many idle ones are left.
+    pub(crate) fn close_idle(&self) -> usize {
+        let endpoints = self.endpoints.load();
+        endpoints
+            .iter()
+            .map(|endpoint| endpoint.connections.close_idle())
+            .sum()
     }
 
     /// How many endpoints are ready.

@@ -26,6 +26,7 @@ use super::stall::{Exchange, StallTimer, Stalled};
 use crate::body::{BoxError, RequestBody};
 use crate::spec::UpstreamProtocol;
 pub(crate) use exchange::Connection;
+pub(crate) use pool::CLOSE_IDLE_EVERY;
 use pool::Pool;
 
 /// A connection for one request: a kept one, or a new one on probation until it answers.
@@ -90,6 +91,12 @@ impl Connections {
             UpstreamProtocol::Http1 => self.http1.try_get(),
             UpstreamProtocol::H2c => None,
         }
+    }
+
+    /// Closes HTTP/1.1 connections idle too long or closed by the replica ([`Pool::close_idle`]);
+    /// returns how many idle ones are left.
+    pub(crate) fn close_idle(&self) -> usize {
+        self.http1.close_idle()
     }
 
     /// Keeps an HTTP/1.1 connection whose exchange ended whole for another request.

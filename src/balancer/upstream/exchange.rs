@@ -89,6 +89,17 @@ impl Connection {
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// Lets go of a read buffer grown for a large response, before the connection waits idle
+    /// (a thousand idle connections would otherwise keep up to [`MAX_READ`] each).
+    pub(crate) fn settle(&mut self) {
+        if self.read.is_empty() && self.read.capacity() > FIRST_READ {
+            self.read = BytesMut::new();
+        }
+        if self.write.capacity() > FIRST_READ {
+            self.write = Vec::new();
+        }
+    }
+
     /// Moves the connection to the calling thread's runtime, which then watches its socket.
     pub(crate) fn rehome(self, home: usize) -> io::Result<Connection> {
         let io = TcpStream::from_std(self.io.into_std()?)?;

@@ -6,7 +6,10 @@
 //! another thread. A request takes, in order: its thread's most recently used idle connection; a
 //! new one, if the replica's window of unproven connections has room ([`Pacing`]); another
 //! thread's idle connection, moved to this thread; else it waits for one of these. One idle for
-//! [`IDLE_TIMEOUT`] is closed, and at most [`MAX_IDLE`] are kept per thread. A connection goes
+//! [`IDLE_TIMEOUT`] is closed, and at most [`MAX_IDLE`] are kept per thread; every
+//! [`CLOSE_IDLE_EVERY`] the idle lists are looked over ([`Pool::close_idle`]), so connections
+//! past their time, or that the replica closed, do not keep their sockets (and the replica's
+//! resources) while no request comes. An idle connection keeps no large read buffer. A connection goes
 //! back only after its request was sent whole and its response read to the end (the proxy's
 //! forwarding decides). Dropping the pool (the endpoint left the ready set and its last lease
 //! ended) closes every idle connection.
@@ -27,6 +30,11 @@ const MAX_IDLE: usize = 1024;
 /// `keepalive_timeout` is 60 s, Envoy's idle timeout one hour; replicas commonly keep idle
 /// connections 60–120 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How often idle connections are looked over: a quarter of [`IDLE_TIMEOUT`], as the client
+/// connections' watchdog looks at its limits, so none stays open much past its time.
+pub(crate) const CLOSE_IDLE_EVERY: Duration =
+    Duration::from_millis(IDLE_TIMEOUT.as_millis() as u64 / 4);
 
 /// The idle HTTP/1.1 connections to one replica.
 pub(crate) struct Pool {
@@ -174,11 +182,27 @@ impl Pool {
         }
     }
 
+    /// Closes the idle connections that were idle for [`IDLE_TIMEOUT`] or that the replica
+    /// closed; returns how many are left.
+    pub(crate) fn close_idle(&self) -> usize {
+        let now = Instant::now();
+        (0..self.idle.len())
+            .map(|list| {
+                let mut idle = self.idle(list);
+                idle.retain(|kept| {
+                    now.duration_since(kept.since) < IDLE_TIMEOUT && kept.connection.is_reusable()
+                });
+                idle.len()
+            })
+            .sum()
+    }
+
     /// Keeps `connection` for a later request (its request was sent whole and its response
     /// ended); the first time, that proves the replica keeps connections: the window widens.
     pub(crate) fn put(&self, mut connection: Connection) {
         let now = Instant::now();
         let first = !std::mem::replace(&mut connection.proven, true);
+        connection.settle();
         let mut idle = self.idle(connection.home);
         let stale = idle.partition_point(|i| now.duration_since(i.since) >= IDLE_TIMEOUT);
         idle.drain(..stale);
@@ -194,5 +218,43 @@ impl Pool {
                 self.pacing.announce();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A connection to a replica, and the replica's end of it.
+    async fn connected() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (Connection::new(client.unwrap(), 0), accepted.unwrap().0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_the_replica_closed_or_past_their_time_are_closed_without_a_request() {
+        let pool = Pool::default();
+        let (kept, kept_peer) = connected().await;
+        let (closed, closed_peer) = connected().await;
+        pool.put(kept);
+        pool.put(closed);
+        assert_eq!(pool.close_idle(), 2);
+        drop(closed_peer);
+        // The runtime learns of the close once its reactor turns.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(pool.close_idle(), 1, "the one its replica closed is gone");
+        tokio::time::advance(IDLE_TIMEOUT).await;
+        assert_eq!(pool.close_idle(), 0, "the other is past its time");
+        let mut probe = [0u8; 1];
+        let mut kept_peer = kept_peer;
+        let read = tokio::io::AsyncReadExt::read(&mut kept_peer, &mut probe).await;
+        assert!(
+            matches!(read, Ok(0)),
+            "the replica sees it closed: {read:?}"
+        );
     }
 }
