@@ -37,6 +37,8 @@ use crate::body::{BoxBody, RequestBody};
 use crate::http1::head::{ParsedRequest, ResponseFraming};
 use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadError};
 
+/// The interim response that invites a client waiting on `Expect: 100-continue` to send its body.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What a read of a request head asks for at least (nginx's `client_header_buffer_size` is
@@ -155,6 +157,7 @@ fn request(parsed: ParsedRequest) -> (Request<RequestBody>, Option<BodyReader>) 
                     _ => Decoding::Chunked(ChunkedDecoder::default()),
                 },
                 expect_continue: parsed.expect_continue,
+                continue_sent: 0,
                 state: Reading::Body,
             };
             (RequestBody::Client(body), Some(reader))
@@ -189,6 +192,8 @@ struct BodyReader {
     decoding: Decoding,
     /// The client waits for `100 Continue` before sending the body.
     expect_continue: bool,
+    /// Bytes of the `100 Continue` written so far.
+    continue_sent: usize,
     state: Reading,
 }
 
@@ -294,17 +299,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                 return Poll::Ready(false);
             }
             if reader.expect_continue {
-                // Asked for the body: the client may now send it.
-                reader.expect_continue = false;
-                if self.read.is_empty() {
-                    self.write.clear();
-                    self.write
-                        .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                    let mut written = 0;
-                    while written < self.write.len() {
-                        match ready!(Pin::new(&mut *self.io).poll_write(cx, &self.write[written..]))
-                        {
-                            Ok(n) if n > 0 => written += n,
+                // Asked for the body: the client may now send it, unless it has begun already.
+                // Written from its own bytes, and to the end even across polls: the response
+                // head may be waiting in `write`.
+                if reader.continue_sent > 0 || self.read.is_empty() {
+                    while reader.continue_sent < CONTINUE.len() {
+                        let rest = &CONTINUE[reader.continue_sent..];
+                        match ready!(Pin::new(&mut *self.io).poll_write(cx, rest)) {
+                            Ok(n) if n > 0 => reader.continue_sent += n,
                             _ => {
                                 reader
                                     .fail(ClientBodyError::Failed("the client connection failed"));
@@ -313,6 +315,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
                         }
                     }
                 }
+                reader.expect_continue = false;
             }
             // A frame from what was already read, else read more.
             match reader.take(&mut self.read) {
@@ -351,6 +354,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         close: bool,
         mut reader: Option<&mut BodyReader>,
     ) -> std::io::Result<bool> {
+        // The final response makes a `100 Continue` not yet begun moot (RFC 9110 §10.1.1): the
+        // client sends its body or closes.
+        // One begun is finished first, so that the head does not land inside it.
+        if let Some(reader) = reader.as_deref_mut() {
+            if (1..CONTINUE.len()).contains(&reader.continue_sent) {
+                self.io.write_all(&CONTINUE[reader.continue_sent..]).await?;
+                reader.continue_sent = CONTINUE.len();
+            }
+            reader.expect_continue = false;
+        }
         let (mut parts, mut body) = response.into_parts();
         let status = parts.status;
         let bodiless = *method == Method::HEAD

@@ -69,6 +69,42 @@ async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
 }
 
 #[tokio::test]
+async fn a_client_expecting_100_continue_is_invited_once_its_body_is_wanted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let activator = Activator::start(&echo_route("a", "")).await;
+    let mut client = tokio::net::TcpStream::connect(activator.proxy)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        host("a")
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = vec![0u8; b"HTTP/1.1 100 Continue\r\n\r\n".len()];
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        client.read_exact(&mut interim),
+    )
+    .await
+    .expect("a 100 Continue before the body")
+    .unwrap();
+    assert_eq!(&interim[..], b"HTTP/1.1 100 Continue\r\n\r\n");
+    client.write_all(b"hello").await.unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "invited once: {answer}");
+
+    // Answered without its body (no route): no invitation, and the connection closes.
+    let raw =
+        "POST / HTTP/1.1\r\nHost: nobody.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n";
+    let answer = raw_exchange(activator.proxy, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn a_target_naming_another_host_than_the_host_header_gets_400() {
     let activator =
         Activator::start(&format!("{}{}", echo_route("a", ""), echo_route("b", ""))).await;
