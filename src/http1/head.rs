@@ -65,6 +65,8 @@ struct Noted {
     content_length: Option<Result<u64, ()>>,
     transfer_encoding: bool,
     chunked_last: bool,
+    /// A coding other than `chunked`, or `chunked` twice, was named.
+    other_codings: bool,
     close: bool,
     keep_alive: bool,
     upgrade_token: bool,
@@ -84,6 +86,13 @@ impl Noted {
                 _ => Err(()),
             });
         } else if *name == header::TRANSFER_ENCODING {
+            let codings = value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+            for coding in codings.filter(|coding| !coding.is_empty()) {
+                if !coding.eq_ignore_ascii_case(b"chunked") || self.chunked_last {
+                    self.other_codings = true;
+                }
+                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            }
             self.transfer_encoding = true;
             // The last coding of the last line decides.
             self.chunked_last = value
@@ -233,6 +242,11 @@ pub(crate) fn parse_request(
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| HeadError::Malformed("the request target is not a valid URI"))?;
+    if uri.scheme().is_none() && uri.authority().is_some() && method != Method::CONNECT {
+        return Err(HeadError::Malformed(
+            "the request target is a host alone, which only CONNECT may send: send a path",
+        ));
+    }
     let version = version(minor);
     let mut noted = Noted::default();
     let headers = fields(&head, &mut noted, ADDED_FIELDS)?;
@@ -250,6 +264,13 @@ pub(crate) fn parse_request(
         if !noted.chunked_last {
             return Err(HeadError::Malformed(
                 "the request's Transfer-Encoding does not end in chunked",
+            ));
+        }
+        // Its body would reach the replica decoded of its chunks and still in the other
+        // codings, announced by nothing (nginx refuses them too).
+        if noted.other_codings {
+            return Err(HeadError::Malformed(
+                "the request's Transfer-Encoding names a coding other than chunked",
             ));
         }
         Framing::Chunked
@@ -554,6 +575,8 @@ mod tests {
             "GET / HTTP/1.1\r\n Folded: x\r\n\r\n",
             "GET / HTTP/2.0\r\n\r\n",
             "GET /\x01 HTTP/1.1\r\n\r\n",
+            "GET example.test HTTP/1.1\r\nHost: example.test\r\n\r\n",
+            "GET example.test:80 HTTP/1.1\r\nHost: example.test\r\n\r\n",
         ] {
             assert!(
                 matches!(request(text), Err(HeadError::Malformed(_))),
@@ -562,8 +585,19 @@ mod tests {
         }
         let same = request("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\n");
         assert_eq!(same.unwrap().unwrap().framing, Framing::Length(3));
-        let chunked = request("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n");
+        let chunked = request("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(chunked.unwrap().unwrap().framing, Framing::Chunked);
+        for codings in [
+            "gzip, chunked",
+            "chunked, chunked",
+            "gzip\r\nTransfer-Encoding: chunked",
+        ] {
+            let text = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {codings}\r\n\r\n");
+            assert!(
+                matches!(request(&text), Err(HeadError::Malformed(_))),
+                "{codings:?} was taken"
+            );
+        }
     }
 
     #[test]

@@ -333,6 +333,7 @@ answers = {
     b"/both": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nhello, smuggled!\r\n0\r\n\r\n",
     b"/switch": b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
     b"/gzip": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nsmuggled",
+    b"/gzipped": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n8\r\nsmuggled\r\n0\r\n\r\n",
 }
 server = socket.socket()
 server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -359,7 +360,7 @@ while True:
 async fn a_replica_response_framed_two_ways_or_not_chunked_last_or_switching_unasked_gets_502() {
     let activator = Activator::start(&raw_replica_route("raw")).await;
     assert_eq!(activator.get(&host("raw"), "/fine").await.status, 200);
-    for path in ["/both", "/switch", "/gzip"] {
+    for path in ["/both", "/switch", "/gzip", "/gzipped"] {
         let answer = activator.get(&host("raw"), path).await;
         assert_eq!(answer.status, 502, "{path}: {}", answer.text());
         assert_eq!(answer.headers["x-activator-error"], "upstream", "{path}");
@@ -371,7 +372,7 @@ async fn a_replica_response_framed_two_ways_or_not_chunked_last_or_switching_una
             &metrics,
             r#"activator_requests_total{code="502",namespace="default",route="raw"}"#
         ),
-        3.0,
+        4.0,
         "{metrics}"
     );
     activator.stop().await;

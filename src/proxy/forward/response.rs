@@ -41,6 +41,16 @@ pub(crate) fn malformed<B>(response: &Response<B>, upgrade_asked: bool) -> Optio
         if !last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
             return Some("the response's Transfer-Encoding does not end in chunked");
         }
+        // Any other coding before it would reach the client undone and unannounced.
+        let codings = headers
+            .get_all(http::header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter(|coding| !coding.trim_ascii().is_empty())
+            .count();
+        if codings > 1 {
+            return Some("the response's Transfer-Encoding names a coding other than chunked");
+        }
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
         return Some("the replica switched protocols for a request that asked for no upgrade");
