@@ -64,6 +64,11 @@ pub(crate) fn routed_authority<B>(
             }
             Ok(target.as_str())
         }
+        // HTTP/1.1 requires Host even beside an absolute-form target (RFC 9112 §3.2); HTTP/2's
+        // `:authority` stands alone.
+        (Some(_), None) if request.version() == http::Version::HTTP_11 => {
+            Err(ProxyError::MissingHost)
+        }
         (Some(target), None) => Ok(target.as_str()),
         (None, Some(host)) if !host.is_empty() => Ok(host),
         (None, _) => Err(ProxyError::MissingHost),
@@ -138,6 +143,15 @@ mod tests {
     }
 
     #[test]
+    fn an_absolute_form_target_needs_a_host_header_over_http_1_1_only() {
+        assert_eq!(check(Request::get("http://a.test/")), Err("missing_host"));
+        let http10 = Request::get("http://a.test/").version(http::Version::HTTP_10);
+        assert_eq!(check(http10), Ok("a.test".into()));
+        let http2 = Request::get("http://a.test/").version(http::Version::HTTP_2);
+        assert_eq!(check(http2), Ok("a.test".into()));
+    }
+
+    #[test]
     fn a_target_and_a_host_that_disagree_are_refused() {
         let request = Request::get("http://b.test/").header("host", "a.test");
         assert_eq!(check(request), Err("host_mismatch"));
@@ -172,7 +186,7 @@ mod tests {
             Err("host_mismatch")
         );
         assert_eq!(
-            check(Request::get("http://a.test:abc/")),
+            check(Request::get("http://a.test:abc/").version(http::Version::HTTP_2)),
             Err("host_mismatch")
         );
     }
