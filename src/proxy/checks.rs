@@ -73,6 +73,16 @@ pub(crate) fn routed_authority<B>(
         (None, Some(host)) if !host.is_empty() => Ok(host),
         (None, _) => Err(ProxyError::MissingHost),
     }?;
+    // A host is a name or address and a port (RFC 9110 §4.2.3): a path, a query or user
+    // information in it would be read differently by whoever parses it next.
+    if let Some(bad) = [authority, host.unwrap_or_default()]
+        .into_iter()
+        .find(|host| host.contains(['/', '?', '#', '@', '\\']))
+    {
+        return Err(ProxyError::HostMismatch {
+            detail: format!("its host \"{bad}\" has a character a host cannot have"),
+        });
+    }
     if !has_valid_port(authority) {
         return Err(ProxyError::HostMismatch {
             detail: format!("its host \"{authority}\" has a port that is not a number up to 65535"),
@@ -189,6 +199,17 @@ mod tests {
             check(Request::get("http://a.test:abc/").version(http::Version::HTTP_2)),
             Err("host_mismatch")
         );
+    }
+
+    #[test]
+    fn a_host_with_a_path_or_user_information_is_refused() {
+        for host in ["a.test/x", "u@a.test", "a.test?q", "a.test#f", "a.test\\x"] {
+            assert_eq!(
+                check(Request::get("/").header("host", host)),
+                Err("host_mismatch"),
+                "{host}"
+            );
+        }
     }
 
     #[test]
