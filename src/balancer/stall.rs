@@ -22,6 +22,18 @@ pub(crate) struct Exchange {
     /// Milliseconds from `started` to the last byte moved either way.
     moved: AtomicU64,
     sent_whole: AtomicBool,
+    /// What the client did wrong with its request body, if that ended the exchange
+    /// ([`ClientFault`] as a number; 0: nothing).
+    client_fault: std::sync::atomic::AtomicU8,
+}
+
+/// How a client's request body ended an exchange: its fault, not the replica's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientFault {
+    /// Its framing could not be read (a malformed chunk).
+    Malformed = 1,
+    /// It stopped sending for the stream idle timeout.
+    Stalled = 2,
 }
 
 impl Exchange {
@@ -31,6 +43,21 @@ impl Exchange {
             started: Instant::now(),
             moved: AtomicU64::new(0),
             sent_whole: AtomicBool::new(false),
+            client_fault: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// The client's request body ended the exchange, for `fault`.
+    pub(crate) fn blame_client(&self, fault: ClientFault) {
+        self.client_fault.store(fault as u8, Ordering::Relaxed);
+    }
+
+    /// Whether the client's request body ended the exchange, and how.
+    pub(crate) fn client_fault(&self) -> Option<ClientFault> {
+        match self.client_fault.load(Ordering::Relaxed) {
+            1 => Some(ClientFault::Malformed),
+            2 => Some(ClientFault::Stalled),
+            _ => None,
         }
     }
 

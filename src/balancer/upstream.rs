@@ -22,7 +22,8 @@ use tokio::net::TcpStream;
 
 use super::multiplex::{Multiplex, StreamSlot};
 use super::pacing::Probation;
-use super::stall::{Exchange, StallTimer, Stalled};
+use super::stall::{ClientFault, Exchange, StallTimer, Stalled};
+use crate::body::client::ClientBodyError;
 use crate::body::{BoxError, RequestBody};
 use crate::spec::UpstreamProtocol;
 pub(crate) use exchange::Connection;
@@ -233,7 +234,14 @@ impl Body for UpstreamBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(exchange) = &this.exchange
+                    && ClientBodyError::malformed_in(&*error)
+                {
+                    exchange.blame_client(ClientFault::Malformed);
+                }
+                Poll::Ready(Some(Err(error)))
+            }
             Poll::Ready(None) => {
                 if let Some(exchange) = &this.exchange {
                     exchange.mark_sent_whole();
@@ -242,7 +250,13 @@ impl Body for UpstreamBody {
             }
             Poll::Pending => match &mut this.stall {
                 Some(stall) => match stall.poll_stalled(cx, this.exchange.as_deref()) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Stalled(stall.timeout()).into()))),
+                    // The client's body: nothing came from it, nor from the replica.
+                    Poll::Ready(()) => {
+                        if let Some(exchange) = &this.exchange {
+                            exchange.blame_client(ClientFault::Stalled);
+                        }
+                        Poll::Ready(Some(Err(Stalled(stall.timeout()).into())))
+                    }
                     Poll::Pending => Poll::Pending,
                 },
                 None => Poll::Pending,

@@ -28,7 +28,7 @@ use http_body_util::BodyExt;
 use crate::activation::Waiting;
 use crate::activity::Activity;
 use crate::balancer::Probation;
-use crate::balancer::stall::{Exchange, StallTimer};
+use crate::balancer::stall::{ClientFault, Exchange, StallTimer};
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
 use crate::body::client::ClientBodyError;
 use crate::body::{BoxBody, RequestBody};
@@ -274,6 +274,12 @@ impl Upstream {
                             break (response, lease, stream);
                         }
                         Err(failed) => {
+                            let client = outgoing.exchange.as_deref();
+                            if let Some(fault) = client.and_then(Exchange::client_fault) {
+                                // The client's body ended the exchange: not the replica's doing.
+                                drop(probation);
+                                return Err(client_error(fault, stream_idle));
+                            }
                             if let Some(probation) = probation {
                                 probation.failed();
                             }
@@ -430,6 +436,18 @@ async fn await_head<T>(
 #[derive(Debug, thiserror::Error)]
 #[error("the request body was already sent")]
 struct NothingToResend;
+
+/// What an exchange the client's request body ended is answered with.
+fn client_error(fault: ClientFault, stream_idle: Duration) -> ProxyError {
+    match fault {
+        ClientFault::Malformed => ProxyError::BadRequest {
+            detail: "the request's chunked body is not well-formed",
+        },
+        ClientFault::Stalled => ProxyError::RequestTimeout {
+            timeout: stream_idle,
+        },
+    }
+}
 
 /// What a failed exchange is answered with: 502, unless the client's own body was malformed.
 fn upstream_error(

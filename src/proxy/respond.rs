@@ -27,6 +27,12 @@ pub(crate) enum ProxyError {
         /// What is wrong.
         detail: &'static str,
     },
+    /// The client stopped sending its request body for the stream idle timeout.
+    #[error("the request body stalled for {timeout:?}")]
+    RequestTimeout {
+        /// The route's stream idle timeout.
+        timeout: Duration,
+    },
     /// `CONNECT`: the activator is not a tunnel.
     #[error("CONNECT is not allowed")]
     MethodNotAllowed,
@@ -90,6 +96,7 @@ impl ProxyError {
         match self {
             ProxyError::MissingHost => "missing_host",
             ProxyError::BadRequest { .. } => "bad_request",
+            ProxyError::RequestTimeout { .. } => "request_timeout",
             ProxyError::HostMismatch { .. } => "host_mismatch",
             ProxyError::MethodNotAllowed => "method_not_allowed",
             ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
@@ -115,6 +122,7 @@ impl ProxyError {
             ProxyError::MissingHost
             | ProxyError::HostMismatch { .. }
             | ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => {
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -142,6 +150,11 @@ impl ProxyError {
             ProxyError::BadRequest { detail } => format!(
                 "The request is not valid HTTP/1.1: {detail}. Send a well-formed request; the \
                  connection is closed after this answer.\n"
+            ),
+            ProxyError::RequestTimeout { timeout } => format!(
+                "The request's body stopped arriving for {} (stream_idle_timeout), so the \
+                 request was abandoned. Send the body without pausing that long.\n",
+                human(*timeout)
             ),
             ProxyError::MethodNotAllowed => "CONNECT is not allowed: the activator is a reverse proxy, not a \
                  tunnel. Send the request itself (GET, POST, ...) with a Host header.\n"
@@ -253,6 +266,7 @@ fn grpc_status(error: &ProxyError) -> u16 {
         ProxyError::HeadersTooLarge { .. } | ProxyError::TooManyHeaders { .. } => 8, // RESOURCE_EXHAUSTED
         ProxyError::MethodNotAllowed => 12, // UNIMPLEMENTED
         ProxyError::UpstreamTimeout { .. }
+        | ProxyError::RequestTimeout { .. }
         | ProxyError::Activation {
             source: ActivationError::Timeout { .. },
             ..

@@ -123,7 +123,7 @@ where
                 &method,
                 !keep_alive
                     || activity.retiring()
-                    || reader.as_ref().is_some_and(BodyReader::abandoned),
+                    || reader.as_ref().is_some_and(BodyReader::unfinished),
                 reader.as_mut(),
             )
             .await;
@@ -468,14 +468,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
 }
 
 impl BodyReader {
-    /// The body will not be read to its end: it failed, or its consumer is gone (the response
-    /// came without it). The connection cannot carry another request, and the response says so.
-    fn abandoned(&self) -> bool {
-        match self.state {
-            Reading::Body => self.feed.is_dropped(),
-            Reading::Ended => false,
-            Reading::Failed => true,
-        }
+    /// The body was not read to its end by the time the response starts (it failed, nobody
+    /// wants it, or the replica answered before it had it all): whatever is left of it would be
+    /// taken for the next request, so the connection closes after the response, which says so.
+    fn unfinished(&self) -> bool {
+        self.state != Reading::Ended
     }
 
     /// Hands the consumer the next frame from `read`, if one is there: `Ok(true)` if fed,

@@ -205,12 +205,26 @@ async fn a_stalled_upload_answered_early_does_not_trap_the_next_request() {
         host("up")
     );
     uploader.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), uploader.read(&mut buf))
-        .await
-        .expect("the early answer arrives")
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 401"));
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), uploader.read(&mut byte))
+            .await
+            .expect("the early answer arrives")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "the answer's head ends: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    // The rest of the upload would be taken for the next request: the answer says the
+    // connection ends with it.
+    assert!(head.contains("connection: close"), "{head}");
     // The next request to that replica is served at once, not behind the unfinished upload.
     let next = tokio::time::timeout(Duration::from_secs(1), activator.get(&host("up"), "/"))
         .await
@@ -218,6 +232,38 @@ async fn a_stalled_upload_answered_early_does_not_trap_the_next_request() {
     assert_eq!(next.status, 200);
     assert_eq!(next.json()["pid"], pid, "the same replica");
     drop(uploader);
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_the_client_stops_sending_gets_408_not_the_replicas_blame() {
+    let activator = Activator::start(&echo_route("up", "stream_idle_timeout = \"300ms\"")).await;
+    let raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 100\r\n\r\n0123456789",
+        host("up")
+    );
+    let mut uploader = TcpStream::connect(activator.proxy).await.unwrap();
+    uploader.write_all(raw.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), uploader.read_to_end(&mut answer))
+        .await
+        .expect("an answer, then the close")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("x-activator-error: request_timeout"),
+        "{answer}"
+    );
+    let metrics = activator.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"activator_requests_total{code="502",namespace="default",route="up"}"#
+        ),
+        0.0,
+        "{metrics}"
+    );
     activator.stop().await;
 }
 

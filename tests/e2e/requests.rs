@@ -54,6 +54,24 @@ async fn a_body_two_parsers_could_end_differently_gets_400_and_nothing_after_it_
 }
 
 #[tokio::test]
+async fn a_malformed_chunked_body_to_an_h2c_replica_gets_400_too() {
+    let activator = Activator::start(&echo_route("h2", "upstream_protocol = \"h2c\"")).await;
+    let h = host("h2");
+    assert_eq!(activator.get(&h, "/").await.status, 200);
+    let raw = format!(
+        "POST /upload HTTP/1.1\r\nHost: {h}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nGET /smuggled HTTP/1.1\r\nHost: {h}\r\n\r\n"
+    );
+    let answer = raw_exchange(activator.proxy, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("x-activator-error: bad_request"),
+        "{answer}"
+    );
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn an_answer_that_leaves_the_body_unread_says_the_connection_closes() {
     let activator = Activator::start(&echo_route("a", "")).await;
     // No route for this host: answered 404 without reading the body, so the bytes after it
