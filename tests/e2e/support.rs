@@ -216,6 +216,14 @@ impl Activator {
         self.admin("/metrics").await.text()
     }
 
+    /// How many responses with status `code` route `name` (namespace `default`) has counted.
+    pub async fn responses(&self, name: &str, code: u16) -> f64 {
+        let series = format!(
+            r#"activator_requests_total{{code="{code}",namespace="default",route="{name}"}}"#
+        );
+        metric(&self.metrics().await, &series)
+    }
+
     /// Waits until route `name` satisfies `condition` (at most 10 seconds).
     pub async fn wait_route(
         &self,
