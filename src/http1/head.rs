@@ -475,10 +475,17 @@ pub(crate) fn write_response_head(
     write_fields(headers, out);
     // A 1xx or 204 has no body and must not announce one (RFC 9110 §8.6).
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
-    let stated = headers
-        .get(header::CONTENT_LENGTH)
-        .filter(|_| !bodiless)
-        .map(HeaderValue::as_bytes);
+    // The length a bodiless answer states (to HEAD, a 304) goes out as one number if its lines
+    // agree on one, else not at all.
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let stated = lengths.next().filter(|_| !bodiless).and_then(|first| {
+        let n = parse_length(first.as_bytes()).ok()?;
+        lengths
+            .all(|other| parse_length(other.as_bytes()) == Ok(n))
+            .then_some(n)
+    });
+    let mut digits = itoa::Buffer::new();
+    let stated = stated.map(|n| digits.format(n).as_bytes());
     write_length(how.framing, stated, out);
     if how.close {
         out.extend_from_slice(b"connection: close\r\n");
@@ -749,8 +756,8 @@ mod tests {
         }
         // A head announcing a body it does not carry keeps its length, once; a 204 has none.
         let mut headers = HeaderMap::new();
-        headers.append("content-length", HeaderValue::from_static("5"));
-        headers.append("content-length", HeaderValue::from_static("5"));
+        headers.append("content-length", HeaderValue::from_static("5, 5"));
+        headers.append("content-length", HeaderValue::from_static("05"));
         headers.insert("date", HeaderValue::from_static("now"));
         let how = ResponseFraming {
             framing: Framing::Empty,
@@ -771,6 +778,14 @@ mod tests {
             write_response_head(Version::HTTP_11, status, &headers, how, &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
+        headers.append("content-length", HeaderValue::from_static("6"));
+        let mut out = Vec::new();
+        write_response_head(Version::HTTP_11, StatusCode::OK, &headers, how, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ndate: now\r\n\r\n",
+            "lengths that disagree are not passed on"
+        );
     }
 
     #[test]
