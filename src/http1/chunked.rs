@@ -34,7 +34,9 @@ pub(crate) struct ChunkError(&'static str);
 enum State {
     /// Hex digits of a chunk size (`digits` read so far).
     Size { digits: u8 },
-    /// After the size: whitespace or an extension until CR.
+    /// Whitespace after the size, before an extension's `;` or the CR.
+    SizeSpace,
+    /// A chunk extension, after its `;`, until CR.
     Extension,
     /// The LF ending the size line.
     SizeLf,
@@ -115,8 +117,9 @@ impl ChunkedDecoder {
             (State::Size { digits: 0 }, _) => {
                 return Err(ChunkError("a chunk does not start with its size"));
             }
-            (State::Size { .. } | State::Extension, b'\r') => State::SizeLf,
-            (State::Size { .. } | State::Extension, b' ' | b'\t' | b';') => State::Extension,
+            (State::Size { .. } | State::SizeSpace | State::Extension, b'\r') => State::SizeLf,
+            (State::Size { .. } | State::SizeSpace, b' ' | b'\t') => State::SizeSpace,
+            (State::Size { .. } | State::SizeSpace, b';') => State::Extension,
             (State::Extension, _) if byte != b'\n' && byte != 0 => {
                 self.extension_bytes += 1;
                 if self.extension_bytes > MAX_EXTENSION_BYTES {
@@ -124,7 +127,7 @@ impl ChunkedDecoder {
                 }
                 State::Extension
             }
-            (State::Size { .. } | State::Extension, _) => {
+            (State::Size { .. } | State::SizeSpace | State::Extension, _) => {
                 return Err(ChunkError("a chunk size line has an invalid byte"));
             }
             (State::SizeLf, b'\n') if self.remaining == 0 => State::Trailers,
@@ -306,7 +309,8 @@ mod tests {
 
     #[test]
     fn chunks_decode_whole_or_byte_by_byte_and_leave_what_follows() {
-        let wire = b"5;name=value\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\nNEXT";
+        let wire =
+            b"5;name=value\r\nhello\r\n1A \t;x\r\nabcdefghijklmnopqrstuvwxyz\r\n0 \r\n\r\nNEXT";
         for step in [1, 3, wire.len()] {
             let (data, trailers, rest) = decode(wire, step).unwrap();
             assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz");
@@ -351,6 +355,8 @@ mod tests {
             b"11111111111111111\r\n",
             b"-5\r\nhello\r\n0\r\n\r\n",
             b"5\r\x00\nhello\r\n",
+            // After the size, only whitespace and then `;` may start an extension.
+            b"5 xyz\r\nhello\r\n0\r\n\r\n",
             // A bare LF ending the trailer section, or a field in it, with a request after it.
             b"0\r\n\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
             b"0\r\nx-t: 1\n\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
