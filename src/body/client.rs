@@ -54,16 +54,12 @@ pub(crate) enum ClientBodyError {
 }
 
 impl ClientBodyError {
-    /// The client's own malformed body, if `error` (or an error it wraps) says so.
+    /// Whether `error`, as a client's body gave it, says the body was malformed.
     pub(crate) fn malformed_in(error: &(dyn std::error::Error + 'static)) -> bool {
-        let mut source = Some(error);
-        while let Some(error) = source {
-            if let Some(ClientBodyError::Malformed(_)) = error.downcast_ref::<ClientBodyError>() {
-                return true;
-            }
-            source = error.source();
-        }
-        false
+        matches!(
+            error.downcast_ref::<ClientBodyError>(),
+            Some(ClientBodyError::Malformed(_))
+        )
     }
 }
 

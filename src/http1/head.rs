@@ -65,8 +65,6 @@ struct Noted {
     content_length: Option<Result<u64, ()>>,
     transfer_encoding: bool,
     chunked_last: bool,
-    /// A coding other than `chunked`, or `chunked` twice, was named.
-    other_codings: bool,
     close: bool,
     keep_alive: bool,
     upgrade_token: bool,
@@ -86,19 +84,11 @@ impl Noted {
                 _ => Err(()),
             });
         } else if *name == header::TRANSFER_ENCODING {
-            let codings = value.split(|b| *b == b',').map(<[u8]>::trim_ascii);
-            for coding in codings.filter(|coding| !coding.is_empty()) {
-                if !coding.eq_ignore_ascii_case(b"chunked") || self.chunked_last {
-                    self.other_codings = true;
-                }
-                self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-            }
             self.transfer_encoding = true;
-            // The last coding of the last line decides.
-            self.chunked_last = value
-                .rsplit(|b| *b == b',')
-                .next()
-                .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            // The last coding of the last line decides how the body ends.
+            if let Some(last) = codings(value).last() {
+                self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
+            }
         } else if *name == header::CONNECTION {
             for token in value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
@@ -261,16 +251,9 @@ pub(crate) fn parse_request(
                 "the request has both Transfer-Encoding and Content-Length",
             ));
         }
-        if !noted.chunked_last {
+        if !chunked_alone(&headers) {
             return Err(HeadError::Malformed(
-                "the request's Transfer-Encoding does not end in chunked",
-            ));
-        }
-        // Its body would reach the replica decoded of its chunks and still in the other
-        // codings, announced by nothing (nginx refuses them too).
-        if noted.other_codings {
-            return Err(HeadError::Malformed(
-                "the request's Transfer-Encoding names a coding other than chunked",
+                "the request's Transfer-Encoding names another coding than one chunked",
             ));
         }
         Framing::Chunked
@@ -381,6 +364,27 @@ pub(crate) fn parse_response(
     }))
 }
 
+/// The codings a `Transfer-Encoding` line names, empty list elements left out (RFC 9110 §5.6.1).
+fn codings(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty())
+}
+
+/// Whether the `Transfer-Encoding` of `headers` is `chunked` alone, the only one relayed: with
+/// any other coding, the body would reach the other side decoded of its chunks and still in the
+/// other codings, announced by nothing (nginx refuses them too).
+pub(crate) fn chunked_alone(headers: &HeaderMap) -> bool {
+    let mut all = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|value| codings(value.as_bytes()));
+    all.next()
+        .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"))
+        && all.next().is_none()
+}
+
 /// Writes every field but `Content-Length`, which [`write_length`] writes from the framing: a
 /// client's `Content-Length: 2, 2` or two equal lines, accepted as one length, reach the other
 /// side as one line it cannot read two ways.
@@ -425,7 +429,7 @@ pub(crate) fn write_request_head(
 
 /// Writes the field that frames a body: `Transfer-Encoding: chunked`, or `Content-Length` with
 /// the length, or (with no body to frame) `stated`, the length a head announces for a body it
-/// does not carry (a response to `HEAD`, a 304).
+/// does not carry (a response to `HEAD`, a 304). A body that runs to the close has neither.
 fn write_length(framing: Framing, stated: Option<&[u8]>, out: &mut Vec<u8>) {
     match (framing, stated) {
         (Framing::Chunked, _) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
@@ -434,12 +438,12 @@ fn write_length(framing: Framing, stated: Option<&[u8]>, out: &mut Vec<u8>) {
             out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        (Framing::Empty | Framing::Close, Some(stated)) => {
+        (Framing::Empty, Some(stated)) => {
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(stated);
             out.extend_from_slice(b"\r\n");
         }
-        (Framing::Empty | Framing::Close, None) => {}
+        (Framing::Empty | Framing::Close, _) => {}
     }
 }
 
@@ -592,8 +596,11 @@ mod tests {
         }
         let same = request("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3, 3\r\n\r\n");
         assert_eq!(same.unwrap().unwrap().framing, Framing::Length(3));
-        let chunked = request("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
-        assert_eq!(chunked.unwrap().unwrap().framing, Framing::Chunked);
+        for codings in ["Chunked", ", chunked", "chunked,"] {
+            let text = format!("POST / HTTP/1.1\r\nTransfer-Encoding: {codings}\r\n\r\n");
+            let chunked = request(&text).unwrap().unwrap();
+            assert_eq!(chunked.framing, Framing::Chunked, "{codings:?}");
+        }
         for codings in [
             "gzip, chunked",
             "chunked, chunked",

@@ -30,7 +30,6 @@ use crate::activity::Activity;
 use crate::balancer::Probation;
 use crate::balancer::stall::{ClientFault, Exchange, StallTimer};
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
-use crate::body::client::ClientBodyError;
 use crate::body::{BoxBody, RequestBody};
 use crate::proxy::headers;
 use crate::proxy::respond::ProxyError;
@@ -449,17 +448,13 @@ fn client_error(fault: ClientFault, stream_idle: Duration) -> ProxyError {
     }
 }
 
-/// What a failed exchange is answered with: 502, unless the client's own body was malformed.
+/// What an exchange that failed by the replica's doing is answered with (the client's doing is
+/// [`client_error`]'s, told apart by the request body as it passed: see [`ClientFault`]).
 fn upstream_error(
     route: &Route,
     addr: std::net::SocketAddr,
     error: &(dyn StdError + 'static),
 ) -> ProxyError {
-    if ClientBodyError::malformed_in(error) {
-        return ProxyError::BadRequest {
-            detail: "the request's chunked body is not well-formed",
-        };
-    }
     ProxyError::Upstream {
         route: route.id().to_owned(),
         addr,

@@ -129,9 +129,7 @@ where
             .await;
         drop((streaming, open));
         keep_alive &= written.is_ok_and(|kept| kept)
-            && reader
-                .as_ref()
-                .is_none_or(|reader| reader.state == Reading::Ended)
+            && !reader.as_ref().is_some_and(BodyReader::unfinished)
             && !activity.retiring();
         if !keep_alive {
             let _ = connection.io.shutdown().await;
@@ -364,30 +362,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             }
             reader.expect_continue = false;
         }
-        let (mut parts, mut body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
         let status = parts.status;
         let bodiless = *method == Method::HEAD
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
+        // The head's `Content-Length` is written from this, whatever the fields said.
         let framing = if bodiless {
             Framing::Empty
         } else if let Some(n) = body.size_hint().exact() {
-            if parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != itoa::Buffer::new().format(n).as_bytes())
-            {
-                parts.headers.remove(http::header::CONTENT_LENGTH);
-            }
             Framing::Length(n)
+        } else if version == Version::HTTP_11 {
+            Framing::Chunked
         } else {
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            if version == Version::HTTP_11 {
-                Framing::Chunked
-            } else {
-                Framing::Close
-            }
+            Framing::Close
         };
         let close = close || framing == Framing::Close;
         self.write.clear();

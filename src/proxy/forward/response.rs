@@ -17,12 +17,13 @@ use crate::balancer::Lease;
 use crate::balancer::stall::{Exchange, StallTimer, Stalled};
 use crate::balancer::upstream::Sender;
 use crate::body::BoxError;
+use crate::http1;
 use crate::route::Route;
 use crate::stats::RequestGuard;
 
 /// Why a replica's response cannot be relayed, if it cannot: one framed both by
 /// `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a sign of request smuggling; nginx
-/// answers 502 too) or by a `Transfer-Encoding` whose last coding is not `chunked`, or a `101`
+/// answers 502 too) or by a `Transfer-Encoding` other than `chunked` alone, or a `101`
 /// to a request that asked for no upgrade (RFC 9110 §15.2.2).
 pub(crate) fn malformed<B>(response: &Response<B>, upgrade_asked: bool) -> Option<&'static str> {
     let headers = response.headers();
@@ -30,26 +31,10 @@ pub(crate) fn malformed<B>(response: &Response<B>, upgrade_asked: bool) -> Optio
         if headers.contains_key(http::header::CONTENT_LENGTH) {
             return Some("the response has both Transfer-Encoding and Content-Length");
         }
-        // The last coding must be chunked, or the body runs to the connection's close and its
-        // codings would reach the client undone (nginx and Envoy refuse it too).
-        let last = headers
-            .get_all(http::header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-            .map(<[u8]>::trim_ascii);
-        if !last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")) {
-            return Some("the response's Transfer-Encoding does not end in chunked");
-        }
-        // Any other coding before it would reach the client undone and unannounced.
-        let codings = headers
-            .get_all(http::header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .filter(|coding| !coding.trim_ascii().is_empty())
-            .count();
-        if codings > 1 {
-            return Some("the response's Transfer-Encoding names a coding other than chunked");
+        // Any other coding would reach the client undone and unannounced, and a last coding
+        // other than chunked runs the body to the close (nginx and Envoy refuse these too).
+        if !http1::head::chunked_alone(headers) {
+            return Some("the response's Transfer-Encoding names another coding than one chunked");
         }
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
