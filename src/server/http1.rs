@@ -24,6 +24,7 @@ use std::io::IoSlice;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -50,6 +51,11 @@ const BODY_READ: usize = 16 * 1024;
 const MAX_BODY_READ: usize = 256 * 1024;
 /// Bytes read ahead of a request still being answered (a pipelined request) at most.
 const READ_AHEAD: usize = 64 * 1024;
+/// How long a connection closed with input still coming is read (and the input dropped) after
+/// its answer, at most, and how long the client may stay quiet meanwhile: nginx's
+/// `lingering_time` and `lingering_timeout`.
+const LINGER_FOR: Duration = Duration::from_secs(30);
+const LINGER_QUIET: Duration = Duration::from_secs(5);
 
 /// How a connection's HTTP/1 service ended.
 #[derive(Debug)]
@@ -88,9 +94,12 @@ where
             Ok(Head::Closed) => return Served::Closed,
             Err(error) => {
                 let response = respond.refuse(&error);
-                let _ = connection
+                let answered = connection
                     .answer(response, Version::HTTP_11, &Method::GET, true, None)
                     .await;
+                if answered.is_ok() {
+                    connection.linger().await;
+                }
                 return Served::Closed;
             }
         };
@@ -128,11 +137,15 @@ where
             )
             .await;
         drop((streaming, open));
-        keep_alive &= written.is_ok_and(|kept| kept)
-            && !reader.as_ref().is_some_and(BodyReader::unfinished)
-            && !activity.retiring();
+        let unfinished = reader.as_ref().is_some_and(BodyReader::unfinished);
+        keep_alive &=
+            written.as_ref().is_ok_and(|kept| *kept) && !unfinished && !activity.retiring();
         if !keep_alive {
-            let _ = connection.io.shutdown().await;
+            if unfinished && written.is_ok() {
+                connection.linger().await;
+            } else {
+                let _ = connection.io.shutdown().await;
+            }
             return Served::Closed;
         }
     }
@@ -220,6 +233,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     fn make_room(&mut self) {
         if self.read.capacity() - self.read.len() < HEAD_READ / 2 {
             self.read.reserve(HEAD_READ);
+        }
+    }
+
+    /// Ends the connection after an answer while the client may still be sending what was not
+    /// read (a body, the rest of a refused head): the write side closes, and what comes is read
+    /// and dropped until the client closes too, goes quiet for [`LINGER_QUIET`], or
+    /// [`LINGER_FOR`] has passed. Closing at once would make the kernel reset the connection
+    /// over the unread bytes, and a reset can destroy the answer before the client reads it.
+    async fn linger(&mut self) {
+        let _ = self.io.shutdown().await;
+        let until = tokio::time::Instant::now() + LINGER_FOR;
+        loop {
+            self.read.clear();
+            self.make_room();
+            let quiet = (tokio::time::Instant::now() + LINGER_QUIET).min(until);
+            match tokio::time::timeout_at(quiet, self.io.read_buf(&mut self.read)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
         }
     }
 
