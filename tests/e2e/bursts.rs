@@ -1,6 +1,7 @@
 //! Cold bursts at a fragile replica: `python3 -m http.server` listens with a backlog of 5, speaks
 //! HTTP/1.0 and closes every connection. Released all at once, a burst overflows its accept
-//! queue and requests stall for seconds; paced, every one is answered.
+//! queue and requests stall for seconds; paced, every one is answered. It also answers a POST
+//! with 501 and closes without reading the body: the answer, not a 502, reaches the client.
 
 use std::time::Duration;
 
@@ -60,7 +61,7 @@ async fn a_thousand_cold_requests_to_python_http_server_are_all_answered() {
 
 #[tokio::test]
 async fn an_http11_client_of_an_http10_replica_gets_http11_and_keeps_its_connection() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let activator = Activator::start(&python_route("py", dir.path())).await;
     let mut conn = tokio::net::TcpStream::connect(activator.proxy)
@@ -69,33 +70,81 @@ async fn an_http11_client_of_an_http10_replica_gets_http11_and_keeps_its_connect
     let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", host("py"));
     for round in 0..2 {
         conn.write_all(request.as_bytes()).await.unwrap();
-        // Read one whole response: its head, then as many bytes as its Content-Length says.
-        let mut received = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            let text = String::from_utf8_lossy(&received).to_lowercase();
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length: usize = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .expect("a Content-Length");
-                if received.len() >= end + 4 + length {
-                    break;
-                }
-            }
-            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
-                .await
-                .expect("an answer")
-                .unwrap();
-            assert!(n > 0, "round {round}: the connection closed");
-            received.extend_from_slice(&buf[..n]);
-        }
-        let text = String::from_utf8_lossy(&received);
+        let text = tokio::time::timeout(Duration::from_secs(10), read_response(&mut conn))
+            .await
+            .expect("an answer")
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert!(text.starts_with("HTTP/1.1 200"), "round {round}: {text}");
         assert!(!text.to_lowercase().contains("connection: close"), "{text}");
     }
     activator.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_given_before_a_large_upload_was_read_reaches_the_client() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let activator = Activator::start(&python_route("py", dir.path())).await;
+    assert_eq!(activator.get(&host("py"), "/").await.status, 200);
+    const LENGTH: usize = 4 << 20;
+    for round in 0..3 {
+        let conn = tokio::net::TcpStream::connect(activator.proxy)
+            .await
+            .unwrap();
+        let (mut read, mut write) = conn.into_split();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {LENGTH}\r\n\r\n",
+            host("py")
+        );
+        // The upload goes on while the answer is read; its writes fail once the activator
+        // stops reading, which is allowed.
+        let uploading = tokio::spawn(async move {
+            write.write_all(head.as_bytes()).await?;
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..LENGTH / chunk.len() {
+                write.write_all(&chunk).await?;
+            }
+            std::io::Result::Ok(write)
+        });
+        // The whole answer, read by its Content-Length: whether the connection then closes
+        // depends on whether the activator had read the whole upload by then.
+        let answer = tokio::time::timeout(Duration::from_secs(20), read_response(&mut read))
+            .await
+            .expect("an answer within 20 s")
+            .unwrap_or_else(|e| panic!("round {round}: the answer was lost: {e}"));
+        assert!(
+            answer.starts_with("HTTP/1.1 501"),
+            "round {round}: {answer}"
+        );
+        assert!(answer.contains("Unsupported method"), "{answer}");
+        uploading.abort();
+    }
+    activator.stop().await;
+}
+
+/// Reads one response with a Content-Length from `read`, head and body.
+async fn read_response(read: &mut (impl tokio::io::AsyncRead + Unpin)) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&received).to_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("a Content-Length");
+            if received.len() >= end + 4 + length {
+                return Ok(String::from_utf8_lossy(&received).into_owned());
+            }
+        }
+        let n = read.read(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        received.extend_from_slice(&buf[..n]);
+    }
 }
 
 /// A replica like `python3 -m http.server` (threads, HTTP/1.0, a connection per request) whose

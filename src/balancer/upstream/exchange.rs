@@ -8,6 +8,9 @@
 //! arriving (an early `413`, or a stream echoed as it comes) is served as it would be by two
 //! tasks: the response's body, once returned, keeps sending what is left of the request's.
 //! Nothing is buffered beyond one frame each way: a peer that stops reading stops the other.
+//! A replica may also answer and close without reading the whole body (python's `http.server`
+//! refusing a large upload): when writing fails, the exchange stops sending and still reads the
+//! answer already on its way, as nginx does, and gives the write's error only if none comes.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -145,6 +148,7 @@ impl Connection {
                 tail: b"",
                 wrote_any: false,
                 done_writing_body: framing.is_empty(),
+                write_failed: None,
             },
         }
     }
@@ -166,6 +170,9 @@ struct Outgoing<B> {
     wrote_any: bool,
     /// The body ended and its end was queued.
     done_writing_body: bool,
+    /// The socket refused a write: nothing more is sent, and this is the exchange's error unless
+    /// a response comes anyway.
+    write_failed: Option<io::Error>,
 }
 
 /// One request on its way: the head and body going out, the response coming back.
@@ -217,10 +224,15 @@ where
             && r.tail.is_empty()
     }
 
-    /// Sends as much of the request as can go now; `Ready(Ok)` once all of it went.
+    /// Sends as much of the request as can go now; `Ready(Ok)` once all of it went, or once the
+    /// socket refused a write (kept in `write_failed`, for the reading side to tell). Fails only
+    /// for the request's own body.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
         loop {
             let r = &mut self.request;
+            if r.write_failed.is_some() {
+                return Poll::Ready(Ok(()));
+            }
             let pending = &self.conn.write[r.written..];
             if !pending.is_empty() || !r.data.is_empty() || !r.tail.is_empty() {
                 let slices = [
@@ -228,10 +240,17 @@ where
                     IoSlice::new(&r.data),
                     IoSlice::new(r.tail),
                 ];
-                let n = ready!(Pin::new(&mut self.conn.io).poll_write_vectored(cx, &slices))?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
-                }
+                let n = match ready!(Pin::new(&mut self.conn.io).poll_write_vectored(cx, &slices)) {
+                    Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    written => written,
+                };
+                let n = match n {
+                    Ok(n) => n,
+                    Err(error) => {
+                        r.write_failed = Some(error);
+                        return Poll::Ready(Ok(()));
+                    }
+                };
                 r.wrote_any = true;
                 let mut n = n;
                 let from_head = n.min(pending.len());
@@ -311,7 +330,15 @@ where
                     keep_alive: parsed.keep_alive,
                 }));
             }
-            if ready!(self.conn.poll_fill(cx))? == 0 {
+            let filled = ready!(self.conn.poll_fill(cx));
+            if let Some(error) = self.request.write_failed.take() {
+                // No answer followed the refused write: the write is what went wrong.
+                if !matches!(filled, Ok(n) if n > 0) {
+                    return Poll::Ready(Err(error.into()));
+                }
+                self.request.write_failed = Some(error);
+            }
+            if filled? == 0 {
                 return Poll::Ready(Err(ExchangeError::Closed));
             }
         }
