@@ -363,10 +363,18 @@ command = ["true"]
     }
 
     #[test]
-    fn workers_default_to_the_usable_cpus_and_zero_is_refused_by_key() {
+    fn workers_default_to_an_explicit_cpu_share_or_all_cpus_but_one_and_zero_is_refused() {
+        use super::resolve::default_workers;
+        // An affinity mask or a quota narrower than the machine is used whole.
+        assert_eq!(default_workers(1, Some(2)), 1);
+        assert_eq!(default_workers(3, Some(16)), 3);
+        // The whole machine: one CPU is left to the clients and replicas sharing it.
+        assert_eq!(default_workers(2, Some(2)), 1);
+        assert_eq!(default_workers(16, Some(16)), 15);
+        assert_eq!(default_workers(1, Some(1)), 1);
+        assert_eq!(default_workers(4, None), 4);
         let config = Config::from_toml(MINIMAL).expect("valid");
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(config.connections.workers, cpus);
+        assert!(config.connections.workers >= 1);
         let config = Config::from_toml(&format!("workers = 3\n{MINIMAL}")).expect("valid");
         assert_eq!(config.connections.workers, 3);
         let msg = error_of(&format!("workers = 0\n{MINIMAL}"));

@@ -183,8 +183,11 @@ pub(super) fn config(cli: &Cli, file: FileConfig, origin: &str) -> Result<Config
                     ));
                 }
                 Some(workers) => workers,
-                // Rust's count honours the CPU affinity mask and a cgroup's CPU quota.
-                None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                None => default_workers(
+                    // Rust's count honours the CPU affinity mask and a cgroup's CPU quota.
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                    online_cpus(),
+                ),
             },
             max_header_bytes: match cli.max_header_bytes.or(file.max_header_bytes) {
                 Some(bytes) if bytes < 1024 => {
@@ -392,4 +395,22 @@ fn max_connections_from_open_files() -> usize {
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
     let budget = soft.saturating_sub(defaults::RESERVED_FILES) / 2;
     usize::try_from(budget.max(64)).unwrap_or(usize::MAX)
+}
+
+/// The worker count without a `workers` setting. A share of the machine given explicitly (a CPU
+/// affinity mask or a cgroup CPU quota narrower than the machine) is used whole. Without one the
+/// activator shares the machine with the clients in front of it and the replicas behind it, and
+/// leaves them one CPU: on 2 shared cores one worker served more requests, at a lower p99 and
+/// 0.78x the CPU per request of two (BENCHMARKS.md, warm path).
+pub(crate) fn default_workers(usable: usize, online: Option<usize>) -> usize {
+    match online {
+        Some(online) if usable >= online => online.saturating_sub(1).max(1),
+        _ => usable.max(1),
+    }
+}
+
+/// The machine's CPUs online, if the system says.
+fn online_cpus() -> Option<usize> {
+    let online = nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN).ok()??;
+    usize::try_from(online).ok().filter(|n| *n > 0)
 }
