@@ -400,8 +400,8 @@ fn max_connections_from_open_files() -> usize {
 /// The worker count without a `workers` setting. A share of the machine given explicitly (a CPU
 /// affinity mask or a cgroup CPU quota narrower than the machine) is used whole. Without one the
 /// activator shares the machine with the clients in front of it and the replicas behind it, and
-/// leaves them one CPU: on 2 shared cores one worker served more requests, at a lower p99 and
-/// 0.78x the CPU per request of two (BENCHMARKS.md, warm path).
+/// leaves them one CPU: on 2 shared cores one worker gave a lower p99 than two at the same or less
+/// CPU per request (BENCHMARKS.md, warm path).
 pub(crate) fn default_workers(usable: usize, online: Option<usize>) -> usize {
     match online {
         Some(online) if usable >= online => online.saturating_sub(1).max(1),
