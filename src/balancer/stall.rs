@@ -22,6 +22,8 @@ pub(crate) struct Exchange {
     /// Milliseconds from `started` to the last byte moved either way.
     moved: AtomicU64,
     sent_whole: AtomicBool,
+    /// The request body's next bytes are the client's to send (not the replica's to take).
+    awaiting_client: AtomicBool,
     /// What the client did wrong with its request body, if that ended the exchange
     /// ([`ClientFault`] as a number; 0: nothing).
     client_fault: std::sync::atomic::AtomicU8,
@@ -43,6 +45,7 @@ impl Exchange {
             started: Instant::now(),
             moved: AtomicU64::new(0),
             sent_whole: AtomicBool::new(false),
+            awaiting_client: AtomicBool::new(false),
             client_fault: std::sync::atomic::AtomicU8::new(0),
         }
     }
@@ -80,6 +83,18 @@ impl Exchange {
     /// Whether the request body was sent to its end.
     pub(crate) fn sent_whole(&self) -> bool {
         self.sent_whole.load(Ordering::Acquire)
+    }
+
+    /// Whether the request body waits for the client (`true`) or for the replica to take what
+    /// it has (`false`).
+    pub(crate) fn set_awaiting_client(&self, waiting: bool) {
+        self.awaiting_client.store(waiting, Ordering::Relaxed);
+    }
+
+    /// Whether the request body's next bytes are the client's to send: a stall is then the
+    /// client's, for the body's own stall timer to tell.
+    pub(crate) fn awaiting_client(&self) -> bool {
+        self.awaiting_client.load(Ordering::Relaxed)
     }
 }
 

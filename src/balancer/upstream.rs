@@ -219,7 +219,11 @@ impl Body for UpstreamBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(&mut *inner).poll_frame(cx) {
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
+        if let Some(exchange) = &this.exchange {
+            exchange.set_awaiting_client(polled.is_pending());
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(exchange) = &this.exchange {
                     exchange.moved();

@@ -176,10 +176,19 @@ impl Upstream {
                 let lease = granted.lease;
                 let endpoint = lease.endpoint();
                 let addr = endpoint.addr();
-                let timed_out = || ProxyError::UpstreamTimeout {
-                    route: route.id().to_owned(),
-                    addr,
-                    timeout: response_timeout,
+                let timed_out = |expired: Expired| {
+                    if expired == Expired::UploadStalled {
+                        route.metrics().stream_idle_timeout();
+                    }
+                    ProxyError::UpstreamTimeout {
+                        route: route.id().to_owned(),
+                        addr,
+                        timeout: match expired {
+                            Expired::Response => response_timeout,
+                            Expired::UploadStalled => stream_idle,
+                        },
+                        upload_stalled: expired == Expired::UploadStalled,
+                    }
                 };
                 let checkout = match endpoint.connections().try_get(protocol) {
                     Some(checkout) => Ok(checkout),
@@ -199,7 +208,7 @@ impl Upstream {
                     mut probation,
                 } = match checkout {
                     Ok(checkout) => checkout,
-                    Err(ConnectError::Busy { .. }) => return Err(timed_out()),
+                    Err(ConnectError::Busy { .. }) => return Err(timed_out(Expired::Response)),
                     Err(error) => {
                         drop(lease);
                         if attempt < CONNECT_ATTEMPTS && error.is_refused() {
@@ -227,12 +236,13 @@ impl Upstream {
                             let waiting = HeadWait {
                                 timeout: &mut timeout,
                                 limit: response_timeout,
+                                stream_idle,
                                 uploading: outgoing.exchange.as_deref(),
                                 probation: &mut probation,
                             };
                             match await_head(head, waiting).await {
-                                None => return Err(timed_out()),
-                                Some(Ok(head)) => {
+                                Err(after) => return Err(timed_out(after)),
+                                Ok(Ok(head)) => {
                                     let status = head.parts.status;
                                     let answer = if status == StatusCode::SWITCHING_PROTOCOLS {
                                         Answer::Upgraded(exchange)
@@ -241,7 +251,7 @@ impl Upstream {
                                     };
                                     Ok((Response::from_parts(head.parts, answer), None))
                                 }
-                                Some(Err(error)) => Err(outgoing.http1_failed(exchange, error)),
+                                Ok(Err(error)) => Err(outgoing.http1_failed(exchange, error)),
                             }
                         }
                         Sender::Http2 { mut send, _slot } => {
@@ -253,16 +263,17 @@ impl Upstream {
                             let waiting = HeadWait {
                                 timeout: &mut timeout,
                                 limit: response_timeout,
+                                stream_idle,
                                 uploading: outgoing.exchange.as_deref(),
                                 probation: &mut probation,
                             };
                             match Box::pin(await_head(sending, waiting)).await {
-                                None => return Err(timed_out()),
-                                Some(Ok(response)) => Ok((
+                                Err(after) => return Err(timed_out(after)),
+                                Ok(Ok(response)) => Ok((
                                     outgoing::http2_answer(response),
                                     Some(Sender::Http2 { send, _slot }),
                                 )),
-                                Some(Err(failed)) => Err(outgoing.http2_failed(failed)),
+                                Ok(Err(failed)) => Err(outgoing.http2_failed(failed)),
                             }
                         }
                     };
@@ -371,15 +382,28 @@ struct HeadWait<'a> {
     /// Fires `limit` after the request was sent whole.
     timeout: &'a mut std::pin::Pin<&'a mut tokio::time::Sleep>,
     limit: Duration,
+    /// The route's stream idle timeout: a replica that takes none of the request body for this
+    /// long, while the client's bytes wait on it, has stalled (nginx's `proxy_send_timeout`).
+    stream_idle: Duration,
     /// The request's body, while it may still be going out: the response timeout counts from
     /// its end, as Envoy's route timeout counts from the end of the downstream request (a
-    /// stalled upload is the stream idle timeout's to end).
+    /// client that stops sending is the body's own stall timer's to end).
     uploading: Option<&'a Exchange>,
     /// A new connection's probation.
     probation: &'a mut Option<Probation>,
 }
 
-/// The response head `sending` gives, or `None` if the response timeout fires first. A new
+/// Which limit ran out while a response head was awaited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expired {
+    /// The route's `response_timeout`, counted from the end of the request.
+    Response,
+    /// The route's `stream_idle_timeout`: the replica stopped taking the request body.
+    UploadStalled,
+}
+
+/// The response head `sending` gives, or the limit that ran out first: the response timeout, or
+/// the stream idle timeout for a replica that stopped taking the request body. A new
 /// connection's probation also ends once the replica acknowledged the request and some time
 /// passed ([`Probation::is_over`]): slow to answer is not lost, and a slow request must not keep
 /// the replica's other requests from new connections. Looked at after 1, 2, 4 ... ms; a reused
@@ -387,14 +411,20 @@ struct HeadWait<'a> {
 async fn await_head<T>(
     sending: impl std::future::Future<Output = T>,
     waiting: HeadWait<'_>,
-) -> Option<T> {
+) -> Result<T, Expired> {
     let HeadWait {
         timeout,
         limit,
+        stream_idle,
         uploading,
         probation,
     } = waiting;
     tokio::pin!(sending);
+    if uploading.is_some_and(|body| !body.sent_whole()) && stream_idle < limit {
+        timeout
+            .as_mut()
+            .reset(tokio::time::Instant::now() + stream_idle);
+    }
     let mut every = Duration::from_millis(1);
     let mut look = probation
         .is_some()
@@ -402,17 +432,24 @@ async fn await_head<T>(
     loop {
         tokio::select! {
             biased;
-            sent = &mut sending => return Some(sent),
+            sent = &mut sending => return Ok(sent),
             () = timeout.as_mut() => {
                 let now = tokio::time::Instant::now();
                 match uploading {
-                    Some(body) if !body.sent_whole() => timeout.as_mut().reset(now + limit),
+                    Some(body) if !body.sent_whole() => {
+                        let stalled_at = body.last_moved() + stream_idle;
+                        if stalled_at <= now && !body.awaiting_client() {
+                            return Err(Expired::UploadStalled);
+                        }
+                        let next = if stalled_at > now { stalled_at } else { now + stream_idle };
+                        timeout.as_mut().reset(next.min(now + limit));
+                    }
                     Some(body) if body.last_moved() + limit > now => {
                         timeout.as_mut().reset(body.last_moved() + limit);
                     }
                     // Dropped with the request inside: it may have been carried out, so it is
                     // never resent.
-                    _ => return None,
+                    _ => return Err(Expired::Response),
                 }
             }
             () = std::future::poll_fn(|cx| match look.as_mut() {

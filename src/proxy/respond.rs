@@ -68,15 +68,18 @@ pub(crate) enum ProxyError {
         #[source]
         source: ActivationError,
     },
-    /// The replica sent no response head within the route's `response_timeout`.
+    /// The replica sent no response head within the route's `response_timeout`, or stopped
+    /// taking the request body for its `stream_idle_timeout`.
     #[error("route {route}: replica {addr} sent no response within {timeout:?}")]
     UpstreamTimeout {
         /// `namespace/name`.
         route: String,
         /// The replica.
         addr: std::net::SocketAddr,
-        /// The route's response timeout.
+        /// The limit that ran out.
         timeout: Duration,
+        /// It was the stream idle timeout: the replica stopped reading the request body.
+        upload_stalled: bool,
     },
     /// The replica failed before a response started.
     #[error("route {route}: replica {addr} failed: {detail}")]
@@ -167,6 +170,17 @@ impl ProxyError {
             ProxyError::TooManyHeaders { count, max } => format!(
                 "The request has {count} header fields, more than the {max} allowed. Send fewer \
                  (several fields of one name can be joined into one, separated by commas).\n"
+            ),
+            ProxyError::UpstreamTimeout {
+                route,
+                timeout,
+                upload_stalled: true,
+                ..
+            } => format!(
+                "Route {route}: the replica stopped reading the request body and sent no \
+                 response for {} (stream_idle_timeout). The request may or may not have been \
+                 carried out.\n",
+                human(*timeout)
             ),
             ProxyError::UpstreamTimeout { route, timeout, .. } => format!(
                 "Route {route}: the replica sent no response within {} (response_timeout). The \

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use super::support::{Activator, host, wait_until};
+use super::support::{Activator, host, start_upload, wait_until};
 
 /// A route whose replica is Python's built-in web server, serving an empty directory.
 fn python_route(name: &str, dir: &std::path::Path) -> String {
@@ -82,30 +82,14 @@ async fn an_http11_client_of_an_http10_replica_gets_http11_and_keeps_its_connect
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_given_before_a_large_upload_was_read_reaches_the_client() {
-    use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
     let activator = Activator::start(&python_route("py", dir.path())).await;
     assert_eq!(activator.get(&host("py"), "/").await.status, 200);
     const LENGTH: usize = 4 << 20;
     for round in 0..3 {
-        let conn = tokio::net::TcpStream::connect(activator.proxy)
-            .await
-            .unwrap();
-        let (mut read, mut write) = conn.into_split();
-        let head = format!(
-            "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: {LENGTH}\r\n\r\n",
-            host("py")
-        );
-        // The upload goes on while the answer is read; its writes fail once the activator
-        // stops reading, which is allowed.
-        let uploading = tokio::spawn(async move {
-            write.write_all(head.as_bytes()).await?;
-            let chunk = vec![b'x'; 64 * 1024];
-            for _ in 0..LENGTH / chunk.len() {
-                write.write_all(&chunk).await?;
-            }
-            std::io::Result::Ok(write)
-        });
+        // Its writes fail once the activator stops reading, which is allowed.
+        let (mut read, uploading) =
+            start_upload(activator.proxy, &host("py"), "/upload", LENGTH).await;
         // The whole answer, read by its Content-Length: whether the connection then closes
         // depends on whether the activator had read the whole upload by then.
         let answer = tokio::time::timeout(Duration::from_secs(20), read_response(&mut read))

@@ -1,14 +1,15 @@
 //! Limits that keep one bad client or replica from holding anything for long: connections that
 //! send nothing or stall their headers, idle keep-alive connections, a connection limit that
 //! leaves the admin listener answering, replicas that never answer or stall mid-body, clients
-//! that never read, uploads that stall, and tunnels that go quiet.
+//! that never read, uploads that stall (the client's or the replica's doing), and tunnels that
+//! go quiet.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::support::{Activator, echo_route, host, metric, wait_closed, wait_until};
+use super::support::{Activator, echo_route, host, metric, start_upload, wait_closed, wait_until};
 
 /// Short limits, so each test takes a fraction of a second.
 const FAST: &str = "header_read_timeout = \"300ms\"\nkeepalive_timeout = \"300ms\"\n";
@@ -260,6 +261,72 @@ async fn an_upload_the_client_stops_sending_gets_408_not_the_replicas_blame() {
         0.0,
         "not the replica's failure"
     );
+    activator.stop().await;
+}
+
+/// A replica that reads a request's head and then neither its body nor anything else, and never
+/// answers a POST; a GET gets `ok`.
+fn deaf_replica_route(name: &str, settings: &str) -> String {
+    let script = r#"
+import socket, sys, threading, time
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen(64)
+def serve(conn):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return
+        data += more
+    if data.startswith(b"GET"):
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+    else:
+        time.sleep(60)
+    conn.close()
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+    format!(
+        "[[routes]]\nname = \"{name}\"\nmin_scale = 1\n{settings}\n[routes.process]\ncommand = [\"python3\", \"-c\", {script:?}, \"{{port}}\"]\nready_path = \"/\"\nstop_grace = \"1s\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_replica_stops_reading_gets_504_after_the_stream_idle_timeout() {
+    let activator = Activator::start(&deaf_replica_route(
+        "deaf",
+        "stream_idle_timeout = \"300ms\"\nresponse_timeout = \"60s\"",
+    ))
+    .await;
+    assert_eq!(activator.get(&host("deaf"), "/").await.status, 200);
+    // More than the sockets between client and replica hold, so that the upload stops moving.
+    const LENGTH: usize = 64 << 20;
+    let (mut read, uploading) =
+        start_upload(activator.proxy, &host("deaf"), "/upload", LENGTH).await;
+    // The answer, then the end of the connection: the rest of the upload is not read.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), read.read_to_end(&mut answer))
+        .await
+        .expect("an answer long before the response timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(
+        answer.contains("x-activator-error: upstream_timeout"),
+        "{answer}"
+    );
+    assert!(answer.contains("stream_idle_timeout"), "{answer}");
+    assert_eq!(
+        metric(
+            &activator.metrics().await,
+            r#"activator_stream_idle_timeouts_total{route="deaf"}"#
+        ),
+        1.0
+    );
+    uploading.abort();
     activator.stop().await;
 }
 

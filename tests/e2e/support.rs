@@ -361,3 +361,30 @@ pub async fn wait_closed(stream: &mut tokio::net::TcpStream, what: &str) {
     .await;
     assert!(closed.is_ok(), "{what}: the connection is still open");
 }
+
+/// Starts a POST of `length` bytes to `path` at `host` on a new connection to `proxy`, written
+/// by a task of its own in 64 KiB pieces (its writes may fail once the activator stops reading);
+/// returns the connection's read half and the task.
+pub async fn start_upload(
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+    length: usize,
+) -> (
+    tokio::net::tcp::OwnedReadHalf,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let conn = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let (read, mut write) = conn.into_split();
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n");
+    let uploading = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..length.div_ceil(chunk.len()) {
+            write.write_all(&chunk).await?;
+        }
+        Ok(())
+    });
+    (read, uploading)
+}

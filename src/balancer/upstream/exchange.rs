@@ -9,8 +9,9 @@
 //! tasks: the response's body, once returned, keeps sending what is left of the request's.
 //! Nothing is buffered beyond one frame each way: a peer that stops reading stops the other.
 //! A replica may also answer and close without reading the whole body (python's `http.server`
-//! refusing a large upload): when writing fails, the exchange stops sending and still reads the
-//! answer already on its way, as nginx does, and gives the write's error only if none comes.
+//! refusing a large upload): when writing fails after part of the request went out, the exchange
+//! stops sending and still reads the answer already on its way, as nginx does, and gives the
+//! write's error only if none comes, or if the answer is cut short.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
@@ -141,7 +142,9 @@ impl Connection {
             conn: self,
             head: *method == Method::HEAD,
             request: Outgoing {
-                body: (!framing.is_empty()).then_some(body),
+                // Kept even when there is none to send, so that a request none of which went
+                // out can be sent again elsewhere as it is.
+                body: Some(body),
                 chunked: framing == Framing::Chunked,
                 written: 0,
                 data: Bytes::new(),
@@ -246,6 +249,9 @@ where
                 };
                 let n = match n {
                     Ok(n) => n,
+                    // Nothing of this request went out: whatever the replica sends answers
+                    // something else (a keep-alive timeout's 408), and the request may go again.
+                    Err(error) if !r.wrote_any => return Poll::Ready(Err(error.into())),
                     Err(error) => {
                         r.write_failed = Some(error);
                         return Poll::Ready(Ok(()));
@@ -442,6 +448,11 @@ where
                 Reading::Length(_) | Reading::Close => {}
             }
             if ready!(self.exchange.conn.poll_fill(cx))? == 0 {
+                if let Some(error) = self.exchange.request.write_failed.take() {
+                    // A write fails only once the replica reset the connection: the end that
+                    // follows is that reset, not the end of a body delimited by the close.
+                    return Poll::Ready(Some(Err(error.into())));
+                }
                 if matches!(self.reading, Reading::Close) {
                     self.reading = Reading::Done;
                     self.keep_alive = false;
@@ -484,5 +495,127 @@ where
             Reading::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
+    }
+}
+
+/// A connection to a replica, and the replica's end of it.
+#[cfg(test)]
+pub(crate) async fn connected() -> (Connection, TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    (Connection::new(client.unwrap(), 0), accepted.unwrap().0)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// The replica resets its end, as a server closing with unread input or `SO_LINGER` 0 does.
+    fn reset(peer: TcpStream) {
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+    }
+
+    /// Until the reset reached our end (taking the socket's error: writes fail all the same).
+    async fn reset_arrived(conn: &Connection) {
+        while socket2::SockRef::from(&conn.io)
+            .take_error()
+            .unwrap()
+            .is_none()
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_none_of_which_went_out_can_be_sent_again() {
+        let (conn, peer) = connected().await;
+        reset(peer);
+        reset_arrived(&conn).await;
+        let uri: Uri = "/".parse().unwrap();
+        let mut exchange = conn.send(
+            &Method::GET,
+            &uri,
+            &HeaderMap::new(),
+            Framing::Empty,
+            Empty::<Bytes>::new(),
+        );
+        let failed = poll_fn(|cx| exchange.poll_head(cx)).await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert!(exchange.nothing_sent());
+        assert!(
+            exchange.into_unsent_body().is_some(),
+            "handed back to resend"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_a_replica_sent_before_a_request_went_out_is_not_its_answer() {
+        let (conn, mut peer) = connected().await;
+        // A keep-alive timeout's answer, sent before any request, then the reset.
+        peer.write_all(
+            b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        reset(peer);
+        reset_arrived(&conn).await;
+        let uri: Uri = "/".parse().unwrap();
+        let mut exchange = conn.send(
+            &Method::POST,
+            &uri,
+            &HeaderMap::new(),
+            Framing::Length(5),
+            Full::new(Bytes::from_static(b"hello")),
+        );
+        let answered = poll_fn(|cx| exchange.poll_head(cx)).await;
+        assert!(answered.is_err(), "not the 408: {answered:?}");
+        assert!(
+            exchange.into_unsent_body().is_some(),
+            "handed back to resend"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_delimited_by_the_close_and_cut_by_a_reset_does_not_end_as_complete() {
+        let (conn, mut peer) = connected().await;
+        const LENGTH: usize = 64 << 20;
+        let uri: Uri = "/upload".parse().unwrap();
+        let mut exchange = conn.send(
+            &Method::POST,
+            &uri,
+            &HeaderMap::new(),
+            Framing::Length(LENGTH as u64),
+            Full::new(Bytes::from(vec![b'x'; LENGTH])),
+        );
+        // The replica reads the head, answers with a body that ends at the close, and resets
+        // over the upload it did not read.
+        let replica = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = peer.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            peer.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npart of it")
+                .await
+                .unwrap();
+            reset(peer);
+        });
+        let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
+        assert_eq!(head.framing, Framing::Close);
+        replica.await.unwrap();
+        let body = exchange.into_body(&head).collect().await;
+        assert!(body.is_err(), "ended as if whole");
     }
 }

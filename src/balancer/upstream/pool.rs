@@ -223,17 +223,8 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use tokio::net::{TcpListener, TcpStream};
-
+    use super::super::exchange::connected;
     use super::*;
-
-    /// A connection to a replica, and the replica's end of it.
-    async fn connected() -> (Connection, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (Connection::new(client.unwrap(), 0), accepted.unwrap().0)
-    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_the_replica_closed_or_past_their_time_are_closed_without_a_request() {
