@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ pub(crate) struct Exchange {
     awaiting_client: AtomicBool,
     /// What the client did wrong with its request body, if that ended the exchange
     /// ([`ClientFault`] as a number; 0: nothing).
-    client_fault: std::sync::atomic::AtomicU8,
+    client_fault: AtomicU8,
 }
 
 /// How a client's request body ended an exchange: its fault, not the replica's.
@@ -46,7 +46,7 @@ impl Exchange {
             moved: AtomicU64::new(0),
             sent_whole: AtomicBool::new(false),
             awaiting_client: AtomicBool::new(false),
-            client_fault: std::sync::atomic::AtomicU8::new(0),
+            client_fault: AtomicU8::new(0),
         }
     }
 

@@ -228,8 +228,8 @@ where
     }
 
     /// Sends as much of the request as can go now; `Ready(Ok)` once all of it went, or once the
-    /// socket refused a write (kept in `write_failed`, for the reading side to tell). Fails only
-    /// for the request's own body.
+    /// socket refused a write after part of it went (kept in `write_failed`, for the reading side
+    /// to tell). Fails for the request's own body, and for a write refused before any of it went.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
         loop {
             let r = &mut self.request;
@@ -243,22 +243,24 @@ where
                     IoSlice::new(&r.data),
                     IoSlice::new(r.tail),
                 ];
-                let n = match ready!(Pin::new(&mut self.conn.io).poll_write_vectored(cx, &slices)) {
-                    Ok(0) => Err(io::Error::from(io::ErrorKind::WriteZero)),
-                    written => written,
-                };
-                let n = match n {
-                    Ok(n) => n,
-                    // Nothing of this request went out: whatever the replica sends answers
-                    // something else (a keep-alive timeout's 408), and the request may go again.
-                    Err(error) if !r.wrote_any => return Poll::Ready(Err(error.into())),
-                    Err(error) => {
-                        r.write_failed = Some(error);
-                        return Poll::Ready(Ok(()));
-                    }
-                };
+                let mut n =
+                    match ready!(Pin::new(&mut self.conn.io).poll_write_vectored(cx, &slices)) {
+                        Ok(n) if n > 0 => n,
+                        refused => {
+                            let error = refused
+                                .err()
+                                .unwrap_or_else(|| io::ErrorKind::WriteZero.into());
+                            if !r.wrote_any {
+                                // Nothing of this request went out: whatever the replica sends
+                                // answers something else (a keep-alive timeout's 408), and the
+                                // request may go again.
+                                return Poll::Ready(Err(error.into()));
+                            }
+                            r.write_failed = Some(error);
+                            return Poll::Ready(Ok(()));
+                        }
+                    };
                 r.wrote_any = true;
-                let mut n = n;
                 let from_head = n.min(pending.len());
                 r.written += from_head;
                 n -= from_head;
@@ -336,18 +338,23 @@ where
                     keep_alive: parsed.keep_alive,
                 }));
             }
-            let filled = ready!(self.conn.poll_fill(cx));
-            if let Some(error) = self.request.write_failed.take() {
-                // No answer followed the refused write: the write is what went wrong.
-                if !matches!(filled, Ok(n) if n > 0) {
-                    return Poll::Ready(Err(error.into()));
-                }
-                self.request.write_failed = Some(error);
-            }
-            if filled? == 0 {
+            let read = ready!(self.conn.poll_fill(cx));
+            if !matches!(read, Ok(n) if n > 0) {
+                self.ended(read)?;
                 return Poll::Ready(Err(ExchangeError::Closed));
             }
         }
+    }
+
+    /// How the replica's stream ended, `read` being the read that found its end: `Ok` for a
+    /// clean close. A refused write is the cause of any end after it (a write fails only once
+    /// the replica reset the connection, and the reset then reads as a clean close), so neither
+    /// a missing answer nor a body that runs to the close passes for whole.
+    fn ended(&mut self, read: io::Result<usize>) -> Result<(), ExchangeError> {
+        if let Some(error) = self.request.write_failed.take() {
+            return Err(error.into());
+        }
+        read.map(drop).map_err(ExchangeError::from)
     }
 
     /// The response body that follows `head`; it sends the rest of the request as it is polled.
@@ -447,12 +454,9 @@ where
                 },
                 Reading::Length(_) | Reading::Close => {}
             }
-            if ready!(self.exchange.conn.poll_fill(cx))? == 0 {
-                if let Some(error) = self.exchange.request.write_failed.take() {
-                    // A write fails only once the replica reset the connection: the end that
-                    // follows is that reset, not the end of a body delimited by the close.
-                    return Poll::Ready(Some(Err(error.into())));
-                }
+            let read = ready!(self.exchange.conn.poll_fill(cx));
+            if !matches!(read, Ok(n) if n > 0) {
+                self.exchange.ended(read)?;
                 if matches!(self.reading, Reading::Close) {
                     self.reading = Reading::Done;
                     self.keep_alive = false;
@@ -528,13 +532,17 @@ mod tests {
 
     /// Until the reset reached our end (taking the socket's error: writes fail all the same).
     async fn reset_arrived(conn: &Connection) {
-        while socket2::SockRef::from(&conn.io)
-            .take_error()
-            .unwrap()
-            .is_none()
-        {
+        for _ in 0..5000 {
+            if socket2::SockRef::from(&conn.io)
+                .take_error()
+                .unwrap()
+                .is_some()
+            {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        panic!("the replica's reset never arrived");
     }
 
     #[tokio::test]
