@@ -363,8 +363,9 @@ pub async fn wait_closed(stream: &mut tokio::net::TcpStream, what: &str) {
 }
 
 /// Starts a POST of `length` bytes to `path` at `host` on a new connection to `proxy`, written
-/// by a task of its own in 64 KiB pieces (its writes may fail once the activator stops reading);
-/// returns the connection's read half and the task.
+/// by a task of its own in 64 KiB pieces (its writes may fail once the activator stops reading),
+/// which keeps the connection open until it is aborted; returns the connection's read half and
+/// the task.
 pub async fn start_upload(
     proxy: SocketAddr,
     host: &str,
@@ -384,6 +385,11 @@ pub async fn start_upload(
         for _ in 0..length.div_ceil(chunk.len()) {
             write.write_all(&chunk).await?;
         }
+        // Written whole, the connection stays open for the answer: dropping the write half
+        // would half-close it, which the activator takes for the client leaving (as nginx and
+        // Go's server do) when the replica took the whole upload before answering.
+        std::future::pending::<()>().await;
+        drop(write);
         Ok(())
     });
     (read, uploading)
