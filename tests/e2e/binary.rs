@@ -197,6 +197,15 @@ async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero()
         .as_u64()
         .unwrap();
     assert_eq!(running.get(running.admin, "x", "/readyz").await.0, 200);
+    // The first request counts until its task lets go of it, which can be just after its
+    // client has the whole answer: wait for that, or its count would pass for the slow one's.
+    let admin = running.admin;
+    super::support::wait_until("the first request is no longer in flight", || async {
+        admin_text(admin, "/routes")
+            .await
+            .contains("\"in_flight\": 0")
+    })
+    .await;
 
     let slow = {
         let (proxy, h) = (running.proxy, host("hello"));
@@ -209,7 +218,6 @@ async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero()
             client.request(request).await.map(|r| r.status().as_u16())
         })
     };
-    let admin = running.admin;
     super::support::wait_until("the slow request is in flight", || async {
         let text = admin_text(admin, "/routes").await;
         text.contains("\"in_flight\": 1")
