@@ -256,7 +256,7 @@ pub(super) async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
     Some(response.status().as_u16())
 }
 
-async fn admin_text(admin: SocketAddr, path: &str) -> String {
+pub(super) async fn admin_text(admin: SocketAddr, path: &str) -> String {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let Ok(response) = client
         .get(format!("http://{admin}{path}").parse().unwrap())

@@ -90,6 +90,15 @@ async fn the_deployed_activator_pod_cold_starts_the_example() {
     };
     assert!(ready.is_ok(), "{ready:?}\n{}", logs());
     let ip = ready_activator(&sim).expect("a ready activator pod");
+    // Ready once its caches synced, which may be before the example was applied: the route
+    // comes with the next watch event.
+    let admin = SocketAddr::new(ip, 9090);
+    super::support::wait_until("the activator serves the example's route", || async {
+        super::binary::admin_text(admin, "/routes")
+            .await
+            .contains("helloworld")
+    })
+    .await;
     assert_eq!(
         sim.get("deployments", "default", "helloworld-00001-deployment")
             .and_then(|d| d
