@@ -20,7 +20,7 @@ use crate::http1::HeadError;
 use crate::metrics::Metrics;
 use crate::route::RouteStatus;
 use crate::routing::RouteTable;
-use crate::server::Respond;
+use crate::server::{Answered, Respond};
 
 /// Whether the activator should receive traffic.
 #[derive(Debug, Default)]
@@ -215,11 +215,8 @@ fn text(status: StatusCode, message: &'static str) -> Response<BoxBody> {
 }
 
 impl Respond for Admin {
-    fn respond(
-        &self,
-        request: Request<RequestBody>,
-    ) -> impl Future<Output = Response<BoxBody>> + Send + '_ {
-        ready(self.answer(&request))
+    fn respond(&self, request: Request<RequestBody>) -> impl Future<Output = Answered> + Send + '_ {
+        ready(self.answer(&request).into())
     }
 
     fn refuse(&self, error: &HeadError) -> Response<BoxBody> {

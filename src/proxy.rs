@@ -25,7 +25,7 @@ use crate::config::Forwarding;
 use crate::http1::HeadError;
 use crate::metrics::Metrics;
 use crate::routing::{RouteTable, normalise_host};
-use crate::server::Respond;
+use crate::server::{Answered, Respond};
 use forward::Upstream;
 use headers::Client;
 use respond::{ProxyError, Reply, error_response};
@@ -100,7 +100,7 @@ impl Proxy {
         request: Request<RequestBody>,
         client: &'a Client,
         activity: &'a Arc<Activity>,
-    ) -> impl Future<Output = Response<BoxBody>> + Send + 'a {
+    ) -> impl Future<Output = Answered> + Send + 'a {
         let arrived = Instant::now();
         match self.route(request, client) {
             Ok((routed, reply)) => {
@@ -121,7 +121,7 @@ impl Proxy {
                     .metrics
                     .unrouted(error.status().as_u16(), error.reason());
                 log_refusal(&error, &reply);
-                Either::Left(std::future::ready(error_response(&error, &reply)))
+                Either::Left(std::future::ready(error_response(&error, &reply).into()))
             }
         }
     }
@@ -266,11 +266,11 @@ pin_project_lite::pin_project! {
 
 impl<F> Future for Answering<F>
 where
-    F: Future<Output = Result<Response<BoxBody>, ProxyError>>,
+    F: Future<Output = Result<Answered, ProxyError>>,
 {
-    type Output = Response<BoxBody>;
+    type Output = Answered;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<BoxBody>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answered> {
         let this = self.project();
         match ready!(this.forwarding.poll(cx)) {
             Ok(response) => Poll::Ready(response),
@@ -279,7 +279,7 @@ where
                 metrics.rejected(error.reason());
                 metrics.response(error.status().as_u16(), this.arrived.elapsed());
                 log_refusal(&error, this.reply);
-                Poll::Ready(error_response(&error, this.reply))
+                Poll::Ready(error_response(&error, this.reply).into())
             }
         }
     }
@@ -294,10 +294,7 @@ pub(crate) struct ProxyService {
 }
 
 impl Respond for ProxyService {
-    fn respond(
-        &self,
-        request: Request<RequestBody>,
-    ) -> impl Future<Output = Response<BoxBody>> + Send + '_ {
+    fn respond(&self, request: Request<RequestBody>) -> impl Future<Output = Answered> + Send + '_ {
         self.proxy.handle(request, &self.client, &self.activity)
     }
 

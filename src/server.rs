@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use crate::activity::{Activity, CountedBody, CountedFuture, CountedIo};
 use crate::body::{BoxBody, RequestBody};
 use crate::http1::HeadError;
+use crate::http1::relayed::Relayed;
 use crate::workers;
 use http1::Served;
 use watchdog::{Timeouts, Verdict, Watchdog};
@@ -63,13 +64,41 @@ pub(crate) struct Limits {
 /// one per connection.
 pub(crate) trait Respond: Send + Sync + 'static {
     /// The answer to `request`.
-    fn respond(
-        &self,
-        request: Request<RequestBody>,
-    ) -> impl Future<Output = Response<BoxBody>> + Send + '_;
+    fn respond(&self, request: Request<RequestBody>) -> impl Future<Output = Answered> + Send + '_;
 
     /// The answer to a request head that could not be taken (`400`, `431`).
     fn refuse(&self, error: &HeadError) -> Response<BoxBody>;
+}
+
+/// A response, and when it is a replica's, the replica's fields as they came ([`Relayed`]),
+/// which go out before those in the response's own map (what the activator adds).
+#[derive(Debug)]
+pub(crate) struct Answered {
+    pub(crate) response: Response<BoxBody>,
+    pub(crate) relayed: Option<Relayed>,
+}
+
+impl Answered {
+    /// The response with every field that goes on in its map, for hyper to write.
+    fn into_response(self) -> Response<BoxBody> {
+        let Answered {
+            mut response,
+            relayed,
+        } = self;
+        if let Some(relayed) = relayed {
+            relayed.append_to(response.headers_mut());
+        }
+        response
+    }
+}
+
+impl From<Response<BoxBody>> for Answered {
+    fn from(response: Response<BoxBody>) -> Answered {
+        Answered {
+            response,
+            relayed: None,
+        }
+    }
 }
 
 /// Serves connections from `listener` with what `make(remote, activity)` gives, until
@@ -342,7 +371,12 @@ impl<R: Respond> hyper::service::Service<Request<Incoming>> for HyperService<R> 
         let respond = Arc::clone(&self.respond);
         crate::activity::counted(
             &self.activity,
-            Box::pin(async move { Ok(respond.respond(request.map(RequestBody::Hyper)).await) }),
+            Box::pin(async move {
+                Ok(respond
+                    .respond(request.map(RequestBody::Hyper))
+                    .await
+                    .into_response())
+            }),
         )
     }
 }

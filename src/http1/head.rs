@@ -1,6 +1,7 @@
-//! Request and response heads: parsed from the bytes read so far into `http`'s types (without
-//! copying: the head's bytes are frozen once and every value is a slice of them), and written
-//! back out for the other peer.
+//! Request and response heads: parsed from the bytes read so far (without copying: the head's
+//! bytes are frozen once and every value is a slice of them), a request's into `http`'s types,
+//! a response's fields kept as they came ([`super::relayed`]), and written back out for the
+//! other peer.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
@@ -10,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version, request, response};
 
+use super::relayed::{Kind, Relayed, Says};
 use super::{Framing, MAX_HEADERS};
 
 /// Why a head cannot be taken.
@@ -51,8 +53,10 @@ pub(crate) struct ParsedRequest {
 /// A response head, and what its fields say about the exchange.
 #[derive(Debug)]
 pub(crate) struct ParsedResponse {
-    /// Status, version and fields.
+    /// Status and version; no fields: they are in `relayed`.
     pub(crate) parts: response::Parts,
+    /// The fields, as they came.
+    pub(crate) relayed: Relayed,
     /// How its body is delimited (given the request it answers).
     pub(crate) framing: Framing,
     /// The replica will take another request on the connection afterwards.
@@ -65,7 +69,12 @@ struct Noted {
     content_length: Option<Result<u64, ()>>,
     transfer_encoding: bool,
     chunked_last: bool,
+    /// Codings the `Transfer-Encoding` lines name, in all.
+    codings: usize,
     close: bool,
+    /// `Connection` names something besides `close`, `keep-alive` and `upgrade`.
+    connection_names: bool,
+    date: bool,
     keep_alive: bool,
     upgrade_token: bool,
     upgrade_field: bool,
@@ -73,37 +82,45 @@ struct Noted {
 }
 
 impl Noted {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
-        // Standard names compare as one integer each.
-        if *name == header::CONTENT_LENGTH {
-            let this = parse_length(value);
-            self.content_length = Some(match (self.content_length, this) {
-                (None, this) => this,
-                // Several lengths must all agree (RFC 9110 §8.6).
-                (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
-                _ => Err(()),
-            });
-        } else if *name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-            // The last coding of the last line decides how the body ends.
-            if let Some(last) = codings(value).last() {
-                self.chunked_last = last.eq_ignore_ascii_case(b"chunked");
+    fn note(&mut self, kind: Kind, value: &[u8]) {
+        match kind {
+            Kind::ContentLength => {
+                let this = parse_length(value);
+                self.content_length = Some(match (self.content_length, this) {
+                    (None, this) => this,
+                    // Several lengths must all agree (RFC 9110 §8.6).
+                    (Some(Ok(a)), Ok(b)) if a == b => Ok(a),
+                    _ => Err(()),
+                });
             }
-        } else if *name == header::CONNECTION {
-            for token in value.split(|b| *b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    self.upgrade_token = true;
+            Kind::TransferEncoding => {
+                self.transfer_encoding = true;
+                // The last coding of the last line decides how the body ends.
+                for coding in codings(value) {
+                    self.codings += 1;
+                    self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
                 }
             }
-        } else if *name == header::UPGRADE {
-            self.upgrade_field = true;
-        } else if *name == header::EXPECT {
-            self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            Kind::Connection => {
+                for token in value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.keep_alive = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        self.upgrade_token = true;
+                    } else if !token.is_empty() {
+                        self.connection_names = true;
+                    }
+                }
+            }
+            Kind::Upgrade => self.upgrade_field = true,
+            Kind::Expect => {
+                self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
+            Kind::Date => self.date = true,
+            Kind::HopByHop | Kind::Other => {}
         }
     }
 
@@ -149,9 +166,10 @@ fn fields(head: &Bytes, noted: &mut Noted, more: usize) -> Result<HeaderMap, Hea
     FIELDS.with_borrow(|ranges| {
         let mut headers = HeaderMap::with_capacity(ranges.len() + more);
         for &[name_start, name_end, value_start, value_end] in ranges {
-            let name = HeaderName::from_bytes(&head[name_start..name_end])
+            let name = &head[name_start..name_end];
+            noted.note(Kind::of(name), &head[value_start..value_end]);
+            let name = HeaderName::from_bytes(name)
                 .map_err(|_| HeadError::Malformed("a header field name is not valid"))?;
-            noted.note(&name, &head[value_start..value_end]);
             let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
                 .map_err(|_| HeadError::Malformed("a header field value is not valid"))?;
             headers.append(name, value);
@@ -327,7 +345,16 @@ pub(crate) fn parse_response(
     let head = buf.split_to(len).freeze();
     let version = version(minor);
     let mut noted = Noted::default();
-    let headers = fields(&head, &mut noted, 1)?;
+    let fields: Vec<[u32; 4]> = FIELDS.with_borrow(|ranges| {
+        ranges
+            .iter()
+            .map(|&[name, name_end, value, value_end]| {
+                noted.note(Kind::of(&head[name..name_end]), &head[value..value_end]);
+                // A head is far shorter than 4 GiB (`max`).
+                [name, name_end, value, value_end].map(|at| at as u32)
+            })
+            .collect()
+    });
     let framing = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -356,11 +383,18 @@ pub(crate) fn parse_response(
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
+    let says = Says {
+        date: noted.date,
+        length: noted.content_length,
+        transfer_encoding: noted.transfer_encoding,
+        chunked_alone: noted.codings == 1 && noted.chunked_last,
+        connection_names: noted.connection_names,
+    };
     Ok(Some(ParsedResponse {
         keep_alive: noted.keep_alive(version) && framing != Framing::Close,
         framing,
         parts,
+        relayed: Relayed::new(head, fields, says),
     }))
 }
 
@@ -464,6 +498,7 @@ pub(crate) fn write_response_head(
     version: Version,
     status: StatusCode,
     headers: &HeaderMap,
+    relayed: Option<&Relayed>,
     how: ResponseFraming,
     out: &mut Vec<u8>,
 ) {
@@ -476,18 +511,27 @@ pub(crate) fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(relayed) = relayed {
+        relayed.write(out);
+    }
     write_fields(headers, out);
     // A 1xx or 204 has no body and must not announce one (RFC 9110 §8.6).
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
     // The length a bodiless answer states (to HEAD, a 304) goes out as one number if its lines
     // agree on one, else not at all.
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let stated = lengths.next().filter(|_| !bodiless).and_then(|first| {
-        let n = parse_length(first.as_bytes()).ok()?;
-        lengths
-            .all(|other| parse_length(other.as_bytes()) == Ok(n))
-            .then_some(n)
-    });
+    let stated = match relayed {
+        Some(relayed) => relayed.says.length.and_then(Result::ok),
+        None => {
+            let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+            lengths.next().and_then(|first| {
+                let n = parse_length(first.as_bytes()).ok()?;
+                lengths
+                    .all(|other| parse_length(other.as_bytes()) == Ok(n))
+                    .then_some(n)
+            })
+        }
+    }
+    .filter(|_| !bodiless);
     let mut digits = itoa::Buffer::new();
     let stated = stated.map(|n| digits.format(n).as_bytes());
     write_length(how.framing, stated, out);
@@ -496,7 +540,7 @@ pub(crate) fn write_response_head(
     } else if how.keep_alive_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if !headers.contains_key(header::DATE) && !relayed.is_some_and(|r| r.says.date) {
         out.extend_from_slice(b"date: ");
         DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
         out.extend_from_slice(b"\r\n");
@@ -727,6 +771,7 @@ mod tests {
             Version::HTTP_11,
             StatusCode::NOT_FOUND,
             &headers,
+            None,
             how,
             &mut out,
         );
@@ -782,12 +827,19 @@ mod tests {
             ),
         ] {
             let mut out = Vec::new();
-            write_response_head(Version::HTTP_11, status, &headers, how, &mut out);
+            write_response_head(Version::HTTP_11, status, &headers, None, how, &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
         headers.append("content-length", HeaderValue::from_static("6"));
         let mut out = Vec::new();
-        write_response_head(Version::HTTP_11, StatusCode::OK, &headers, how, &mut out);
+        write_response_head(
+            Version::HTTP_11,
+            StatusCode::OK,
+            &headers,
+            None,
+            how,
+            &mut out,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\ndate: now\r\n\r\n",
@@ -807,6 +859,7 @@ mod tests {
             Version::HTTP_10,
             StatusCode::NO_CONTENT,
             &HeaderMap::new(),
+            None,
             how,
             &mut out,
         );

@@ -30,10 +30,12 @@ use crate::activity::Activity;
 use crate::balancer::Probation;
 use crate::balancer::stall::{ClientFault, Exchange, StallTimer};
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
-use crate::body::{BoxBody, RequestBody};
+use crate::body::RequestBody;
+use crate::http1::relayed::Relayed;
 use crate::proxy::headers;
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
+use crate::server::Answered;
 use crate::spec::UpstreamProtocol;
 use crate::stats::RequestGuard;
 use outgoing::{Answer, Failed, Outgoing};
@@ -146,7 +148,7 @@ impl Upstream {
         activity: &'a Arc<Activity>,
         guard: RequestGuard,
         arrived: Instant,
-    ) -> impl std::future::Future<Output = Result<Response<BoxBody>, ProxyError>> + Send + 'a {
+    ) -> impl std::future::Future<Output = Result<Answered, ProxyError>> + Send + 'a {
         async move {
             let route = &routed.route;
             let (response_timeout, stream_idle, protocol) =
@@ -156,7 +158,7 @@ impl Upstream {
             let mut backoff = FIRST_BACKOFF;
             let mut attempt = 1;
             let mut cold_start = None;
-            let (mut response, lease, stream) = loop {
+            let (mut response, mut relayed, lease, stream) = loop {
                 // At once if a replica has room; else the request is held, in a future of its own
                 // (boxed: holding is the rare path, and inline its state would enlarge every request).
                 let granted = match route.activation().try_acquire() {
@@ -227,7 +229,7 @@ impl Upstream {
                     // request's path.
                     let timeout = tokio::time::sleep(response_timeout);
                     tokio::pin!(timeout);
-                    let sent: Result<(Response<Answer>, Option<Sender>), Failed> = match sender {
+                    let sent: Result<Sent, Failed> = match sender {
                         Sender::Http1(connection) => {
                             let Some(mut exchange) = outgoing.send_http1(connection) else {
                                 return Err(upstream_error(route, addr, &NothingToResend));
@@ -249,7 +251,11 @@ impl Upstream {
                                     } else {
                                         Answer::Http1(exchange.into_body(&head))
                                     };
-                                    Ok((Response::from_parts(head.parts, answer), None))
+                                    Ok((
+                                        Response::from_parts(head.parts, answer),
+                                        Some(head.relayed),
+                                        None,
+                                    ))
                                 }
                                 Ok(Err(error)) => Err(outgoing.http1_failed(exchange, error)),
                             }
@@ -271,6 +277,7 @@ impl Upstream {
                                 Err(after) => return Err(timed_out(after)),
                                 Ok(Ok(response)) => Ok((
                                     outgoing::http2_answer(response),
+                                    None,
                                     Some(Sender::Http2 { send, _slot }),
                                 )),
                                 Ok(Err(failed)) => Err(outgoing.http2_failed(failed)),
@@ -278,10 +285,10 @@ impl Upstream {
                         }
                     };
                     match sent {
-                        Ok((response, stream)) => {
+                        Ok((response, relayed, stream)) => {
                             // A response proves the connection: its slot in the replica's window frees.
                             drop(probation);
-                            break (response, lease, stream);
+                            break (response, relayed, lease, stream);
                         }
                         Err(failed) => {
                             let client = outgoing.exchange.as_deref();
@@ -313,7 +320,7 @@ impl Upstream {
 
             let status = response.status();
             let client_upgrade = routed.client_upgrade.take();
-            if let Some(detail) = malformed(&response, client_upgrade.is_some()) {
+            if let Some(detail) = malformed(&response, relayed.as_ref(), client_upgrade.is_some()) {
                 // Its connection is dropped with the answer: what follows on it cannot be trusted.
                 return Err(ProxyError::Upstream {
                     route: route.id().to_owned(),
@@ -322,6 +329,10 @@ impl Upstream {
                 });
             }
             if status == StatusCode::SWITCHING_PROTOCOLS {
+                // The handshake's fields, `Upgrade` and `Connection` among them, go on as a map.
+                if let Some(relayed) = relayed.take() {
+                    relayed.append_all_to(response.headers_mut());
+                }
                 headers::strip_hop_by_hop(response.headers_mut(), true);
                 route.metrics().response(status.as_u16(), arrived.elapsed());
                 let (parts, answer) = response.into_parts();
@@ -336,9 +347,13 @@ impl Upstream {
                         route.metrics().clone(),
                     ));
                 }
-                return Ok(Response::from_parts(parts, crate::body::empty()));
+                return Ok(Response::from_parts(parts, crate::body::empty()).into());
             }
-            headers::strip_hop_by_hop(response.headers_mut(), false);
+            // A relayed head leaves its hop-by-hop fields behind as it is written; an HTTP/2
+            // replica's map loses them here.
+            if relayed.is_none() {
+                headers::strip_hop_by_hop(response.headers_mut(), false);
+            }
             // The client gets the HTTP version it spoke, whatever the replica answered in (an
             // HTTP/1.0 replica's status line would otherwise cost an HTTP/1.1 client its keep-alive).
             *response.version_mut() = routed.version;
@@ -360,7 +375,7 @@ impl Upstream {
                 open: (guard, lease),
             };
             let exchange = outgoing.exchange.take();
-            Ok(response.map(|answer| {
+            let response = response.map(|answer| {
                 Tracked {
                     inner: Some(answer),
                     _stream: stream,
@@ -372,10 +387,15 @@ impl Upstream {
                     done,
                 }
                 .boxed()
-            }))
+            });
+            Ok(Answered { response, relayed })
         }
     }
 }
+
+/// A replica's response, its fields as they came if it came over HTTP/1, and its HTTP/2
+/// connection's sender to keep.
+type Sent = (Response<Answer>, Option<Relayed>, Option<Sender>);
 
 /// What waiting for a response head watches besides the response.
 struct HeadWait<'a> {

@@ -27,14 +27,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, StatusCode, Version};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::Respond;
+use super::{Answered, Respond};
 use crate::activity::Activity;
+use crate::body::RequestBody;
 use crate::body::client::{self, BodyFeed, ClientBodyError};
-use crate::body::{BoxBody, RequestBody};
 use crate::http1::head::{ParsedRequest, ResponseFraming};
 use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadError};
 
@@ -93,7 +93,7 @@ where
             Ok(Head::Http2) => return Served::Handoff(connection.read.freeze()),
             Ok(Head::Closed) => return Served::Closed,
             Err(error) => {
-                let response = respond.refuse(&error);
+                let response = respond.refuse(&error).into();
                 let answered = connection
                     .answer(response, Version::HTTP_11, &Method::GET, true, None)
                     .await;
@@ -280,9 +280,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         &mut self,
         mut answering: Pin<&mut F>,
         reader: &mut Option<BodyReader>,
-    ) -> Option<Response<BoxBody>>
+    ) -> Option<Answered>
     where
-        F: Future<Output = Response<BoxBody>>,
+        F: Future<Output = Answered>,
     {
         std::future::poll_fn(|cx| {
             loop {
@@ -378,7 +378,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
     /// body, if any is left. `Ok(true)` if the connection can take another request.
     async fn answer(
         &mut self,
-        response: Response<BoxBody>,
+        answered: Answered,
         version: Version,
         method: &Method,
         close: bool,
@@ -394,6 +394,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             }
             reader.expect_continue = false;
         }
+        let Answered { response, relayed } = answered;
         let (parts, mut body) = response.into_parts();
         let status = parts.status;
         let bodiless = *method == Method::HEAD
@@ -416,6 +417,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             version,
             status,
             &parts.headers,
+            relayed.as_ref(),
             ResponseFraming {
                 framing,
                 close,
@@ -423,7 +425,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
             },
             &mut self.write,
         );
-        drop(parts);
+        drop((parts, relayed));
         let chunked = framing == Framing::Chunked;
         let mut head_sent = false;
         let mut ended = bodiless || body.is_end_stream();

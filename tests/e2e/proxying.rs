@@ -122,6 +122,12 @@ async fn an_h2c_client_is_served() {
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json; charset=utf-8",
+        "the replica's fields reach an HTTP/2 client"
+    );
+    assert!(response.headers().contains_key("date"));
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(

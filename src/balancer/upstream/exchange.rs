@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::http1::relayed::Relayed;
 use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadError};
 
 /// The first read buffer of a connection; reads that fill the buffer double the next one, up to
@@ -190,8 +191,10 @@ pub(crate) struct Exchange<B> {
 /// A response head as the exchange read it.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
-    /// Status, version and fields.
+    /// Status and version.
     pub(crate) parts: response::Parts,
+    /// The fields, as they came.
+    pub(crate) relayed: Relayed,
     /// How its body is delimited.
     pub(crate) framing: Framing,
     /// The replica keeps the connection after it.
@@ -334,6 +337,7 @@ where
                 }
                 return Poll::Ready(Ok(ResponseHead {
                     parts: parsed.parts,
+                    relayed: parsed.relayed,
                     framing: parsed.framing,
                     keep_alive: parsed.keep_alive,
                 }));

@@ -18,6 +18,7 @@ use crate::balancer::stall::{Exchange, StallTimer, Stalled};
 use crate::balancer::upstream::Sender;
 use crate::body::BoxError;
 use crate::http1;
+use crate::http1::relayed::Relayed;
 use crate::route::Route;
 use crate::stats::RequestGuard;
 
@@ -25,8 +26,15 @@ use crate::stats::RequestGuard;
 /// `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: a sign of request smuggling; nginx
 /// answers 502 too) or by a `Transfer-Encoding` other than `chunked` alone, or a `101`
 /// to a request that asked for no upgrade (RFC 9110 §15.2.2).
-pub(crate) fn malformed<B>(response: &Response<B>, upgrade_asked: bool) -> Option<&'static str> {
+pub(crate) fn malformed<B>(
+    response: &Response<B>,
+    relayed: Option<&Relayed>,
+    upgrade_asked: bool,
+) -> Option<&'static str> {
     let headers = response.headers();
+    if let Some(detail) = relayed.and_then(Relayed::malformed) {
+        return Some(detail);
+    }
     if headers.contains_key(http::header::TRANSFER_ENCODING) {
         if headers.contains_key(http::header::CONTENT_LENGTH) {
             return Some("the response has both Transfer-Encoding and Content-Length");

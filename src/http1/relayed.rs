@@ -1,0 +1,277 @@
+//! A replica's response fields, relayed to the client as they came: the head's bytes and where
+//! each field lies in them, with what the proxy must know of them noted as they were parsed.
+//!
+//! Why not a `HeaderMap`: taking every field apart into names and values and hashing them into
+//! a map, only to write them back out in the same order, was the largest part of the proxy's
+//! own CPU time per request (BENCHMARKS.md, section 2). Written back ([`Relayed::write`]), the
+//! fields lose what concerns only the connection they came on: the hop-by-hop fields (RFC 9110
+//! §7.6.1), the fields the `Connection` field names, and the framing (`Content-Length`,
+//! `Transfer-Encoding`), which the activator writes for its own connection. Whoever needs a map
+//! (an HTTP/2 client's response, a `101` on its way to a tunnel) gets the same fields as one
+//! ([`Relayed::append_to`]).
+
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+/// What a field's name says it is, as far as framing and forwarding go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    Date,
+    /// Another field that concerns only one connection: `Keep-Alive`, `Proxy-Connection`,
+    /// `Proxy-Authenticate`, `Proxy-Authorization`, `TE`.
+    HopByHop,
+    Other,
+}
+
+impl Kind {
+    /// The kind of the field named `name`, in any case.
+    pub(crate) fn of(name: &[u8]) -> Kind {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            2 if is("te") => Kind::HopByHop,
+            4 if is("date") => Kind::Date,
+            6 if is("expect") => Kind::Expect,
+            7 if is("upgrade") => Kind::Upgrade,
+            10 if is("connection") => Kind::Connection,
+            10 if is("keep-alive") => Kind::HopByHop,
+            14 if is("content-length") => Kind::ContentLength,
+            16 if is("proxy-connection") => Kind::HopByHop,
+            17 if is("transfer-encoding") => Kind::TransferEncoding,
+            18 if is("proxy-authenticate") => Kind::HopByHop,
+            19 if is("proxy-authorization") => Kind::HopByHop,
+            _ => Kind::Other,
+        }
+    }
+
+    /// Whether a field of this kind stays behind when a response is relayed.
+    fn stays(self) -> bool {
+        !matches!(self, Kind::Other | Kind::Date | Kind::Expect)
+    }
+}
+
+/// A response's fields as they came, and what they say.
+#[derive(Debug, Clone)]
+pub(crate) struct Relayed {
+    /// The whole head, status line included.
+    head: Bytes,
+    /// Each field: where its name and its value start and end in `head`.
+    fields: Vec<[u32; 4]>,
+    /// What the fields say.
+    pub(crate) says: Says,
+}
+
+/// What a response's fields say, noted as they were parsed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Says {
+    /// A `Date` field came.
+    pub(crate) date: bool,
+    /// The `Content-Length` lines agree on this length, if any came.
+    pub(crate) length: Option<Result<u64, ()>>,
+    /// A `Transfer-Encoding` field came.
+    pub(crate) transfer_encoding: bool,
+    /// The `Transfer-Encoding` lines name one coding, `chunked`.
+    pub(crate) chunked_alone: bool,
+    /// `Connection` names a field besides its own options (`close`, `keep-alive`): that field
+    /// stays behind too.
+    pub(crate) connection_names: bool,
+}
+
+impl Relayed {
+    /// The fields of `head` at `fields` (name and value ranges), which say `says`.
+    pub(crate) fn new(head: Bytes, fields: Vec<[u32; 4]>, says: Says) -> Relayed {
+        Relayed { head, fields, says }
+    }
+
+    /// Why the response cannot be relayed, if it cannot: framed both by `Transfer-Encoding` and
+    /// `Content-Length` (RFC 9112 §6.3: a sign of request smuggling; nginx answers 502 too), or
+    /// by a `Transfer-Encoding` other than `chunked` alone (the other codings would reach the
+    /// client undone and unannounced).
+    pub(crate) fn malformed(&self) -> Option<&'static str> {
+        if !self.says.transfer_encoding {
+            None
+        } else if self.says.length.is_some() {
+            Some("the response has both Transfer-Encoding and Content-Length")
+        } else if !self.says.chunked_alone {
+            Some("the response's Transfer-Encoding names another coding than one chunked")
+        } else {
+            None
+        }
+    }
+
+    /// The fields that go on (every one, with `all`), as name and value, in the order they came.
+    fn kept(&self, all: bool) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .filter_map(move |&[name, name_end, value, value_end]| {
+                let name = &self.head[name as usize..name_end as usize];
+                if !all
+                    && (Kind::of(name).stays() || (self.says.connection_names && self.named(name)))
+                {
+                    return None;
+                }
+                Some((name, &self.head[value as usize..value_end as usize]))
+            })
+    }
+
+    /// Whether a `Connection` field names `name`.
+    fn named(&self, name: &[u8]) -> bool {
+        self.fields.iter().any(|&[n, n_end, value, value_end]| {
+            Kind::of(&self.head[n as usize..n_end as usize]) == Kind::Connection
+                && self.head[value as usize..value_end as usize]
+                    .split(|b| *b == b',')
+                    .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+        })
+    }
+
+    /// Writes the fields that go on, one `name: value` line each.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.kept(false) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// Adds the fields that go on to `headers`; their values share the head's bytes.
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
+        self.append(headers, false);
+    }
+
+    /// Adds every field to `headers`, those of the connection too (a `101`'s handshake).
+    pub(crate) fn append_all_to(&self, headers: &mut HeaderMap) {
+        self.append(headers, true);
+    }
+
+    fn append(&self, headers: &mut HeaderMap, all: bool) {
+        for (name, value) in self.kept(all) {
+            // Both were checked as the head was parsed (`httparse` takes the same characters).
+            let Ok(name) = HeaderName::from_bytes(name) else {
+                continue;
+            };
+            let Ok(value) = HeaderValue::from_maybe_shared(self.head.slice_ref(value)) else {
+                continue;
+            };
+            headers.append(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http1::parse_response;
+    use bytes::BytesMut;
+    use http::Method;
+
+    fn relayed(head: &str) -> Relayed {
+        parse_response(&mut BytesMut::from(head), &Method::GET, 64 * 1024)
+            .unwrap()
+            .unwrap()
+            .relayed
+    }
+
+    fn written(relayed: &Relayed) -> String {
+        let mut out = Vec::new();
+        relayed.write(&mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fields_go_on_in_order_and_case_without_those_of_the_connection() {
+        let relayed = relayed(
+            "HTTP/1.1 200 OK\r\nServer: nginx\r\nConnection: keep-alive, X-Hop\r\n\
+             Content-Length: 3\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nSet-Cookie: a=1\r\n\
+             Proxy-Connection: x\r\nTE: trailers\r\nUpgrade: h2c\r\nSet-Cookie: b=2\r\n\r\n",
+        );
+        assert_eq!(
+            written(&relayed),
+            "Server: nginx\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+        );
+        let mut headers = HeaderMap::new();
+        relayed.append_to(&mut headers);
+        assert_eq!(headers.len(), 3);
+        assert_eq!(headers["server"], "nginx");
+        assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
+        assert!(relayed.malformed().is_none());
+        assert!(!relayed.says.date);
+    }
+
+    #[test]
+    fn a_chunked_body_is_framed_anew_and_a_date_is_noted() {
+        let relayed = relayed(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ndate: Sun, 06 Dec 2026 04:30:10 GMT\r\n\r\n",
+        );
+        assert_eq!(written(&relayed), "date: Sun, 06 Dec 2026 04:30:10 GMT\r\n");
+        assert!(relayed.says.date);
+        assert!(relayed.malformed().is_none());
+    }
+
+    #[test]
+    fn framing_that_could_be_read_two_ways_is_malformed() {
+        let both =
+            relayed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+        assert!(both.malformed().unwrap().contains("both"));
+        let gzip = relayed("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+        assert!(gzip.malformed().unwrap().contains("another coding"));
+        let twice = relayed(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(twice.malformed().is_some());
+    }
+
+    #[test]
+    fn a_bodiless_answer_keeps_the_length_it_states_and_its_date() {
+        use crate::http1::Framing;
+        use crate::http1::head::{ResponseFraming, write_response_head};
+        use http::{StatusCode, Version};
+        let parsed = parse_response(
+            &mut BytesMut::from(
+                "HTTP/1.1 200 OK\r\nDate: Sun, 06 Dec 2026 04:30:10 GMT\r\nContent-Length: 5\r\n\r\n",
+            ),
+            &Method::HEAD,
+            1024,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(parsed.framing, Framing::Empty);
+        let mut added = HeaderMap::new();
+        added.insert("server-timing", HeaderValue::from_static("activator;dur=1"));
+        let mut out = Vec::new();
+        let how = ResponseFraming {
+            framing: Framing::Empty,
+            close: false,
+            keep_alive_10: false,
+        };
+        write_response_head(
+            Version::HTTP_11,
+            StatusCode::OK,
+            &added,
+            Some(&parsed.relayed),
+            how,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nDate: Sun, 06 Dec 2026 04:30:10 GMT\r\n\
+             server-timing: activator;dur=1\r\ncontent-length: 5\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn names_are_known_in_any_case() {
+        assert_eq!(Kind::of(b"CONTENT-length"), Kind::ContentLength);
+        assert_eq!(Kind::of(b"Transfer-Encoding"), Kind::TransferEncoding);
+        assert_eq!(Kind::of(b"te"), Kind::HopByHop);
+        assert_eq!(Kind::of(b"tE"), Kind::HopByHop);
+        assert_eq!(Kind::of(b"Date"), Kind::Date);
+        assert_eq!(Kind::of(b"content-lengths"), Kind::Other);
+        assert_eq!(Kind::of(b"keep-alive"), Kind::HopByHop);
+        assert_eq!(Kind::of(b"x-keepalive"), Kind::Other);
+    }
+}
