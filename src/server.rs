@@ -86,7 +86,8 @@ impl Answered {
             relayed,
         } = self;
         if let Some(relayed) = relayed {
-            relayed.append_to(response.headers_mut());
+            let status = response.status();
+            relayed.append_to(response.headers_mut(), status);
         }
         response
     }

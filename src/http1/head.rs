@@ -345,16 +345,20 @@ pub(crate) fn parse_response(
     let head = buf.split_to(len).freeze();
     let version = version(minor);
     let mut noted = Noted::default();
-    let fields: Vec<[u32; 4]> = FIELDS.with_borrow(|ranges| {
+    let fields = FIELDS.with_borrow(|ranges| {
         ranges
             .iter()
             .map(|&[name, name_end, value, value_end]| {
+                // What `http` takes for a name, should the fields become a map.
+                if name_end - name > usize::from(u16::MAX) {
+                    return Err(HeadError::Malformed("a header field name is not valid"));
+                }
                 noted.note(Kind::of(&head[name..name_end]), &head[value..value_end]);
                 // A head is far shorter than 4 GiB (`max`).
-                [name, name_end, value, value_end].map(|at| at as u32)
+                Ok([name, name_end, value, value_end].map(|at| at as u32))
             })
-            .collect()
-    });
+            .collect::<Result<Vec<[u32; 4]>, HeadError>>()
+    })?;
     let framing = if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -540,7 +544,7 @@ pub(crate) fn write_response_head(
     } else if how.keep_alive_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    if !headers.contains_key(header::DATE) && !relayed.is_some_and(|r| r.says.date) {
+    if !headers.contains_key(header::DATE) && !relayed.is_some_and(Relayed::has_date) {
         out.extend_from_slice(b"date: ");
         DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
         out.extend_from_slice(b"\r\n");

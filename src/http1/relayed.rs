@@ -11,7 +11,8 @@
 //! ([`Relayed::append_to`]).
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// What a field's name says it is, as far as framing and forwarding go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +129,12 @@ impl Relayed {
         })
     }
 
+    /// Whether a `Date` field goes on (one the `Connection` field names stays behind, and the
+    /// activator then writes its own).
+    pub(crate) fn has_date(&self) -> bool {
+        self.says.date && !(self.says.connection_names && self.named(b"date"))
+    }
+
     /// Writes the fields that go on, one `name: value` line each.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         for (name, value) in self.kept(false) {
@@ -138,9 +145,20 @@ impl Relayed {
         }
     }
 
-    /// Adds the fields that go on to `headers`; their values share the head's bytes.
-    pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
+    /// Adds the fields that go on to `headers` for a response with `status` (their values share
+    /// the head's bytes), and the length the fields state, as one value: a map goes to a client
+    /// whose framing is not `Content-Length` (HTTP/2), which has no other way to learn the
+    /// length of an answer to `HEAD`. None for a status that has no content (RFC 9110 §8.6).
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap, status: StatusCode) {
         self.append(headers, false);
+        let contentless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        if let Some(Ok(length)) = self.says.length
+            && !contentless
+        {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
     }
 
     /// Adds every field to `headers`, those of the connection too (a `101`'s handshake).
@@ -194,8 +212,9 @@ mod tests {
             "Server: nginx\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
         );
         let mut headers = HeaderMap::new();
-        relayed.append_to(&mut headers);
-        assert_eq!(headers.len(), 3);
+        relayed.append_to(&mut headers, StatusCode::OK);
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers["content-length"], "3");
         assert_eq!(headers["server"], "nginx");
         assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
         assert!(relayed.malformed().is_none());
@@ -261,6 +280,57 @@ mod tests {
             "HTTP/1.1 200 OK\r\nDate: Sun, 06 Dec 2026 04:30:10 GMT\r\n\
              server-timing: activator;dur=1\r\ncontent-length: 5\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn a_date_the_connection_names_is_replaced_by_the_activators() {
+        use crate::http1::Framing;
+        use crate::http1::head::{ResponseFraming, write_response_head};
+        use http::Version;
+        let relayed = relayed(
+            "HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nConnection: Date\r\n\
+             Content-Length: 0\r\n\r\n",
+        );
+        assert!(!relayed.has_date());
+        let mut out = Vec::new();
+        let how = ResponseFraming {
+            framing: Framing::Length(0),
+            close: false,
+            keep_alive_10: false,
+        };
+        write_response_head(
+            Version::HTTP_11,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            Some(&relayed),
+            how,
+            &mut out,
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert!(!out.contains("2001"), "{out}");
+        assert_eq!(out.matches("date: ").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn a_map_carries_the_stated_length_once_where_a_status_allows_content() {
+        let parsed = parse_response(
+            &mut BytesMut::from(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            ),
+            &Method::HEAD,
+            1024,
+        )
+        .unwrap()
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        parsed.relayed.append_to(&mut headers, StatusCode::OK);
+        assert_eq!(headers.get_all("content-length").iter().count(), 1);
+        assert_eq!(headers["content-length"], "5");
+        for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+            let mut headers = HeaderMap::new();
+            parsed.relayed.append_to(&mut headers, status);
+            assert!(!headers.contains_key("content-length"), "{status}");
+        }
     }
 
     #[test]

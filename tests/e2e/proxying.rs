@@ -128,7 +128,21 @@ async fn an_h2c_client_is_served() {
         "the replica's fields reach an HTTP/2 client"
     );
     assert!(response.headers().contains_key("date"));
+    let length = response.headers()["content-length"].clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(length, body.len().to_string().as_str());
+    // An answer to HEAD tells its length only by the field, which an HTTP/2 client still gets.
+    let head = Request::head(format!("http://{authority}/h2"))
+        .version(http::Version::HTTP_2)
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(head).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().contains_key("content-length"),
+        "{:?}",
+        response.headers()
+    );
     let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         echo["version"], "HTTP/1.1",
