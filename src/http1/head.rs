@@ -157,6 +157,9 @@ fn offset(whole: &[u8], part: &[u8]) -> usize {
     part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
+/// The longest request target `http`'s `Uri` takes.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+
 /// Fields a proxied request gains on its way (`X-Request-Id`, `X-Forwarded-For`, `-Proto`,
 /// `-Host`): room is made for them at once rather than by growing the map.
 const ADDED_FIELDS: usize = 4;
@@ -247,6 +250,12 @@ pub(crate) fn parse_request(
         return Err(HeadError::TooLarge { size: len, max });
     }
     let method = method.map_err(|_| HeadError::Malformed("the method is not a valid token"))?;
+    if target.len() > MAX_TARGET {
+        return Err(HeadError::Malformed(
+            "the request target is longer than 65,534 bytes, the most a URI may have: shorten it \
+             (data that large belongs in a body)",
+        ));
+    }
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(target))
         .map_err(|_| HeadError::Malformed("the request target is not a valid URI"))?;
@@ -660,6 +669,22 @@ mod tests {
                 "{codings:?} was taken"
             );
         }
+    }
+
+    #[test]
+    fn a_target_too_long_for_a_uri_is_refused_saying_so() {
+        let request = |text: String| parse_request(&mut BytesMut::from(text.as_str()), 1 << 20);
+        let target = format!("/{}", "a".repeat(MAX_TARGET));
+        let error = request(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n")).unwrap_err();
+        assert!(
+            matches!(error, HeadError::Malformed(why) if why.contains("longer than 65,534")),
+            "{error:?}"
+        );
+        let longest = &target[..MAX_TARGET];
+        let parsed = request(format!("GET {longest} HTTP/1.1\r\nHost: a\r\n\r\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.parts.uri.path().len(), MAX_TARGET);
     }
 
     #[test]
