@@ -124,6 +124,11 @@ impl Noted {
         }
     }
 
+    /// The `Transfer-Encoding` lines name one coding in all, `chunked`.
+    fn chunked_alone(&self) -> bool {
+        self.codings == 1 && self.chunked_last
+    }
+
     fn keep_alive(&self, version: Version) -> bool {
         !self.close && (version == Version::HTTP_11 || self.keep_alive)
     }
@@ -278,7 +283,7 @@ pub(crate) fn parse_request(
                 "the request has both Transfer-Encoding and Content-Length",
             ));
         }
-        if !chunked_alone(&headers) {
+        if !noted.chunked_alone() {
             return Err(HeadError::Malformed(
                 "the request's Transfer-Encoding names another coding than one chunked",
             ));
@@ -400,7 +405,7 @@ pub(crate) fn parse_response(
         date: noted.date,
         length: noted.content_length,
         transfer_encoding: noted.transfer_encoding,
-        chunked_alone: noted.codings == 1 && noted.chunked_last,
+        chunked_alone: noted.chunked_alone(),
         connection_names: noted.connection_names,
     };
     Ok(Some(ParsedResponse {

@@ -55,6 +55,27 @@ impl Kind {
     }
 }
 
+/// Why a response framed so cannot be relayed, if it cannot: by `Transfer-Encoding` and
+/// `Content-Length` both (RFC 9112 §6.3: a sign of request smuggling; nginx answers 502 too), or
+/// by a `Transfer-Encoding` other than `chunked` alone (any other coding would reach the client
+/// undone and unannounced, and a last coding other than chunked runs the body to the close;
+/// nginx and Envoy refuse these too).
+pub(crate) fn framing_fault(
+    transfer_encoding: bool,
+    content_length: bool,
+    chunked_alone: bool,
+) -> Option<&'static str> {
+    if !transfer_encoding {
+        None
+    } else if content_length {
+        Some("the response has both Transfer-Encoding and Content-Length")
+    } else if !chunked_alone {
+        Some("the response's Transfer-Encoding names another coding than one chunked")
+    } else {
+        None
+    }
+}
+
 /// A response's fields as they came, and what they say.
 #[derive(Debug, Clone)]
 pub(crate) struct Relayed {
@@ -88,20 +109,14 @@ impl Relayed {
         Relayed { head, fields, says }
     }
 
-    /// Why the response cannot be relayed, if it cannot: framed both by `Transfer-Encoding` and
-    /// `Content-Length` (RFC 9112 §6.3: a sign of request smuggling; nginx answers 502 too), or
-    /// by a `Transfer-Encoding` other than `chunked` alone (the other codings would reach the
-    /// client undone and unannounced).
+    /// Why the response cannot be relayed, if its framing is why ([`framing_fault`]).
     pub(crate) fn malformed(&self) -> Option<&'static str> {
-        if !self.says.transfer_encoding {
-            None
-        } else if self.says.length.is_some() {
-            Some("the response has both Transfer-Encoding and Content-Length")
-        } else if !self.says.chunked_alone {
-            Some("the response's Transfer-Encoding names another coding than one chunked")
-        } else {
-            None
-        }
+        let says = &self.says;
+        framing_fault(
+            says.transfer_encoding,
+            says.length.is_some(),
+            says.chunked_alone,
+        )
     }
 
     /// The fields that go on (every one, with `all`), as name and value, in the order they came.

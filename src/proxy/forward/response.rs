@@ -18,7 +18,7 @@ use crate::balancer::stall::{Exchange, StallTimer, Stalled};
 use crate::balancer::upstream::Sender;
 use crate::body::BoxError;
 use crate::http1;
-use crate::http1::relayed::Relayed;
+use crate::http1::relayed::{Relayed, framing_fault};
 use crate::route::Route;
 use crate::stats::RequestGuard;
 
@@ -31,19 +31,20 @@ pub(crate) fn malformed<B>(
     relayed: Option<&Relayed>,
     upgrade_asked: bool,
 ) -> Option<&'static str> {
-    let headers = response.headers();
-    if let Some(detail) = relayed.and_then(Relayed::malformed) {
-        return Some(detail);
-    }
-    if headers.contains_key(http::header::TRANSFER_ENCODING) {
-        if headers.contains_key(http::header::CONTENT_LENGTH) {
-            return Some("the response has both Transfer-Encoding and Content-Length");
+    let fault = match relayed {
+        Some(relayed) => relayed.malformed(),
+        // An HTTP/2 replica's answer, as a map.
+        None => {
+            let headers = response.headers();
+            framing_fault(
+                headers.contains_key(http::header::TRANSFER_ENCODING),
+                headers.contains_key(http::header::CONTENT_LENGTH),
+                http1::head::chunked_alone(headers),
+            )
         }
-        // Any other coding would reach the client undone and unannounced, and a last coding
-        // other than chunked runs the body to the close (nginx and Envoy refuse these too).
-        if !http1::head::chunked_alone(headers) {
-            return Some("the response's Transfer-Encoding names another coding than one chunked");
-        }
+    };
+    if fault.is_some() {
+        return fault;
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS && !upgrade_asked {
         return Some("the replica switched protocols for a request that asked for no upgrade");
