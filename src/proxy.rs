@@ -105,7 +105,7 @@ impl Proxy {
         match self.route(request, client) {
             Ok((routed, reply)) => {
                 let route = Arc::clone(&routed.route);
-                let guard = route.stats().begin();
+                let guard = route.stats().begin_at(arrived.into());
                 Either::Right(Answering {
                     forwarding: self
                         .shared

@@ -11,6 +11,7 @@
 //! accepting, and new connections wait in the kernel's backlog. Each listener has its own limit,
 //! so a flood on the proxy port leaves the admin port answering.
 
+mod gated;
 pub(crate) mod http1;
 pub(crate) mod watchdog;
 
@@ -38,6 +39,7 @@ use crate::body::{BoxBody, RequestBody};
 use crate::http1::HeadError;
 use crate::http1::relayed::Relayed;
 use crate::workers;
+use gated::Gated;
 use http1::Served;
 use watchdog::{Timeouts, Verdict, Watchdog};
 
@@ -310,9 +312,25 @@ impl<'a> Watch<'a> {
         mut retire: impl FnMut(Pin<&mut F>) -> bool,
     ) -> Option<F::Output> {
         loop {
-            tokio::select! {
+            // The connection first; the watchdog's timer and the shutdown signal are polled only
+            // when one of them woke the task, not on each of the connection's wake-ups.
+            let (next_look, retiring, stopping) =
+                (self.next_look, self.retiring.is_some(), &mut self.stopping);
+            let signal = Gated::new(async move {
+                tokio::select! {
+                    () = tokio::time::sleep_until(next_look) => Signal::Look,
+                    changed = stopping.changed(), if !retiring => {
+                        Signal::Stop(changed.is_err() || *stopping.borrow())
+                    }
+                }
+            });
+            let signal = tokio::select! {
+                biased;
                 result = serving.as_mut() => return Some(result),
-                () = tokio::time::sleep_until(self.next_look) => {
+                signal = signal => signal,
+            };
+            match signal {
+                Signal::Look => {
                     let now = Instant::now();
                     let snapshot = self.activity.snapshot();
                     self.next_look = now + self.timeouts.tick(snapshot.stream_idle);
@@ -342,17 +360,24 @@ impl<'a> Watch<'a> {
                         Verdict::Retire => {}
                     }
                 }
-                changed = self.stopping.changed(), if self.retiring.is_none() => {
-                    if changed.is_err() || *self.stopping.borrow() {
-                        if retire(serving.as_mut()) {
-                            return None;
-                        }
-                        self.retiring = Some(Instant::now() + RETIRE_GRACE);
+                Signal::Stop(false) => {}
+                Signal::Stop(true) => {
+                    if retire(serving.as_mut()) {
+                        return None;
                     }
+                    self.retiring = Some(Instant::now() + RETIRE_GRACE);
                 }
             }
         }
     }
+}
+
+/// What woke a connection's watch.
+enum Signal {
+    /// Time for the watchdog to look.
+    Look,
+    /// The shutdown signal changed: whether it now says stop (or its sender is gone).
+    Stop(bool),
 }
 
 /// A [`Respond`] as hyper's service, counting each request on the connection's activity.

@@ -92,7 +92,13 @@ impl RouteStats {
 
     /// Counts a request as open until the guard drops.
     pub(crate) fn begin(self: &Arc<Self>) -> RequestGuard {
-        let now = self.nanos(Instant::now());
+        self.begin_at(Instant::now())
+    }
+
+    /// Counts a request that arrived at `arrived` as open until the guard drops (the caller
+    /// has read the clock already: a request's path reads it once at each end).
+    pub(crate) fn begin_at(self: &Arc<Self>, arrived: Instant) -> RequestGuard {
+        let now = self.nanos(arrived);
         // SeqCst: the scale-to-zero decision closes the route's gate and then reads `open`; a
         // request increments `open` and then reads the gate. Sequential consistency guarantees
         // at least one of them sees the other (see `activation`).
@@ -101,7 +107,7 @@ impl RouteStats {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.touch(now);
         RequestGuard {
-            stats: Arc::clone(self),
+            stats: Some(Arc::clone(self)),
         }
     }
 
@@ -225,15 +231,27 @@ impl RouteStats {
 #[derive(Debug)]
 #[must_use = "the request ends when the guard drops"]
 pub(crate) struct RequestGuard {
-    stats: Arc<RouteStats>,
+    /// `None` once the request has ended.
+    stats: Option<Arc<RouteStats>>,
+}
+
+impl RequestGuard {
+    /// Ends the request at `at`, a time the caller read already.
+    pub(crate) fn end_at(&mut self, at: Instant) {
+        if let Some(stats) = self.stats.take() {
+            let now = stats.nanos(at);
+            stats.area.fetch_add(now, Ordering::Relaxed);
+            stats.touch(now);
+            stats.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        let now = self.stats.nanos(Instant::now());
-        self.stats.area.fetch_add(now, Ordering::Relaxed);
-        self.stats.touch(now);
-        self.stats.open.fetch_sub(1, Ordering::SeqCst);
+        if self.stats.is_some() {
+            self.end_at(Instant::now());
+        }
     }
 }
 

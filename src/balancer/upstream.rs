@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -86,10 +86,11 @@ impl Connections {
     }
 
     /// An idle HTTP/1.1 connection of this thread's, at once, if there is one: what most
-    /// requests to a busy replica get, without [`Connections::get`]'s wait.
-    pub(crate) fn try_get(&self, protocol: UpstreamProtocol) -> Option<Checkout> {
+    /// requests to a busy replica get, without [`Connections::get`]'s wait; `now` is a time
+    /// the caller read already.
+    pub(crate) fn try_get(&self, protocol: UpstreamProtocol, now: Instant) -> Option<Checkout> {
         match protocol {
-            UpstreamProtocol::Http1 => self.http1.try_get(),
+            UpstreamProtocol::Http1 => self.http1.try_get(now),
             UpstreamProtocol::H2c => None,
         }
     }
@@ -100,9 +101,9 @@ impl Connections {
         self.http1.close_idle()
     }
 
-    /// Keeps an HTTP/1.1 connection whose exchange ended whole for another request.
-    pub(crate) fn put(&self, connection: Connection) {
-        self.http1.put(connection);
+    /// Keeps an HTTP/1.1 connection whose exchange ended whole `now` for another request.
+    pub(crate) fn put(&self, connection: Connection, now: Instant) {
+        self.http1.put(connection, now);
     }
 }
 

@@ -158,21 +158,28 @@ impl Upstream {
             let mut backoff = FIRST_BACKOFF;
             let mut attempt = 1;
             let mut cold_start = None;
+            // The time now, read again only after a wait: most requests read the clock once on
+            // the way in.
+            let mut now = arrived;
             let (mut response, mut relayed, lease, stream) = loop {
                 // At once if a replica has room; else the request is held, in a future of its own
                 // (boxed: holding is the rare path, and inline its state would enlarge every request).
                 let granted = match route.activation().try_acquire() {
                     Some(granted) => granted,
-                    None => Box::pin(route.activation().acquire(Waiting {
-                        deadline: routed.deadline,
-                        // Only the first attempt may get the page: a retry is already under way.
-                        waiting_page: attempt == 1 && routed.waiting_page,
-                    }))
-                    .await
-                    .map_err(|source| ProxyError::Activation {
-                        route: route.id().to_owned(),
-                        source,
-                    })?,
+                    None => {
+                        let granted = Box::pin(route.activation().acquire(Waiting {
+                            deadline: routed.deadline,
+                            // Only the first attempt may get the page: a retry is already under way.
+                            waiting_page: attempt == 1 && routed.waiting_page,
+                        }))
+                        .await
+                        .map_err(|source| ProxyError::Activation {
+                            route: route.id().to_owned(),
+                            source,
+                        })?;
+                        now = Instant::now();
+                        granted
+                    }
                 };
                 cold_start = cold_start.or(granted.cold_start);
                 let lease = granted.lease;
@@ -192,17 +199,19 @@ impl Upstream {
                         upload_stalled: expired == Expired::UploadStalled,
                     }
                 };
-                let checkout = match endpoint.connections().try_get(protocol) {
+                let checkout = match endpoint.connections().try_get(protocol, now) {
                     Some(checkout) => Ok(checkout),
                     // Boxed, as the hold is: most requests find an idle connection.
                     None => {
-                        Box::pin(endpoint.connections().get(
+                        let got = Box::pin(endpoint.connections().get(
                             protocol,
                             addr,
                             self.connect_timeout,
                             response_timeout,
                         ))
-                        .await
+                        .await;
+                        now = Instant::now();
+                        got
                     }
                 };
                 let Checkout {
@@ -217,6 +226,7 @@ impl Upstream {
                             tracing::debug!(route = %route.id(), %addr, attempt, %error, "replica refused the connection; retrying");
                             attempt += 1;
                             Box::pin(tokio::time::sleep(backoff)).await;
+                            now = Instant::now();
                             backoff *= 2;
                             continue;
                         }
@@ -227,7 +237,7 @@ impl Upstream {
                 {
                     // Pinned where it is rather than moved into a timeout wrapper: this is every
                     // request's path.
-                    let timeout = tokio::time::sleep(response_timeout);
+                    let timeout = tokio::time::sleep_until((now + response_timeout).into());
                     tokio::pin!(timeout);
                     let sent: Result<Sent, Failed> = match sender {
                         Sender::Http1(connection) => {
@@ -315,6 +325,7 @@ impl Upstream {
                     }
                 }
                 Box::pin(tokio::time::sleep(backoff)).await;
+                now = Instant::now();
                 backoff *= 2;
             };
 
@@ -372,6 +383,7 @@ impl Upstream {
                 route: Arc::clone(route),
                 status: status.as_u16(),
                 arrived,
+                ended: None,
                 open: (guard, lease),
             };
             let exchange = outgoing.exchange.take();

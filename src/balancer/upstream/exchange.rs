@@ -94,6 +94,12 @@ impl Connection {
         matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
+    /// The connection's own address, to tell connections apart.
+    #[cfg(test)]
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.io.local_addr().expect("a connected socket")
+    }
+
     /// Lets go of a read buffer grown for a large response, before the connection waits idle
     /// (a thousand idle connections would otherwise keep up to [`MAX_READ`] each).
     pub(crate) fn settle(&mut self) {

@@ -16,9 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::super::pacing::{Pacing, Probation};
 use super::{Checkout, ConnectError, Connection, Sender, dial};
@@ -74,11 +72,11 @@ impl Pool {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The most recently used connection of `list` that can still take a request.
-    fn take(&self, list: usize) -> Option<Connection> {
+    /// The most recently used connection of `list` that can still take a request `now`.
+    fn take(&self, list: usize, now: Instant) -> Option<Connection> {
         let mut idle = self.idle(list);
         while let Some(kept) = idle.pop() {
-            if kept.since.elapsed() >= IDLE_TIMEOUT {
+            if now.saturating_duration_since(kept.since) >= IDLE_TIMEOUT {
                 // Everything older sits below it: close them all.
                 idle.clear();
                 return None;
@@ -93,15 +91,17 @@ impl Pool {
 
     /// Another thread's idle connection, moved to this thread's runtime.
     fn take_elsewhere(&self, here: usize) -> Option<Connection> {
+        let now = Instant::now();
         (1..self.idle.len()).find_map(|offset| {
-            let connection = self.take(here + offset)?;
+            let connection = self.take(here + offset, now)?;
             connection.rehome(here).ok()
         })
     }
 
-    /// This thread's most recently used idle connection, if there is one.
-    pub(crate) fn try_get(&self) -> Option<Checkout> {
-        self.take(workers::index()).map(|connection| Checkout {
+    /// This thread's most recently used idle connection, if there is one; `now` is a time the
+    /// caller read already.
+    pub(crate) fn try_get(&self, now: Instant) -> Option<Checkout> {
+        self.take(workers::index(), now).map(|connection| Checkout {
             sender: Sender::Http1(connection),
             probation: None,
         })
@@ -120,17 +120,17 @@ impl Pool {
             probation: None,
         };
         let here = workers::index();
-        if let Some(connection) = self.take(here) {
+        let started = Instant::now();
+        if let Some(connection) = self.take(here, started) {
             return Ok(reused(connection));
         }
-        let started = Instant::now();
         // From here on, returned connections and freed slots are announced to this request.
         let _waiting = self.pacing.waiting();
         let probation = loop {
             let changed = self.pacing.changed().notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if let Some(connection) = self.take(here) {
+            if let Some(connection) = self.take(here, Instant::now()) {
                 return Ok(reused(connection));
             }
             if let Some(probation) = self.pacing.try_open() {
@@ -139,7 +139,7 @@ impl Pool {
             if let Some(connection) = self.take_elsewhere(here) {
                 return Ok(reused(connection));
             }
-            if tokio::time::timeout_at(started + wait_at_most, changed)
+            if tokio::time::timeout_at((started + wait_at_most).into(), changed)
                 .await
                 .is_err()
             {
@@ -174,7 +174,8 @@ impl Pool {
                 () = changed => {
                     // A request whose connect is stuck (a SYN retransmission takes a second)
                     // takes a connection another request returns first.
-                    if let Some(connection) = self.take(here).or_else(|| self.take_elsewhere(here)) {
+                    let now = Instant::now();
+                    if let Some(connection) = self.take(here, now).or_else(|| self.take_elsewhere(here)) {
                         return Ok(reused(connection));
                     }
                 }
@@ -185,12 +186,16 @@ impl Pool {
     /// Closes the idle connections that were idle for [`IDLE_TIMEOUT`] or that the replica
     /// closed; returns how many are left.
     pub(crate) fn close_idle(&self) -> usize {
-        let now = Instant::now();
+        self.close_idle_at(Instant::now())
+    }
+
+    fn close_idle_at(&self, now: Instant) -> usize {
         (0..self.idle.len())
             .map(|list| {
                 let mut idle = self.idle(list);
                 idle.retain(|kept| {
-                    now.duration_since(kept.since) < IDLE_TIMEOUT && kept.connection.is_reusable()
+                    now.saturating_duration_since(kept.since) < IDLE_TIMEOUT
+                        && kept.connection.is_reusable()
                 });
                 idle.len()
             })
@@ -198,13 +203,14 @@ impl Pool {
     }
 
     /// Keeps `connection` for a later request (its request was sent whole and its response
-    /// ended); the first time, that proves the replica keeps connections: the window widens.
-    pub(crate) fn put(&self, mut connection: Connection) {
-        let now = Instant::now();
+    /// ended) at `now`, a time the caller read already; the first time, that proves the replica
+    /// keeps connections: the window widens.
+    pub(crate) fn put(&self, mut connection: Connection, now: Instant) {
         let first = !std::mem::replace(&mut connection.proven, true);
         connection.settle();
         let mut idle = self.idle(connection.home);
-        let stale = idle.partition_point(|i| now.duration_since(i.since) >= IDLE_TIMEOUT);
+        let stale =
+            idle.partition_point(|i| now.saturating_duration_since(i.since) >= IDLE_TIMEOUT);
         idle.drain(..stale);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
@@ -231,21 +237,52 @@ mod tests {
         let pool = Pool::default();
         let (kept, kept_peer) = connected().await;
         let (closed, closed_peer) = connected().await;
-        pool.put(kept);
-        pool.put(closed);
-        assert_eq!(pool.close_idle(), 2);
+        let start = Instant::now();
+        pool.put(kept, start);
+        pool.put(closed, start);
+        assert_eq!(pool.close_idle_at(start), 2);
         drop(closed_peer);
         // The runtime learns of the close once its reactor turns.
         tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(pool.close_idle(), 1, "the one its replica closed is gone");
-        tokio::time::advance(IDLE_TIMEOUT).await;
-        assert_eq!(pool.close_idle(), 0, "the other is past its time");
+        assert_eq!(
+            pool.close_idle_at(start),
+            1,
+            "the one its replica closed is gone"
+        );
+        assert_eq!(
+            pool.close_idle_at(start + IDLE_TIMEOUT),
+            0,
+            "the other is past its time"
+        );
         let mut probe = [0u8; 1];
         let mut kept_peer = kept_peer;
         let read = tokio::io::AsyncReadExt::read(&mut kept_peer, &mut probe).await;
         assert!(
             matches!(read, Ok(0)),
             "the replica sees it closed: {read:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_takes_the_latest_idle_connection_unless_it_has_been_idle_too_long() {
+        let pool = Pool::default();
+        let (first, _first_peer) = connected().await;
+        let (second, _second_peer) = connected().await;
+        let start = Instant::now();
+        let second_addr = second.local_addr();
+        pool.put(first, start);
+        pool.put(second, start + Duration::from_secs(1));
+        let Some(Checkout {
+            sender: Sender::Http1(taken),
+            ..
+        }) = pool.try_get(start + Duration::from_secs(2))
+        else {
+            panic!("an idle connection was there to take");
+        };
+        assert_eq!(taken.local_addr(), second_addr, "the most recent one");
+        assert!(
+            pool.try_get(start + IDLE_TIMEOUT).is_none(),
+            "the other has been idle {IDLE_TIMEOUT:?} by then"
         );
     }
 }

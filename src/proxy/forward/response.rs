@@ -54,18 +54,23 @@ pub(crate) fn malformed<B>(
 
 /// What a response body carries until it has been sent: the open request, the endpoint lease,
 /// and what the response metrics need.
-pub(crate) struct Done<T> {
+pub(crate) struct Done {
     pub(crate) route: Arc<Route>,
     pub(crate) status: u16,
     pub(crate) arrived: Instant,
-    pub(crate) open: T,
+    /// When the body ended, if the clock was read for it already.
+    pub(crate) ended: Option<Instant>,
+    pub(crate) open: (RequestGuard, Lease),
 }
 
-impl<T> Drop for Done<T> {
+impl Drop for Done {
     fn drop(&mut self) {
+        // One clock read ends the request for the metrics, the route's counters and the pool.
+        let ended = self.ended.unwrap_or_else(Instant::now);
         self.route
             .metrics()
-            .response(self.status, self.arrived.elapsed());
+            .response(self.status, ended.saturating_duration_since(self.arrived));
+        self.open.0.end_at(ended.into());
     }
 }
 
@@ -84,7 +89,7 @@ pub(crate) struct Tracked {
     pub(crate) stall: StallTimer,
     /// The client connection, to tell whether its watchdog closed it for a stall.
     pub(crate) activity: Arc<Activity>,
-    pub(crate) done: Done<(RequestGuard, Lease)>,
+    pub(crate) done: Done,
 }
 
 impl Tracked {
@@ -161,7 +166,14 @@ impl Drop for Tracked {
             && let Some(Answer::Http1(body)) = self.inner.take()
             && let Some(connection) = body.into_reusable()
         {
-            self.done.open.1.endpoint().connections().put(connection);
+            let now = Instant::now();
+            self.done.ended = Some(now);
+            self.done
+                .open
+                .1
+                .endpoint()
+                .connections()
+                .put(connection, now);
         }
         // Otherwise the connection is mid-exchange: dropping it closes it.
     }
