@@ -135,8 +135,9 @@ impl Proxy {
         client: &Client,
     ) -> Result<(forward::Routed, Reply), (ProxyError, Reply)> {
         let shared = &self.shared;
+        let (request_id, id_to_add) = request_id(request.headers_mut());
         let reply = Reply {
-            request_id: Some(request_id(request.headers_mut())),
+            request_id: Some(request_id),
             grpc: respond::is_grpc(request.headers()),
         };
         let authority = match checks::routed_authority(&request, shared.settings.max_header_bytes) {
@@ -175,6 +176,7 @@ impl Proxy {
                 allowed_upgrades: &shared.settings.forwarding.allowed_upgrades,
                 deadline,
                 browser,
+                request_id: id_to_add,
             },
         );
         Ok((routed, reply))
@@ -204,9 +206,10 @@ fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
 /// The header that carries a request's id, in the log and to the replica.
 pub(crate) static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The request's `x-request-id`, as a client or an ingress sent it, else a new one (added to the
-/// request, so the replica sees it too).
-fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
+/// The request's `x-request-id`, as a client or an ingress sent it, else a new one, which the
+/// replica is to see too: replacing a malformed one in the map, or returned a second time to be
+/// added (with the other fields the activator adds, see [`headers::Added`]).
+fn request_id(headers: &mut http::HeaderMap) -> (HeaderValue, Option<HeaderValue>) {
     let new_id = || {
         let mut hex = [0u8; 32];
         let random = fastrand::u128(..);
@@ -215,19 +218,18 @@ fn request_id(headers: &mut http::HeaderMap) -> HeaderValue {
         }
         HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
     };
-    // One lookup of the map either way.
-    match headers.entry(&REQUEST_ID) {
-        http::header::Entry::Occupied(kept)
-            if !kept.get().is_empty() && kept.get().len() <= 128 =>
-        {
-            kept.get().clone()
-        }
-        http::header::Entry::Occupied(mut odd) => {
+    // At most one lookup of the map.
+    match headers.get(&REQUEST_ID) {
+        Some(kept) if !kept.is_empty() && kept.len() <= 128 => (kept.clone(), None),
+        Some(_) => {
             let id = new_id();
-            odd.insert(id.clone());
-            id
+            headers.insert(&REQUEST_ID, id.clone());
+            (id, None)
         }
-        http::header::Entry::Vacant(slot) => slot.insert(new_id()).clone(),
+        None => {
+            let id = new_id();
+            (id.clone(), Some(id))
+        }
     }
 }
 

@@ -165,14 +165,10 @@ fn offset(whole: &[u8], part: &[u8]) -> usize {
 /// The longest request target `http`'s `Uri` takes.
 const MAX_TARGET: usize = u16::MAX as usize - 1;
 
-/// Fields a proxied request gains on its way (`X-Request-Id`, `X-Forwarded-For`, `-Proto`,
-/// `-Host`): room is made for them at once rather than by growing the map.
-const ADDED_FIELDS: usize = 4;
-
-/// Takes the fields noted in `FIELDS` out of `head`, into a map with room for `more`.
-fn fields(head: &Bytes, noted: &mut Noted, more: usize) -> Result<HeaderMap, HeadError> {
+/// Takes the fields noted in `FIELDS` out of `head`, into a map.
+fn fields(head: &Bytes, noted: &mut Noted) -> Result<HeaderMap, HeadError> {
     FIELDS.with_borrow(|ranges| {
-        let mut headers = HeaderMap::with_capacity(ranges.len() + more);
+        let mut headers = HeaderMap::with_capacity(ranges.len());
         for &[name_start, name_end, value_start, value_end] in ranges {
             let name = &head[name_start..name_end];
             noted.note(Kind::of(name), &head[value_start..value_end]);
@@ -271,7 +267,7 @@ pub(crate) fn parse_request(
     }
     let version = version(minor);
     let mut noted = Noted::default();
-    let headers = fields(&head, &mut noted, ADDED_FIELDS)?;
+    let headers = fields(&head, &mut noted)?;
     let framing = if noted.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(HeadError::Malformed(
@@ -442,23 +438,27 @@ pub(crate) fn chunked_alone(headers: &HeaderMap) -> bool {
 /// side as one line it cannot read two ways.
 fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH {
-            continue;
+        if name != header::CONTENT_LENGTH {
+            write_field(name, value, out);
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
+}
+
+fn write_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes a request head for a replica: `method target HTTP/1.1`, the fields, and the field that
 /// frames its body (`Transfer-Encoding: chunked` when its length is unknown; a known length
 /// travels in its own `Content-Length`).
-pub(crate) fn write_request_head(
+pub(crate) fn write_request_head<'a>(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    added: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     framing: Framing,
     out: &mut Vec<u8>,
 ) {
@@ -470,6 +470,9 @@ pub(crate) fn write_request_head(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     write_fields(headers, out);
+    for (name, value) in added {
+        write_field(name, value, out);
+    }
     // An empty body the client announced with `Content-Length: 0` keeps it (a replica may want a
     // length on a POST).
     let stated = headers
@@ -789,7 +792,14 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("a.test"));
         let mut out = Vec::new();
         let uri: Uri = "/p?q".parse().unwrap();
-        write_request_head(&Method::PUT, &uri, &headers, Framing::Chunked, &mut out);
+        write_request_head(
+            &Method::PUT,
+            &uri,
+            &headers,
+            std::iter::empty(),
+            Framing::Chunked,
+            &mut out,
+        );
         assert_eq!(
             out,
             b"PUT /p?q HTTP/1.1\r\nhost: a.test\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -831,6 +841,7 @@ mod tests {
                 &parts.method,
                 &parts.uri,
                 &parts.headers,
+                std::iter::empty(),
                 parsed.framing,
                 &mut out,
             );

@@ -66,6 +66,8 @@ pub(crate) struct Client<'a> {
     pub(crate) deadline: Option<Duration>,
     /// The request is a browser's page load (`GET`/`HEAD` accepting `text/html`).
     pub(crate) browser: bool,
+    /// An `X-Request-Id` to add: the request came without one.
+    pub(crate) request_id: Option<HeaderValue>,
 }
 
 /// A routed request, its head rewritten for its replica, and what its forwarding needs to know:
@@ -110,11 +112,17 @@ impl Routed {
         } else {
             None
         };
-        headers::prepare_request(&mut parts, client.client, client.authority, upgrade);
+        let added = headers::prepare_request(
+            &mut parts,
+            client.client,
+            client.authority,
+            upgrade,
+            client.request_id,
+        );
         // An idempotent request without a body that fails before any response (the replica died,
         // or the pooled connection to it already had) is safe to send again, as nginx's default
         // `proxy_next_upstream error` does.
-        let outgoing = Outgoing::new(protocol, parts, body, upgrade, stream_idle);
+        let outgoing = Outgoing::new(protocol, parts, added, body, upgrade, stream_idle);
         Routed {
             route,
             outgoing,
@@ -543,4 +551,36 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
         source = e.source();
     }
     parts.join(": ")
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        eprintln!("Tracked {}", size_of::<super::response::Tracked>());
+        eprintln!("Answer {}", size_of::<super::outgoing::Answer>());
+        eprintln!(
+            "Connection {}",
+            size_of::<crate::balancer::upstream::Connection>()
+        );
+        eprintln!(
+            "ParsedRequest {}",
+            size_of::<crate::http1::head::ParsedRequest>()
+        );
+        eprintln!(
+            "ResponseHead {}",
+            size_of::<crate::balancer::upstream::exchange::ResponseHead>()
+        );
+        eprintln!("Routed {}", size_of::<super::Routed>());
+        eprintln!("Relayed {}", size_of::<crate::http1::relayed::Relayed>());
+        eprintln!("resp Parts {}", size_of::<http::response::Parts>());
+        eprintln!("req Parts {}", size_of::<http::request::Parts>());
+        eprintln!(
+            "Response<Answer> {}",
+            size_of::<http::Response<super::outgoing::Answer>>()
+        );
+        eprintln!("Answered {}", size_of::<crate::server::Answered>());
+        eprintln!("Done {}", size_of::<super::response::Done>());
+        eprintln!("HeaderMap {}", size_of::<http::HeaderMap>());
+    }
 }

@@ -197,38 +197,59 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Rewrites a client request for a replica (always HTTP/1.1 upstream); `authority` is what the
-/// request was routed by, and becomes its `Host`.
+/// request was routed by, and becomes its `Host`; `request_id` is an `X-Request-Id` to add. The
+/// fields it adds that the request did not carry are returned rather than put in its map.
 pub(crate) fn prepare_request(
     parts: &mut request::Parts,
     client: &Client,
     authority: Option<HeaderValue>,
     upgrade: bool,
-) {
+    request_id: Option<HeaderValue>,
+) -> Added {
     strip_hop_by_hop(&mut parts.headers, upgrade);
     let headers = &mut parts.headers;
     if let Some(authority) = authority {
         headers.insert(header::HOST, authority);
     }
-    // One map lookup per header through `entry`, instead of a look then an insert.
-    match headers.entry(&X_FORWARDED_FOR) {
-        Entry::Occupied(mut existing) if client.trusted => {
+    // One pass over the names says which fields need a look: most requests carry none of them.
+    let mut carried = Carried::default();
+    for name in headers.keys() {
+        match name.as_str() {
+            "x-forwarded-for" => carried.forwarded_for = true,
+            "x-forwarded-proto" => carried.forwarded_proto = true,
+            "x-forwarded-host" => carried.forwarded_host = true,
+            "forwarded" => carried.forwarded = true,
+            "cookie" => carried.cookie = true,
+            _ => {}
+        }
+        carried.untrusted_forwarding |= is_untrusted_forwarding(name);
+    }
+    let mut added = Added {
+        request_id,
+        ..Added::default()
+    };
+    if carried.forwarded_for {
+        let Entry::Occupied(mut existing) = headers.entry(&X_FORWARDED_FOR) else {
+            unreachable!("the field was among the names")
+        };
+        if client.trusted {
             let mut joined = lines_then(existing.iter());
             joined.extend_from_slice(client.ip.as_bytes());
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 // Replaces every earlier X-Forwarded-For line with the one joined value.
                 existing.insert(value);
             }
-        }
-        Entry::Occupied(mut existing) => {
+        } else {
             existing.insert(client.ip.clone());
         }
-        Entry::Vacant(slot) => {
-            slot.insert(client.ip.clone());
-        }
+    } else {
+        added.forwarded_for = Some(client.ip.clone());
     }
     if client.trusted {
-        append_forwarded_for(headers, &client.ip);
-    } else if headers.keys().any(is_untrusted_forwarding) {
+        if carried.forwarded {
+            append_forwarded_for(headers, &client.ip);
+        }
+    } else if carried.untrusted_forwarding {
         let untrusted: Vec<HeaderName> = headers
             .keys()
             .filter(|name| is_untrusted_forwarding(name))
@@ -238,29 +259,76 @@ pub(crate) fn prepare_request(
             headers.remove(name);
         }
     }
-    join_cookies(headers);
-    let http = HeaderValue::from_static("http");
-    match headers.entry(&X_FORWARDED_PROTO) {
-        Entry::Occupied(_) if client.trusted => {}
-        Entry::Occupied(mut existing) => {
-            existing.insert(http);
-        }
-        Entry::Vacant(slot) => {
-            slot.insert(http);
-        }
+    if carried.cookie {
+        join_cookies(headers);
     }
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        match headers.entry(&X_FORWARDED_HOST) {
-            Entry::Occupied(_) if client.trusted => {}
-            Entry::Occupied(mut existing) => {
-                existing.insert(host);
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(host);
-            }
+    match (carried.forwarded_proto, client.trusted) {
+        (true, true) => {}
+        (true, false) => {
+            headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
         }
+        (false, _) => added.forwarded_proto = true,
+    }
+    match (carried.forwarded_host, client.trusted) {
+        (true, true) => {}
+        (true, false) => match headers.get(header::HOST).cloned() {
+            Some(host) => {
+                headers.insert(&X_FORWARDED_HOST, host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        },
+        (false, _) => added.forwarded_host = headers.get(header::HOST).cloned(),
     }
     parts.version = Version::HTTP_11;
+    added
+}
+
+/// Which of the fields [`prepare_request`] rewrites a request carries.
+#[derive(Default)]
+struct Carried {
+    forwarded_for: bool,
+    forwarded_proto: bool,
+    forwarded_host: bool,
+    forwarded: bool,
+    cookie: bool,
+    untrusted_forwarding: bool,
+}
+
+/// The fields the activator adds to a request that did not carry them (`X-Request-Id` and the
+/// `X-Forwarded-*` it sets), kept beside the request's map rather than inserted into it: an
+/// HTTP/1.1 head gets them written after the request's own fields, an HTTP/2 request's map gets
+/// them appended.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Added {
+    request_id: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    forwarded_proto: bool,
+    forwarded_host: Option<HeaderValue>,
+}
+
+impl Added {
+    /// Each field, as a name and a value, in the order they are written.
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        static HTTP: HeaderValue = HeaderValue::from_static("http");
+        let fields: [(&HeaderName, Option<&HeaderValue>); 4] = [
+            (&crate::proxy::REQUEST_ID, self.request_id.as_ref()),
+            (&X_FORWARDED_FOR, self.forwarded_for.as_ref()),
+            (&X_FORWARDED_PROTO, self.forwarded_proto.then_some(&HTTP)),
+            (&X_FORWARDED_HOST, self.forwarded_host.as_ref()),
+        ];
+        fields
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+    }
+
+    /// Appends the fields to `headers`.
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields() {
+            headers.append(name, value.clone());
+        }
+    }
 }
 
 /// A header's lines, in order, as one list (RFC 9110 §5.3) ready for one more element; empty
@@ -322,6 +390,17 @@ mod tests {
     use super::*;
     use http::Request;
 
+    /// Rewrites `p` as [`prepare_request`] does, with the fields it adds put in the map, as
+    /// the replica gets them.
+    fn prepare(
+        p: &mut request::Parts,
+        client: &Client,
+        authority: Option<HeaderValue>,
+        upgrade: bool,
+    ) {
+        prepare_request(p, client, authority, upgrade, None).append_to(&mut p.headers);
+    }
+
     fn parts(
         build: impl FnOnce(http::request::Builder) -> http::request::Builder,
     ) -> request::Parts {
@@ -344,7 +423,7 @@ mod tests {
                 .header("host", "a.test")
                 .header("x-kept", "yes")
         });
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         for gone in [
             "connection",
             "keep-alive",
@@ -376,7 +455,7 @@ mod tests {
     #[test]
     fn te_trailers_survives() {
         let mut p = parts(|b| b.header("te", "trailers, deflate"));
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         assert_eq!(p.headers["te"], "trailers");
     }
 
@@ -387,7 +466,7 @@ mod tests {
                 .header("x-forwarded-for", "1.2.3.4")
                 .header("x-forwarded-proto", "https")
         });
-        prepare_request(&mut p, &trusted(), None, false);
+        prepare(&mut p, &trusted(), None, false);
         assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "https");
         assert_eq!(p.headers["x-forwarded-host"], "a.test");
@@ -401,7 +480,7 @@ mod tests {
                 .header("x-forwarded-proto", "https")
                 .header("x-forwarded-host", "evil.test")
         });
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         assert_eq!(p.headers["x-forwarded-for"], "10.0.0.1");
         assert_eq!(p.headers["x-forwarded-proto"], "http");
         assert_eq!(p.headers["x-forwarded-host"], "a.test");
@@ -414,7 +493,7 @@ mod tests {
             b.header("x-forwarded-for", "6.6.6.6")
                 .header("x-forwarded-for", "127.0.0.2")
         });
-        prepare_request(&mut p, &trusted(), None, false);
+        prepare(&mut p, &trusted(), None, false);
         let lines: Vec<_> = p.headers.get_all("x-forwarded-for").iter().collect();
         assert_eq!(lines, ["6.6.6.6, 127.0.0.2, 10.0.0.1"]);
     }
@@ -425,7 +504,7 @@ mod tests {
             b.header("forwarded", "for=1.2.3.4;proto=https")
                 .header("x-real-ip", "1.2.3.4")
         });
-        prepare_request(&mut p, &trusted(), None, false);
+        prepare(&mut p, &trusted(), None, false);
         assert_eq!(
             p.headers["forwarded"],
             "for=1.2.3.4;proto=https, for=10.0.0.1"
@@ -437,14 +516,14 @@ mod tests {
             trusted: true,
         };
         let mut p = parts(|b| b.header("forwarded", "for=1.2.3.4"));
-        prepare_request(&mut p, &v6, None, false);
+        prepare(&mut p, &v6, None, false);
         assert_eq!(p.headers["forwarded"], "for=1.2.3.4, for=\"[::1]\"");
 
         let mut p = parts(|b| {
             b.header("forwarded", "for=6.6.6.6;host=admin.internal")
                 .header("x-real-ip", "6.6.6.6")
         });
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         assert!(!p.headers.contains_key("forwarded"));
         assert!(!p.headers.contains_key("x-real-ip"));
     }
@@ -452,7 +531,7 @@ mod tests {
     #[test]
     fn te_trailers_named_in_connection_as_rfc_9110_asks_survives() {
         let mut p = parts(|b| b.header("connection", "TE").header("te", "trailers"));
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         assert_eq!(p.headers["te"], "trailers");
     }
 
@@ -465,7 +544,7 @@ mod tests {
             )
             .header("x-secret", "1")
         });
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         assert!(!p.headers.contains_key("x-secret"));
     }
 
@@ -475,7 +554,7 @@ mod tests {
             b.header("x-forwarded-for", "")
                 .header("x-forwarded-for", "1.2.3.4")
         });
-        prepare_request(&mut p, &trusted(), None, false);
+        prepare(&mut p, &trusted(), None, false);
         assert_eq!(p.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
     }
 
@@ -491,7 +570,7 @@ mod tests {
         let with_family =
             |b: http::request::Builder| family.iter().fold(b, |b, name| b.header(*name, "spoofed"));
         let mut p = parts(with_family);
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         for name in family {
             assert!(
                 !p.headers.contains_key(name),
@@ -499,7 +578,7 @@ mod tests {
             );
         }
         let mut p = parts(with_family);
-        prepare_request(&mut p, &trusted(), None, false);
+        prepare(&mut p, &trusted(), None, false);
         for name in family {
             assert_eq!(p.headers[name], "spoofed", "{name} from a trusted proxy");
         }
@@ -508,7 +587,7 @@ mod tests {
     #[test]
     fn cookie_crumbs_become_one_cookie_line() {
         let mut p = parts(|b| b.header("cookie", "a=1").header("cookie", "b=2"));
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         let lines: Vec<_> = p.headers.get_all("cookie").iter().collect();
         assert_eq!(lines, ["a=1; b=2"]);
     }
@@ -525,7 +604,7 @@ mod tests {
             .header("content-length", "0")
             .header("x-other", "1")
         });
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         assert_eq!(p.headers["host"], "a.test");
         assert_eq!(p.headers["x-request-id"], "abc");
         assert_eq!(p.headers["content-length"], "0");
@@ -541,7 +620,7 @@ mod tests {
                 .header("upgrade", "websocket")
         });
         assert!(is_allowed_upgrade(&mut p, &allowed));
-        prepare_request(&mut p, &untrusted(), None, true);
+        prepare(&mut p, &untrusted(), None, true);
         assert_eq!(p.headers["upgrade"], "websocket");
         assert_eq!(p.headers["connection"], "upgrade");
 
@@ -550,7 +629,7 @@ mod tests {
                 .header("upgrade", "h2c")
         });
         assert!(!is_allowed_upgrade(&mut p, &allowed));
-        prepare_request(&mut p, &untrusted(), None, false);
+        prepare(&mut p, &untrusted(), None, false);
         assert!(!p.headers.contains_key("upgrade"));
         assert!(!p.headers.contains_key("http2-settings"));
     }
@@ -564,13 +643,37 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        prepare_request(
+        prepare(
             &mut p,
             &untrusted(),
             Some(HeaderValue::from_static("b.test:8080")),
             false,
         );
         assert_eq!(p.headers["host"], "b.test:8080");
+        assert_eq!(p.headers["x-forwarded-host"], "b.test:8080");
         assert_eq!(p.version, Version::HTTP_11);
+    }
+
+    #[test]
+    fn fields_a_request_lacks_are_kept_beside_its_map_and_written_after_its_own() {
+        let mut p = parts(|b| b.header("host", "a.test").header("accept", "*/*"));
+        let id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
+        let added = prepare_request(&mut p, &untrusted(), None, false, Some(id));
+        assert_eq!(p.headers.len(), 2, "the map keeps only the request's own fields");
+        let mut head = Vec::new();
+        crate::http1::write_request_head(
+            &p.method,
+            &p.uri,
+            &p.headers,
+            added.fields(),
+            crate::http1::Framing::Empty,
+            &mut head,
+        );
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /x HTTP/1.1\r\nhost: a.test\r\naccept: */*\r\n\
+             x-request-id: 0123456789abcdef0123456789abcdef\r\nx-forwarded-for: 10.0.0.1\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: a.test\r\n\r\n"
+        );
     }
 }

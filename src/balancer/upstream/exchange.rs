@@ -19,7 +19,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Uri, response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
@@ -135,16 +135,17 @@ impl Connection {
 
     /// Starts a request: its head is written from `method`, `uri` and `headers` (the body framed
     /// by `framing`), and `body` follows.
-    pub(crate) fn send<B>(
+    pub(crate) fn send<'a, B>(
         mut self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        added: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
         framing: Framing,
         body: B,
     ) -> Exchange<B> {
         self.write.clear();
-        http1::write_request_head(method, uri, headers, framing, &mut self.write);
+        http1::write_request_head(method, uri, headers, added, framing, &mut self.write);
         Exchange {
             conn: self,
             head: *method == Method::HEAD,
@@ -565,6 +566,7 @@ mod tests {
             &Method::GET,
             &uri,
             &HeaderMap::new(),
+            std::iter::empty(),
             Framing::Empty,
             Empty::<Bytes>::new(),
         );
@@ -593,6 +595,7 @@ mod tests {
             &Method::POST,
             &uri,
             &HeaderMap::new(),
+            std::iter::empty(),
             Framing::Length(5),
             Full::new(Bytes::from_static(b"hello")),
         );
@@ -613,6 +616,7 @@ mod tests {
             &Method::POST,
             &uri,
             &HeaderMap::new(),
+            std::iter::empty(),
             Framing::Length(LENGTH as u64),
             Full::new(Bytes::from(vec![b'x'; LENGTH])),
         );

@@ -18,6 +18,7 @@ use crate::balancer::upstream::exchange::{self, ExchangeError, ResponseBody};
 use crate::balancer::upstream::{Connection, UpstreamBody};
 use crate::body::RequestBody;
 use crate::http1::Framing;
+use crate::proxy::headers::Added;
 use crate::spec::UpstreamProtocol;
 
 /// What a replica answered, before its body.
@@ -54,6 +55,8 @@ struct Http2 {
 #[derive(Debug)]
 pub(crate) struct Outgoing {
     parts: request::Parts,
+    /// The fields the activator adds that `parts` does not carry.
+    added: Added,
     /// How the body is framed for an HTTP/1.1 replica.
     framing: Framing,
     /// The body, until it went out.
@@ -73,6 +76,7 @@ impl Outgoing {
     pub(crate) fn new(
         protocol: UpstreamProtocol,
         parts: request::Parts,
+        added: Added,
         body: RequestBody,
         upgrade: bool,
         stream_idle: std::time::Duration,
@@ -104,6 +108,7 @@ impl Outgoing {
         Outgoing {
             replayable: !upgrade && parts.method.is_idempotent() && empty,
             parts,
+            added,
             framing,
             body: Some(body),
             exchange,
@@ -122,6 +127,7 @@ impl Outgoing {
             &parts.method,
             &parts.uri,
             &parts.headers,
+            self.added.fields(),
             self.framing,
             body,
         ))
@@ -166,6 +172,7 @@ impl Outgoing {
         } else {
             std::mem::take(&mut self.parts.headers)
         };
+        self.added.append_to(request.headers_mut());
         // HTTP/2 carries the authority in `:authority`, not in `Host`.
         request.headers_mut().remove(http::header::HOST);
         Some(request)
