@@ -552,35 +552,3 @@ fn describe(error: &(dyn StdError + 'static)) -> String {
     }
     parts.join(": ")
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use std::mem::size_of;
-        eprintln!("Tracked {}", size_of::<super::response::Tracked>());
-        eprintln!("Answer {}", size_of::<super::outgoing::Answer>());
-        eprintln!(
-            "Connection {}",
-            size_of::<crate::balancer::upstream::Connection>()
-        );
-        eprintln!(
-            "ParsedRequest {}",
-            size_of::<crate::http1::head::ParsedRequest>()
-        );
-        eprintln!(
-            "ResponseHead {}",
-            size_of::<crate::balancer::upstream::exchange::ResponseHead>()
-        );
-        eprintln!("Routed {}", size_of::<super::Routed>());
-        eprintln!("Relayed {}", size_of::<crate::http1::relayed::Relayed>());
-        eprintln!("resp Parts {}", size_of::<http::response::Parts>());
-        eprintln!("req Parts {}", size_of::<http::request::Parts>());
-        eprintln!(
-            "Response<Answer> {}",
-            size_of::<http::Response<super::outgoing::Answer>>()
-        );
-        eprintln!("Answered {}", size_of::<crate::server::Answered>());
-        eprintln!("Done {}", size_of::<super::response::Done>());
-        eprintln!("HeaderMap {}", size_of::<http::HeaderMap>());
-    }
-}

@@ -659,7 +659,11 @@ mod tests {
         let mut p = parts(|b| b.header("host", "a.test").header("accept", "*/*"));
         let id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
         let added = prepare_request(&mut p, &untrusted(), None, false, Some(id));
-        assert_eq!(p.headers.len(), 2, "the map keeps only the request's own fields");
+        assert_eq!(
+            p.headers.len(),
+            2,
+            "the map keeps only the request's own fields"
+        );
         let mut head = Vec::new();
         crate::http1::write_request_head(
             &p.method,
