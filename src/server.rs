@@ -316,18 +316,19 @@ impl<'a> Watch<'a> {
             // when one of them woke the task, not on each of the connection's wake-ups.
             let (next_look, retiring, stopping) =
                 (self.next_look, self.retiring.is_some(), &mut self.stopping);
-            let signal = Gated::new(async move {
-                tokio::select! {
-                    () = tokio::time::sleep_until(next_look) => Signal::Look,
-                    changed = stopping.changed(), if !retiring => {
-                        Signal::Stop(changed.is_err() || *stopping.borrow())
-                    }
-                }
-            });
             let signal = tokio::select! {
                 biased;
                 result = serving.as_mut() => return Some(result),
-                signal = signal => signal,
+                // Boxed: made once per look (seconds apart), it would otherwise enlarge every
+                // connection's task, whose size decides its allocation's size class.
+                signal = Box::pin(Gated::new(async move {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(next_look) => Signal::Look,
+                        changed = stopping.changed(), if !retiring => {
+                            Signal::Stop(changed.is_err() || *stopping.borrow())
+                        }
+                    }
+                })) => signal,
             };
             match signal {
                 Signal::Look => {

@@ -170,6 +170,15 @@ async fn several_workers_share_one_cold_start_and_one_set_of_counts() {
     for request in requests {
         assert_eq!(request.await.unwrap(), 200);
     }
+    // A response is counted when its task lets go of it, which can be just after its client
+    // has the whole answer.
+    let admin = running.admin;
+    super::support::wait_until("every request is no longer in flight", || async {
+        admin_text(admin, "/routes")
+            .await
+            .contains("\"in_flight\": 0")
+    })
+    .await;
     let metrics = admin_text(running.admin, "/metrics").await;
     let line = |name: &str| {
         metrics
