@@ -172,13 +172,7 @@ async fn several_workers_share_one_cold_start_and_one_set_of_counts() {
     }
     // A response is counted when its task lets go of it, which can be just after its client
     // has the whole answer.
-    let admin = running.admin;
-    super::support::wait_until("every request is no longer in flight", || async {
-        admin_text(admin, "/routes")
-            .await
-            .contains("\"in_flight\": 0")
-    })
-    .await;
+    wait_none_in_flight(running.admin, "every request is no longer in flight").await;
     let metrics = admin_text(running.admin, "/metrics").await;
     let line = |name: &str| {
         metrics
@@ -209,12 +203,7 @@ async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero()
     // The first request counts until its task lets go of it, which can be just after its
     // client has the whole answer: wait for that, or its count would pass for the slow one's.
     let admin = running.admin;
-    super::support::wait_until("the first request is no longer in flight", || async {
-        admin_text(admin, "/routes")
-            .await
-            .contains("\"in_flight\": 0")
-    })
-    .await;
+    wait_none_in_flight(admin, "the first request is no longer in flight").await;
 
     let slow = {
         let (proxy, h) = (running.proxy, host("hello"));
@@ -263,6 +252,17 @@ pub(super) async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
         .await
         .ok()?;
     Some(response.status().as_u16())
+}
+
+/// Waits until `/routes` shows no request in flight: a request counts until its task lets go of
+/// it, which can be just after its client has the whole answer.
+async fn wait_none_in_flight(admin: SocketAddr, what: &str) {
+    super::support::wait_until(what, || async {
+        admin_text(admin, "/routes")
+            .await
+            .contains("\"in_flight\": 0")
+    })
+    .await;
 }
 
 pub(super) async fn admin_text(admin: SocketAddr, path: &str) -> String {
