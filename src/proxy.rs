@@ -131,11 +131,11 @@ impl Proxy {
     #[allow(clippy::result_large_err)]
     fn route(
         &self,
-        mut request: Request<RequestBody>,
+        request: Request<RequestBody>,
         client: &Client,
     ) -> Result<(forward::Routed, Reply), (ProxyError, Reply)> {
         let shared = &self.shared;
-        let (request_id, id_to_add) = request_id(request.headers_mut());
+        let (request_id, id_to_add) = request_id(request.headers());
         let reply = Reply {
             request_id: Some(request_id),
             grpc: respond::is_grpc(request.headers()),
@@ -206,10 +206,10 @@ fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
 /// The header that carries a request's id, in the log and to the replica.
 pub(crate) static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// The request's `x-request-id`, as a client or an ingress sent it, else a new one, which the
-/// replica is to see too: replacing a malformed one in the map, or returned a second time to be
-/// added (with the other fields the activator adds, see [`headers::Added`]).
-fn request_id(headers: &mut http::HeaderMap) -> (HeaderValue, Option<HeaderValue>) {
+/// The request's `x-request-id`, as a client or an ingress sent it in one line, else a new one,
+/// returned a second time to be added in place of whatever lines the client sent (with the other
+/// fields the activator adds, see [`headers::Added`]): the replica sees one id, the one logged.
+fn request_id(headers: &http::HeaderMap) -> (HeaderValue, Option<HeaderValue>) {
     let new_id = || {
         let mut hex = [0u8; 32];
         let random = fastrand::u128(..);
@@ -218,15 +218,10 @@ fn request_id(headers: &mut http::HeaderMap) -> (HeaderValue, Option<HeaderValue
         }
         HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
     };
-    // At most one lookup of the map.
-    match headers.get(&REQUEST_ID) {
-        Some(kept) if !kept.is_empty() && kept.len() <= 128 => (kept.clone(), None),
-        Some(_) => {
-            let id = new_id();
-            headers.insert(&REQUEST_ID, id.clone());
-            (id, None)
-        }
-        None => {
+    let mut lines = headers.get_all(&REQUEST_ID).iter();
+    match (lines.next(), lines.next()) {
+        (Some(kept), None) if !kept.is_empty() && kept.len() <= 128 => (kept.clone(), None),
+        _ => {
             let id = new_id();
             (id.clone(), Some(id))
         }

@@ -100,12 +100,11 @@ pub(crate) fn routed_authority<B>(
     Ok(authority)
 }
 
-/// Header fields as the client sent them: an HTTP/2 client's cookie crumbs count as the one
-/// `Cookie` line they become, and the `X-Request-Id` the activator may have added not at all.
+/// Header fields as the client sent them, an HTTP/2 client's cookie crumbs counting as the one
+/// `Cookie` line they become (the fields the activator adds are not in the map).
 fn header_fields(headers: &http::HeaderMap) -> usize {
     let crumbs = headers.get_all(http::header::COOKIE).iter().count();
-    let ids = headers.get_all(&crate::proxy::REQUEST_ID).iter().count();
-    headers.len() - crumbs.saturating_sub(1) - ids
+    headers.len() - crumbs.saturating_sub(1)
 }
 
 /// Whether `authority`'s port, if it has one, is digits only (RFC 9110 §4.2.3: `port = *DIGIT`)
@@ -235,16 +234,22 @@ mod tests {
             many = many.header(format!("x-{i}"), "1");
         }
         assert_eq!(check(many), Err("headers_too_large"));
-        // A hundred fields, the request id the activator adds, and cookie crumbs that make one.
+        // A hundred fields, the client's request id among them, and cookie crumbs that make one.
         let mut at_the_limit = Request::get("/")
             .header("host", "a.test")
             .header("x-request-id", "1");
-        for i in 0..MAX_HEADERS - 2 {
+        for i in 0..MAX_HEADERS - 3 {
             at_the_limit = at_the_limit.header(format!("x-{i}"), "1");
         }
         for i in 0..5 {
             at_the_limit = at_the_limit.header("cookie", format!("c{i}=1"));
         }
         assert_eq!(check(at_the_limit), Ok("a.test".into()));
+        // The client's request ids count like any field, however many lines it sent.
+        let mut ids = Request::get("/").header("host", "a.test");
+        for i in 0..MAX_HEADERS {
+            ids = ids.header("x-request-id", i.to_string());
+        }
+        assert_eq!(check(ids), Err("headers_too_large"));
     }
 }

@@ -197,8 +197,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Rewrites a client request for a replica (always HTTP/1.1 upstream); `authority` is what the
-/// request was routed by, and becomes its `Host`; `request_id` is an `X-Request-Id` to add. The
-/// fields it adds that the request did not carry are returned rather than put in its map.
+/// request was routed by, and becomes its `Host`; `request_id` is an `X-Request-Id` to add, in
+/// place of any the request carries. The fields it adds that the request did not carry are
+/// returned rather than put in its map.
 pub(crate) fn prepare_request(
     parts: &mut request::Parts,
     client: &Client,
@@ -220,9 +221,14 @@ pub(crate) fn prepare_request(
             "x-forwarded-host" => carried.forwarded_host = true,
             "forwarded" => carried.forwarded = true,
             "cookie" => carried.cookie = true,
+            "x-request-id" => carried.request_id = true,
             _ => {}
         }
         carried.untrusted_forwarding |= is_untrusted_forwarding(name);
+    }
+    if request_id.is_some() && carried.request_id {
+        // The client's lines give way to the id the activator gives the request.
+        headers.remove(&crate::proxy::REQUEST_ID);
     }
     let mut added = Added {
         request_id,
@@ -293,6 +299,7 @@ struct Carried {
     forwarded_host: bool,
     forwarded: bool,
     cookie: bool,
+    request_id: bool,
     untrusted_forwarding: bool,
 }
 

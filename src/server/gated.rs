@@ -80,7 +80,9 @@ impl<F: Future> Future for Gated<F> {
         }
         // Cleared before the future is polled: what wakes it from here on flags it again.
         if this.flag.fired.swap(false, Ordering::AcqRel) {
-            *this.registered = None;
+            // The wake took the task's waker: handed over again before the future is polled, as
+            // a future may wake itself while polled (tokio's do when the task's budget ran out).
+            this.flag.task.register(cx.waker());
         }
         *this.polled = true;
         this.inner.poll(&mut Context::from_waker(this.waker))
@@ -143,6 +145,37 @@ mod tests {
         assert!(task.0.load(Ordering::SeqCst), "its wake woke the task");
         assert!(gated.as_mut().poll(&mut cx).is_ready());
         assert_eq!(counted.polls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Wakes itself and stays pending, as tokio's futures do when the task's budget ran out.
+    struct WakesItself(Arc<AtomicUsize>);
+
+    impl Future for WakesItself {
+        type Output = ();
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_future_that_wakes_itself_while_polled_wakes_the_task_each_time() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut gated = std::pin::pin!(Gated::new(WakesItself(Arc::clone(&polls))));
+        let task = Arc::new(TaskWoken::default());
+        let task_waker = Waker::from(Arc::clone(&task));
+        let mut cx = Context::from_waker(&task_waker);
+        for round in 1..=3 {
+            task.0.store(false, Ordering::SeqCst);
+            assert!(gated.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(polls.load(Ordering::SeqCst), round, "polled once a round");
+            assert!(
+                task.0.load(Ordering::SeqCst),
+                "round {round}: its wake reached the task"
+            );
+        }
     }
 
     #[derive(Default)]

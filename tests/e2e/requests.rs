@@ -272,6 +272,30 @@ async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
 }
 
 #[tokio::test]
+async fn a_request_with_several_ids_reaches_the_replica_with_one_new_id() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    for (first, second) in [("one", "two"), ("one", &*"x".repeat(129))] {
+        let request = Request::get(format!("http://{}/headers", activator.proxy))
+            .header("host", host("hello"))
+            .header("x-request-id", first)
+            .header("x-request-id", second)
+            .body(Full::default())
+            .unwrap();
+        let answer = activator.send(request).await;
+        assert_eq!(answer.status, 200);
+        let id = &answer.json()["headers"]["x-request-id"];
+        let id = id
+            .as_str()
+            .unwrap_or_else(|| panic!("one id reaches the replica, not {id}"));
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "a new id, not {id}"
+        );
+    }
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn forwarded_headers_from_a_trusted_proxy_are_kept_and_appended() {
     let activator = Activator::start(&format!(
         "trusted_proxies = [\"127.0.0.0/8\"]\n{}",
