@@ -14,7 +14,9 @@
 //!
 //! Reported per target: requests/s, p50/p99/p99.9 latency, the proxy process's CPU seconds per
 //! 100k requests (utime + stime from `/proc/PID/stat`, nginx's master and workers added up), and
-//! the activator's ratios to the others. Results go to `bench-results/load.json` under the
+//! the activator's ratios to the others: of the medians over the rounds, and round by round
+//! (the median and range of the ratios of runs taken side by side, which machine drift moves
+//! less). Results go to `bench-results/load.json` under the
 //! target directory, and a table to stdout.
 //!
 //! Needs `wrk`, `oha` (`cargo install oha`), `nginx` and `haproxy` (Debian packages), and
@@ -483,7 +485,50 @@ fn summarise_one(targets: &[Target], samples: &BTreeMap<&str, Vec<Sample>>) -> V
         "p99_vs_baseline": ratio("baseline", "p99_ms"),
         "cpu_vs_baseline": ratio("baseline", "cpu_seconds_per_100k"),
     });
-    json!({ "targets": per_target, "activator_ratios": ratios })
+    json!({
+        "targets": per_target,
+        "activator_ratios": ratios,
+        "activator_round_ratios": round_ratios(samples),
+    })
+}
+
+/// The activator's ratio to each other target round by round (the k-th run of each target is
+/// from the same round, minutes apart at most): on a machine whose neighbours come and go, a
+/// ratio of two runs taken side by side varies less than a ratio of medians taken over the
+/// whole run. Per metric: the median, the lowest and highest, and how many rounds.
+fn round_ratios(samples: &BTreeMap<&str, Vec<Sample>>) -> Value {
+    type Metric = fn(&Sample) -> Option<f64>;
+    let metrics: [(&str, Metric); 3] = [
+        ("rps", |s| Some(s.ok as f64 / s.seconds)),
+        ("p99", |s| Some(s.p99)),
+        ("cpu", |s| Some(s.cpu_seconds? / s.ok.max(1) as f64)),
+    ];
+    let Some(activator) = samples.get("activator") else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for (other, runs) in samples.iter().filter(|(name, _)| **name != "activator") {
+        let mut per_metric = serde_json::Map::new();
+        for (metric, value) in metrics {
+            let ratios: Vec<f64> = activator
+                .iter()
+                .zip(runs)
+                .filter_map(|(a, b)| Some(value(a)? / value(b)?))
+                .filter(|r| r.is_finite())
+                .collect();
+            if ratios.is_empty() {
+                continue;
+            }
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            per_metric.insert(
+                metric.to_owned(),
+                json!({ "median": median(&ratios), "min": low, "max": high, "rounds": ratios.len() }),
+            );
+        }
+        out.insert((*other).to_owned(), Value::Object(per_metric));
+    }
+    Value::Object(out)
 }
 
 fn print_table(report: &Value) {
@@ -531,6 +576,26 @@ fn print_table(report: &Value) {
             show("cpu_vs_nginx"),
             show("cpu_vs_haproxy"),
         );
+        if let Some(per_round) = result["activator_round_ratios"].as_object() {
+            for (other, metrics) in per_round {
+                let show = |metric: &str| {
+                    let m = &metrics[metric];
+                    match (m["median"].as_f64(), m["min"].as_f64(), m["max"].as_f64()) {
+                        (Some(median), Some(low), Some(high)) => {
+                            format!("{median:.2}x ({low:.2}-{high:.2})")
+                        }
+                        _ => "-".to_owned(),
+                    }
+                };
+                println!(
+                    "  activator / {other} round by round, median (range) of {} rounds: req/s {}, p99 {}, CPU per request {}",
+                    metrics["rps"]["rounds"],
+                    show("rps"),
+                    show("p99"),
+                    show("cpu"),
+                );
+            }
+        }
         if ratios["rps_vs_baseline"].is_f64() {
             println!(
                 "  activator vs baseline build: req/s {}x, p99 {}x, CPU {}x",
