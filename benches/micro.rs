@@ -5,7 +5,8 @@
 //!   `*.suffix` wildcard;
 //! - `in_flight/{guard,lease,guard_and_lease}/{1,2}_threads`: taking and dropping the per-route
 //!   in-flight guard and the endpoint lease,
-//!   from one thread, and from two threads hammering the same route (contended atomics);
+//!   from one thread, and from two worker threads serving the same route (each counts into a
+//!   shard of the route's counters; the endpoint's lease is one shared count);
 //! - `headers/prepare_request/*`: rewriting a typical request's headers for a replica.
 //!
 //! Run with `cargo bench --bench micro`; see BENCHMARKS.md for results.
@@ -57,12 +58,14 @@ fn route_lookup(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `op` `iters` times on each of `threads` threads at once and returns the time per
-/// operation as seen by one thread (the first), so contention shows as a longer time.
+/// Runs `op` `iters` times on each of `threads` threads at once, each acting as a worker thread
+/// of its own, and returns the time per operation as seen by one thread (the first), so
+/// contention shows as a longer time.
 fn contended(threads: usize, iters: u64, op: impl Fn() + Sync) -> Duration {
     let start = Barrier::new(threads);
     thread::scope(|scope| {
-        let timed = |_: usize| {
+        let timed = |t: usize| {
+            activator::bench::act_as_worker(t);
             start.wait();
             let begun = Instant::now();
             for _ in 0..iters {
@@ -83,7 +86,7 @@ fn contended(threads: usize, iters: u64, op: impl Fn() + Sync) -> Duration {
 
 fn in_flight(c: &mut Criterion) {
     let mut group = c.benchmark_group("in_flight");
-    let route = InFlight::default();
+    let route = InFlight::for_workers(2);
     for threads in [1, 2] {
         let id = format!("{threads}_threads");
         group.bench_function(BenchmarkId::new("guard", &id), |b| {

@@ -59,6 +59,12 @@ impl Table {
     }
 }
 
+/// Makes the calling thread count as worker thread `index`, whose shard of a route's counters
+/// it then uses, as the proxy's workers do.
+pub fn act_as_worker(index: usize) {
+    crate::workers::set_index(index);
+}
+
 /// One route's in-flight counter and one ready endpoint.
 #[derive(Debug)]
 pub struct InFlight {
@@ -66,18 +72,17 @@ pub struct InFlight {
     backends: Arc<Backends>,
 }
 
-impl Default for InFlight {
-    fn default() -> InFlight {
+impl InFlight {
+    /// Counters for `workers` worker threads ([`act_as_worker`]).
+    pub fn for_workers(workers: usize) -> InFlight {
         let backends = Arc::new(Backends::new(0));
         backends.set_ready(&[SocketAddr::from(([127, 0, 0, 1], 8081))]);
         InFlight {
-            stats: Arc::new(RouteStats::new()),
+            stats: Arc::new(RouteStats::with_shards(workers)),
             backends,
         }
     }
-}
 
-impl InFlight {
     /// Counts a request open, and ends it.
     pub fn guard(&self) {
         drop(std::hint::black_box(self.stats.begin()));

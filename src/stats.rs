@@ -9,6 +9,14 @@
 //! divides differences by elapsed time. The scaler's sample ring sits behind a mutex that only the
 //! scaler takes.
 //!
+//! Each worker thread counts into a shard of its own, on cache lines of its own with the shard's
+//! reference count, which a request's guard holds: a request's counters are then never written
+//! by two cores, where one set per route made every core that served the route pull the line to
+//! itself twice per request (BENCHMARKS.md, micro). A request ends in the shard it began in,
+//! whichever thread ends it, so each shard's count of open requests is never below the requests
+//! open in it; readers add the shards up, and the identity above holds for each shard and so for
+//! their sum.
+//!
 //! This module does not decide anything; [`crate::scaler`] reads [`StatsReport`]s.
 
 use std::collections::VecDeque;
@@ -24,15 +32,28 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub(crate) struct RouteStats {
     epoch: Instant,
-    /// Requests accepted and not finished: held or in flight.
+    /// One per worker thread ([`crate::workers::index`]).
+    shards: Box<[Arc<Shard>]>,
+    queued: AtomicI64,
+    samples: Mutex<VecDeque<(i64, i128)>>,
+}
+
+/// One worker's share of a route's request counters, on a 64-byte cache line of its own; its
+/// `Arc`'s counts take the line before it, so a shard costs 128 bytes a route. (crossbeam's
+/// `CachePadded` takes 128 on x86-64, whose cores may fetch lines in pairs: 256 bytes a shard
+/// with the counts, for every route and worker, to spare a rare prefetch.)
+#[derive(Debug)]
+#[repr(align(64))]
+struct Shard {
+    /// The route's epoch.
+    epoch: Instant,
+    /// Requests accepted here and not finished: held or in flight.
     open: AtomicI64,
     /// `K` in the module docs, in nanoseconds since `epoch`.
     area: AtomicI64,
-    queued: AtomicI64,
     requests: AtomicU64,
     /// Nanoseconds since `epoch` of the last request start or end; 0 = never.
     last_activity: AtomicU64,
-    samples: Mutex<VecDeque<(i64, i128)>>,
 }
 
 /// What the scaler needs to know about a route at one moment. Serializable so that activator
@@ -73,21 +94,43 @@ impl Default for RouteStats {
 }
 
 impl RouteStats {
-    /// Fresh counters; time starts now.
+    /// Fresh counters, a shard per worker thread; time starts now.
     pub(crate) fn new() -> RouteStats {
+        RouteStats::with_shards(crate::workers::count())
+    }
+
+    /// Fresh counters in `shards` shards (at least 1); time starts now.
+    pub(crate) fn with_shards(shards: usize) -> RouteStats {
+        let epoch = Instant::now();
         RouteStats {
-            epoch: Instant::now(),
-            open: AtomicI64::new(0),
-            area: AtomicI64::new(0),
+            epoch,
+            shards: (0..shards.max(1))
+                .map(|_| {
+                    Arc::new(Shard {
+                        epoch,
+                        open: AtomicI64::new(0),
+                        area: AtomicI64::new(0),
+                        requests: AtomicU64::new(0),
+                        last_activity: AtomicU64::new(0),
+                    })
+                })
+                .collect(),
             queued: AtomicI64::new(0),
-            requests: AtomicU64::new(0),
-            last_activity: AtomicU64::new(0),
             samples: Mutex::new(VecDeque::new()),
         }
     }
 
+    /// The calling worker's shard.
+    fn shard(&self) -> &Arc<Shard> {
+        &self.shards[crate::workers::index() % self.shards.len()]
+    }
+
+    fn sum(&self, field: impl Fn(&Shard) -> i64) -> i64 {
+        self.shards.iter().map(|shard| field(shard)).sum()
+    }
+
     fn nanos(&self, at: Instant) -> i64 {
-        i64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(i64::MAX)
+        nanos_since(self.epoch, at)
     }
 
     /// Counts a request as open until the guard drops.
@@ -99,31 +142,28 @@ impl RouteStats {
     /// has read the clock already: a request's path reads it once at each end).
     pub(crate) fn begin_at(self: &Arc<Self>, arrived: Instant) -> RequestGuard {
         let now = self.nanos(arrived);
+        let shard = self.shard();
         // SeqCst: the scale-to-zero decision closes the route's gate and then reads `open`; a
         // request increments `open` and then reads the gate. Sequential consistency guarantees
-        // at least one of them sees the other (see `activation`).
-        self.open.fetch_add(1, Ordering::SeqCst);
-        self.area.fetch_sub(now, Ordering::Relaxed);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.touch(now);
+        // at least one of them sees the other (see `activation`): the decision's load of this
+        // shard comes before this increment (and so after the gate closed) or sees it.
+        shard.open.fetch_add(1, Ordering::SeqCst);
+        shard.area.fetch_sub(now, Ordering::Relaxed);
+        shard.requests.fetch_add(1, Ordering::Relaxed);
+        shard.touch(now);
         RequestGuard {
-            stats: Some(Arc::clone(self)),
+            shard: Some(Arc::clone(shard)),
         }
-    }
-
-    fn touch(&self, now: i64) {
-        // +1 keeps 0 meaning "never".
-        self.last_activity.store(now as u64 + 1, Ordering::Relaxed);
     }
 
     /// Counts now as activity (the idle clock restarts), without a request.
     pub(crate) fn mark_active(&self) {
-        self.touch(self.nanos(Instant::now()));
+        self.shard().touch(self.nanos(Instant::now()));
     }
 
     /// Requests held or in flight, read with the ordering the scale-to-zero decision needs.
     pub(crate) fn open_now(&self) -> u64 {
-        self.open.load(Ordering::SeqCst).max(0) as u64
+        self.sum(|shard| shard.open.load(Ordering::SeqCst)).max(0) as u64
     }
 
     /// Requests held now.
@@ -167,7 +207,13 @@ impl RouteStats {
 
     /// Time since the last request started or ended.
     pub(crate) fn idle_for(&self, now: Instant) -> Option<Duration> {
-        match self.last_activity.load(Ordering::Relaxed) {
+        match self
+            .shards
+            .iter()
+            .map(|shard| shard.last_activity.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+        {
             0 => None,
             stamp => Some(Duration::from_nanos(
                 (self.nanos(now) as u64).saturating_sub(stamp - 1),
@@ -179,8 +225,8 @@ impl RouteStats {
     /// `open` and `area` separately may race with a request starting or ending in between; the
     /// error is that one request's share, which the window average absorbs.
     fn integral(&self, now: i64) -> i128 {
-        let open = self.open.load(Ordering::Relaxed) as i128;
-        self.area.load(Ordering::Relaxed) as i128 + open * now as i128
+        let open = self.sum(|shard| shard.open.load(Ordering::Relaxed)) as i128;
+        self.sum(|shard| shard.area.load(Ordering::Relaxed)) as i128 + open * now as i128
     }
 
     /// A report as of `now` without recording a sample (for status pages).
@@ -218,7 +264,11 @@ impl RouteStats {
         StatsReport {
             in_flight: self.in_flight_now(),
             queued: self.queued_now(),
-            requests_total: self.requests.load(Ordering::Relaxed),
+            requests_total: self
+                .shards
+                .iter()
+                .map(|shard| shard.requests.load(Ordering::Relaxed))
+                .sum(),
             idle_for: self.idle_for(now),
             average_concurrency: average_concurrency.max(0.0),
             window: Duration::from_nanos(span as u64),
@@ -231,25 +281,25 @@ impl RouteStats {
 #[derive(Debug)]
 #[must_use = "the request ends when the guard drops"]
 pub(crate) struct RequestGuard {
-    /// `None` once the request has ended.
-    stats: Option<Arc<RouteStats>>,
+    /// The shard it began in and ends in; `None` once the request has ended.
+    shard: Option<Arc<Shard>>,
 }
 
 impl RequestGuard {
     /// Ends the request at `at`, a time the caller read already.
     pub(crate) fn end_at(&mut self, at: Instant) {
-        if let Some(stats) = self.stats.take() {
-            let now = stats.nanos(at);
-            stats.area.fetch_add(now, Ordering::Relaxed);
-            stats.touch(now);
-            stats.open.fetch_sub(1, Ordering::SeqCst);
+        if let Some(shard) = self.shard.take() {
+            let now = nanos_since(shard.epoch, at);
+            shard.area.fetch_add(now, Ordering::Relaxed);
+            shard.touch(now);
+            shard.open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        if self.stats.is_some() {
+        if self.shard.is_some() {
             self.end_at(Instant::now());
         }
     }
@@ -269,6 +319,21 @@ impl Drop for QueueGuard {
         if let Some(budget) = &self.budget {
             budget.held.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+// A shard is one cache line: what it counts must fit.
+const _: () = assert!(std::mem::size_of::<Shard>() == 64);
+
+/// Nanoseconds from `epoch` to `at`, 0 if `at` is before it.
+fn nanos_since(epoch: Instant, at: Instant) -> i64 {
+    i64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(i64::MAX)
+}
+
+impl Shard {
+    fn touch(&self, now: i64) {
+        // +1 keeps 0 meaning "never".
+        self.last_activity.store(now as u64 + 1, Ordering::Relaxed);
     }
 }
 
@@ -355,6 +420,45 @@ mod tests {
         drop((a, b, held));
         let report = stats.peek(Instant::now(), WINDOW);
         assert_eq!((report.open(), report.requests_total), (0, 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workers_count_in_shards_of_their_own_that_readers_add_up() {
+        let stats = Arc::new(RouteStats::with_shards(2));
+        crate::workers::set_index(0);
+        let a = stats.begin();
+        let mut moved = stats.begin();
+        crate::workers::set_index(1);
+        let b = stats.begin();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // Ended by worker 1 though begun on worker 0: it leaves the shard it was counted in.
+        moved.end_at(Instant::now());
+        assert_eq!(
+            stats
+                .shards
+                .iter()
+                .map(|s| s.open.load(Ordering::SeqCst))
+                .collect::<Vec<_>>(),
+            [1, 1]
+        );
+        let report = stats.peek(Instant::now(), WINDOW);
+        assert_eq!((report.in_flight, report.requests_total), (2, 3));
+        assert_eq!(
+            report.idle_for,
+            Some(Duration::ZERO),
+            "the newest shard's activity"
+        );
+        // Three requests open for 2 s, then two.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let report = stats.peek(Instant::now(), WINDOW);
+        assert!(
+            (report.concurrency_seconds - 10.0).abs() < 1e-6,
+            "{report:?}"
+        );
+        assert_eq!(report.idle_for, Some(Duration::from_secs(2)));
+        drop((a, b));
+        crate::workers::set_index(0);
+        assert_eq!(stats.open_now(), 0);
     }
 
     #[tokio::test(start_paused = true)]

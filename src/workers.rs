@@ -54,6 +54,11 @@ pub(crate) fn index() -> usize {
     INDEX.get()
 }
 
+/// Makes the calling thread worker `index`.
+pub(crate) fn set_index(index: usize) {
+    INDEX.set(index);
+}
+
 /// `count` listening sockets on `addr` (and as many workers to come), all bound to the same port (`SO_REUSEPORT`), with the
 /// kernel's largest accept backlog (`net.core.somaxconn`, as Go and Envoy use). Port 0 picks one
 /// free port for all of them.
@@ -106,7 +111,7 @@ where
         std::thread::Builder::new()
             .name(format!("activator-worker-{index}"))
             .spawn(move || {
-                INDEX.set(index);
+                set_index(index);
                 CONTROL.set(Some(control));
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {
