@@ -31,7 +31,6 @@ use tokio::time::Instant;
 /// Counters of one route.
 #[derive(Debug)]
 pub(crate) struct RouteStats {
-    epoch: Instant,
     /// One per worker thread ([`crate::workers::index`]).
     shards: Box<[Arc<Shard>]>,
     queued: AtomicI64,
@@ -39,7 +38,8 @@ pub(crate) struct RouteStats {
 }
 
 /// One worker's share of a route's request counters, on a 64-byte cache line of its own; its
-/// `Arc`'s counts take the line before it, so a shard costs 128 bytes a route. (crossbeam's
+/// `Arc`'s counts take the line before it, so a shard costs 128 bytes a route (136 with the
+/// pointer to it). (crossbeam's
 /// `CachePadded` takes 128 on x86-64, whose cores may fetch lines in pairs: 256 bytes a shard
 /// with the counts, for every route and worker, to spare a rare prefetch.)
 #[derive(Debug)]
@@ -103,7 +103,6 @@ impl RouteStats {
     pub(crate) fn with_shards(shards: usize) -> RouteStats {
         let epoch = Instant::now();
         RouteStats {
-            epoch,
             shards: (0..shards.max(1))
                 .map(|_| {
                     Arc::new(Shard {
@@ -131,7 +130,8 @@ impl RouteStats {
     }
 
     fn nanos(&self, at: Instant) -> i64 {
-        nanos_since(self.epoch, at)
+        // Every shard has the route's epoch.
+        nanos_since(self.shards[0].epoch, at)
     }
 
     /// Counts a request as open until the guard drops.

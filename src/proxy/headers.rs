@@ -234,22 +234,23 @@ pub(crate) fn prepare_request(
         request_id,
         ..Added::default()
     };
-    if carried.forwarded_for {
-        let Entry::Occupied(mut existing) = headers.entry(&X_FORWARDED_FOR) else {
-            unreachable!("the field was among the names")
-        };
-        if client.trusted {
+    // The map is looked in only when the pass above saw the field.
+    match carried
+        .forwarded_for
+        .then(|| headers.entry(&X_FORWARDED_FOR))
+    {
+        Some(Entry::Occupied(mut existing)) if client.trusted => {
             let mut joined = lines_then(existing.iter());
             joined.extend_from_slice(client.ip.as_bytes());
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 // Replaces every earlier X-Forwarded-For line with the one joined value.
                 existing.insert(value);
             }
-        } else {
+        }
+        Some(Entry::Occupied(mut existing)) => {
             existing.insert(client.ip.clone());
         }
-    } else {
-        added.forwarded_for = Some(client.ip.clone());
+        _ => added.forwarded_for = Some(client.ip.clone()),
     }
     if client.trusted {
         if carried.forwarded {
