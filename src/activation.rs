@@ -685,6 +685,7 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::provider::{BoxFuture, ProviderError, Reporter};
     use crate::spec::{ProcessSpec, Settings, Workload};
+    use crate::stats::RequestGuard;
 
     /// A provider that accepts every count at once and changes no endpoint.
     struct Accepting;
@@ -719,7 +720,9 @@ mod tests {
                 stop_grace: Duration::from_secs(1),
             }),
         };
-        let stats = Arc::new(RouteStats::new());
+        // Two shards: the racing request counts itself on worker 1 ([`begin_on_another_worker`])
+        // while the decision reads from the control runtime, as in the proxy.
+        let stats = Arc::new(RouteStats::with_shards(2));
         let backends = Arc::new(Backends::new(0));
         let metrics = Metrics::new().route("web", "default");
         let activation = Activation::new(
@@ -731,6 +734,14 @@ mod tests {
             Arc::new(Accepting),
         );
         (activation, stats)
+    }
+
+    /// Counts a request open as worker 1 does, in that worker's shard of the route's counters.
+    fn begin_on_another_worker(stats: &Arc<RouteStats>) -> RequestGuard {
+        crate::workers::set_index(1);
+        let guard = stats.begin();
+        crate::workers::set_index(0);
+        guard
     }
 
     #[derive(Debug, Clone, Copy, PartialEq)]
@@ -778,7 +789,7 @@ mod tests {
             let mut scaled_to_zero = None;
             for step in order {
                 match step {
-                    Step::Begin => guard = Some(stats.begin()),
+                    Step::Begin => guard = Some(begin_on_another_worker(&stats)),
                     Step::Lease => lease = activation.try_lease(),
                     Step::Close => scale_down = activation.begin_scale_down(),
                     Step::Commit => {
@@ -817,7 +828,7 @@ mod tests {
             // `hold_for_scale_down` split in its two steps: close, then look.
             for step in order {
                 match step {
-                    Step::Begin => guard = Some(stats.begin()),
+                    Step::Begin => guard = Some(begin_on_another_worker(&stats)),
                     Step::Lease => lease = activation.try_lease(),
                     Step::Close => activation
                         .hold

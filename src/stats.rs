@@ -4,9 +4,13 @@
 //! The request path only touches atomics. The time-weighted average rests on one identity: with
 //! `n(T)` requests open at time `T`, the integral of concurrency from the epoch to `T` is
 //! `A(T) = K + n(T)·T`, where `K` is the sum of finished requests' end times minus the sum of all
-//! requests' start times. So a request subtracts its start time from `K` when it begins and adds
-//! its end time when it ends: two atomic adds, no lock. The scaler samples `A` on each tick and
-//! divides differences by elapsed time. The scaler's sample ring sits behind a mutex that only the
+//! requests' start times. So a request adds one to `n` and subtracts its start time from `K` when
+//! it begins, and the reverse when it ends. `n` and `K` share one 128-bit atomic (`n·2⁹⁶ + K`),
+//! so each end of a request is one atomic add and no reader ever sees `n` changed without `K`:
+//! kept apart, a request beginning or ending between a reader's two loads put `A` off by the
+//! request's start time (the route's whole age), and one such sample could inflate a window's
+//! average concurrency enough to scale a route to its maximum. The scaler samples `A` on each
+//! tick and divides differences by elapsed time. The scaler's sample ring sits behind a mutex that only the
 //! scaler takes.
 //!
 //! Each worker thread counts into a shard of its own, on cache lines of its own with the shard's
@@ -25,6 +29,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use portable_atomic::AtomicI128;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -45,12 +50,11 @@ pub(crate) struct RouteStats {
 #[derive(Debug)]
 #[repr(align(64))]
 struct Shard {
+    /// `open · 2⁹⁶ + K`: requests accepted here and not finished (held or in flight), and `K` in
+    /// the module docs in nanoseconds since `epoch` ([`Counts`]).
+    counts: AtomicI128,
     /// The route's epoch.
     epoch: Instant,
-    /// Requests accepted here and not finished: held or in flight.
-    open: AtomicI64,
-    /// `K` in the module docs, in nanoseconds since `epoch`.
-    area: AtomicI64,
     requests: AtomicU64,
     /// Nanoseconds since `epoch` of the last request start or end; 0 = never.
     last_activity: AtomicU64,
@@ -106,9 +110,8 @@ impl RouteStats {
             shards: (0..shards.max(1))
                 .map(|_| {
                     Arc::new(Shard {
+                        counts: AtomicI128::new(0),
                         epoch,
-                        open: AtomicI64::new(0),
-                        area: AtomicI64::new(0),
                         requests: AtomicU64::new(0),
                         last_activity: AtomicU64::new(0),
                     })
@@ -144,12 +147,13 @@ impl RouteStats {
     pub(crate) fn begin_at(self: &Arc<Self>, arrived: Instant) -> RequestGuard {
         let now = self.nanos(arrived);
         let shard = self.shard();
-        // SeqCst: the scale-to-zero decision closes the route's gate and then reads `open`; a
-        // request increments `open` and then reads the gate. Sequential consistency guarantees
-        // at least one of them sees the other (see `activation`): the decision's load of this
-        // shard comes before this increment (and so after the gate closed) or sees it.
-        shard.open.fetch_add(1, Ordering::SeqCst);
-        shard.area.fetch_sub(now, Ordering::Relaxed);
+        // SeqCst: the scale-to-zero decision closes the route's gate and then reads the open
+        // count; a request increments it and then reads the gate. Sequential consistency
+        // guarantees at least one of them sees the other (see `activation`): the decision's load
+        // of this shard comes before this increment (and so after the gate closed) or sees it.
+        shard
+            .counts
+            .fetch_add(Counts::OPEN_ONE - now as i128, Ordering::SeqCst);
         shard.requests.fetch_add(1, Ordering::Relaxed);
         shard.touch(now);
         RequestGuard {
@@ -164,7 +168,8 @@ impl RouteStats {
 
     /// Requests held or in flight, read with the ordering the scale-to-zero decision needs.
     pub(crate) fn open_now(&self) -> u64 {
-        self.sum(|shard| shard.open.load(Ordering::SeqCst)).max(0) as u64
+        self.sum(|shard| Counts::read(&shard.counts, Ordering::SeqCst).open)
+            .max(0) as u64
     }
 
     /// Requests held now.
@@ -288,9 +293,10 @@ impl RequestGuard {
     pub(crate) fn end_at(&mut self, at: Instant) {
         if let Some(shard) = self.shard.take() {
             let now = nanos_since(shard.epoch, at);
-            shard.area.fetch_add(now, Ordering::Relaxed);
             shard.touch(now);
-            shard.open.fetch_sub(1, Ordering::SeqCst);
+            shard
+                .counts
+                .fetch_add(now as i128 - Counts::OPEN_ONE, Ordering::SeqCst);
         }
     }
 }
@@ -333,33 +339,39 @@ fn nanos_since(epoch: Instant, at: Instant) -> i64 {
 const MAX_SHARDS: usize = 8;
 
 impl Shard {
-    /// `area + open · now` as of one moment. The two are read until two readings in a row agree:
-    /// a request beginning or ending between the reads of `open` and `area` would otherwise put
-    /// the result off by the route's whole age (`now` times one request), and one such sample
-    /// would inflate the window's average concurrency by age / window. (A writer stopped between
-    /// its two updates for the whole of the reads can still skew one sample; bounded tries keep
-    /// the scaler from spinning on a busy route.)
+    /// `K + open · now` as of one moment.
     fn integral(&self, now: i64) -> i128 {
-        let read = || {
-            (
-                self.open.load(Ordering::Acquire),
-                self.area.load(Ordering::Acquire),
-            )
-        };
-        let mut last = read();
-        for _ in 0..64 {
-            let again = read();
-            if again == last {
-                break;
-            }
-            last = again;
-        }
-        last.1 as i128 + last.0 as i128 * now as i128
+        let counts = Counts::read(&self.counts, Ordering::Acquire);
+        counts.area + counts.open as i128 * now as i128
     }
 
     fn touch(&self, now: i64) {
         // +1 keeps 0 meaning "never".
         self.last_activity.store(now as u64 + 1, Ordering::Relaxed);
+    }
+}
+
+/// A shard's open requests and `K`, unpacked from `open · 2⁹⁶ + K`. `K` stays within ±2⁹⁵:
+/// it is at most the request-nanoseconds of every finished request (a million requests open for
+/// a century come to 2⁸²) and at least minus the start times of the open ones.
+struct Counts {
+    open: i64,
+    area: i128,
+}
+
+impl Counts {
+    /// What one more open request adds.
+    const OPEN_ONE: i128 = 1 << 96;
+
+    fn read(counts: &AtomicI128, order: Ordering) -> Counts {
+        let packed = counts.load(order);
+        // Rounded to the nearest multiple of 2⁹⁶, so a negative `K` is not taken for one
+        // request fewer.
+        let open = (packed + (Counts::OPEN_ONE >> 1)) >> 96;
+        Counts {
+            open: open as i64,
+            area: packed - open * Counts::OPEN_ONE,
+        }
     }
 }
 
@@ -463,7 +475,7 @@ mod tests {
             stats
                 .shards
                 .iter()
-                .map(|s| s.open.load(Ordering::SeqCst))
+                .map(|s| Counts::read(&s.counts, Ordering::SeqCst).open)
                 .collect::<Vec<_>>(),
             [1, 1]
         );
@@ -485,6 +497,61 @@ mod tests {
         drop((a, b));
         crate::workers::set_index(0);
         assert_eq!(stats.open_now(), 0);
+    }
+
+    /// Requests that begin and end at the same moment a day after the route's epoch add nothing
+    /// to the integral, read at that moment, however a reader's load falls among their updates;
+    /// with the open count and `K` apart, a load between the two updates of one of them read a
+    /// whole day's worth of request-nanoseconds.
+    #[test]
+    fn the_integral_is_read_whole_while_requests_begin_and_end() {
+        let stats = Arc::new(RouteStats::with_shards(1));
+        let day = stats.shards[0].epoch + Duration::from_secs(86_400);
+        let at = stats.nanos(day);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = (0..2)
+            .map(|_| {
+                let (stats, done) = (Arc::clone(&stats), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    for _ in 0..100_000 {
+                        let mut guard = stats.begin_at(day);
+                        guard.end_at(day);
+                    }
+                    done.store(true, Ordering::Release);
+                })
+            })
+            .collect::<Vec<_>>();
+        let mut reads = 0u64;
+        while !done.load(Ordering::Acquire) || reads == 0 {
+            assert_eq!(
+                stats.integral(at),
+                0,
+                "read {reads} saw a request half counted"
+            );
+            reads += 1;
+        }
+        for writer in writers {
+            writer.join().expect("writer");
+        }
+        assert_eq!((stats.open_now(), stats.integral(at)), (0, 0));
+    }
+
+    #[test]
+    fn counts_unpack_what_was_packed() {
+        let counts = AtomicI128::new(0);
+        // Three open requests that began 5, 7 and 2^62 ns after the epoch, one finished that
+        // lasted 11 ns.
+        for start in [5, 7, 1 << 62] {
+            counts.fetch_add(Counts::OPEN_ONE - start, Ordering::SeqCst);
+        }
+        counts.fetch_add(Counts::OPEN_ONE - 100, Ordering::SeqCst);
+        counts.fetch_add(111 - Counts::OPEN_ONE, Ordering::SeqCst);
+        let read = Counts::read(&counts, Ordering::SeqCst);
+        assert_eq!((read.open, read.area), (3, 11 - 12 - (1 << 62)));
+        // A century of a million requests' time, none open.
+        let century = 1_000_000 * 100 * 365 * 86_400 * 1_000_000_000;
+        let read = Counts::read(&AtomicI128::new(century), Ordering::SeqCst);
+        assert_eq!((read.open, read.area), (0, century));
     }
 
     #[tokio::test(start_paused = true)]
