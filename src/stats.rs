@@ -10,8 +10,8 @@
 //! kept apart, a request beginning or ending between a reader's two loads put `A` off by the
 //! request's start time (the route's whole age), and one such sample could inflate a window's
 //! average concurrency enough to scale a route to its maximum. The scaler samples `A` on each
-//! tick and divides differences by elapsed time. The scaler's sample ring sits behind a mutex that only the
-//! scaler takes.
+//! tick and divides differences by elapsed time. The scaler's sample ring sits behind a mutex
+//! that only the scaler takes.
 //!
 //! Each worker thread counts into a shard of its own, on cache lines of its own with the shard's
 //! reference count, which a request's guard holds: a request's counters are then never written
@@ -44,9 +44,9 @@ pub(crate) struct RouteStats {
 
 /// One worker's share of a route's request counters, on a 64-byte cache line of its own; its
 /// `Arc`'s counts take the line before it, so a shard costs 128 bytes a route (136 with the
-/// pointer to it). (crossbeam's
-/// `CachePadded` takes 128 on x86-64, whose cores may fetch lines in pairs: 256 bytes a shard
-/// with the counts, for every route and worker, to spare a rare prefetch.)
+/// pointer to it). (crossbeam's `CachePadded` takes 128 on x86-64, whose cores may fetch lines
+/// in pairs: 256 bytes a shard with the counts, for every route and worker, to spare a rare
+/// prefetch.)
 #[derive(Debug)]
 #[repr(align(64))]
 struct Shard {
@@ -353,7 +353,8 @@ impl Shard {
 
 /// A shard's open requests and `K`, unpacked from `open · 2⁹⁶ + K`. `K` stays within ±2⁹⁵:
 /// it is at most the request-nanoseconds of every finished request (a million requests open for
-/// a century come to 2⁸²) and at least minus the start times of the open ones.
+/// a century come to 2⁸²) and at least minus the start times of the open ones (each below 2⁶³,
+/// and fewer than 2³¹ of them).
 struct Counts {
     open: i64,
     area: i128,
@@ -502,37 +503,31 @@ mod tests {
     /// Requests that begin and end at the same moment a day after the route's epoch add nothing
     /// to the integral, read at that moment, however a reader's load falls among their updates;
     /// with the open count and `K` apart, a load between the two updates of one of them read a
-    /// whole day's worth of request-nanoseconds.
+    /// whole day's worth of request-nanoseconds. The reader sets the length: the writers go on
+    /// until it has read a million times.
     #[test]
     fn the_integral_is_read_whole_while_requests_begin_and_end() {
         let stats = Arc::new(RouteStats::with_shards(1));
         let day = stats.shards[0].epoch + Duration::from_secs(86_400);
         let at = stats.nanos(day);
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writers = (0..2)
             .map(|_| {
-                let (stats, done) = (Arc::clone(&stats), Arc::clone(&done));
+                let (stats, stop) = (Arc::clone(&stats), Arc::clone(&stop));
                 std::thread::spawn(move || {
-                    for _ in 0..100_000 {
+                    while !stop.load(Ordering::Relaxed) {
                         let mut guard = stats.begin_at(day);
                         guard.end_at(day);
                     }
-                    done.store(true, Ordering::Release);
                 })
             })
             .collect::<Vec<_>>();
-        let mut reads = 0u64;
-        while !done.load(Ordering::Acquire) || reads == 0 {
-            assert_eq!(
-                stats.integral(at),
-                0,
-                "read {reads} saw a request half counted"
-            );
-            reads += 1;
-        }
+        let torn = (0..1_000_000).find(|_| stats.integral(at) != 0);
+        stop.store(true, Ordering::Relaxed);
         for writer in writers {
             writer.join().expect("writer");
         }
+        assert_eq!(torn, None, "a read saw a request half counted");
         assert_eq!((stats.open_now(), stats.integral(at)), (0, 0));
     }
 
@@ -552,6 +547,15 @@ mod tests {
         let century = 1_000_000 * 100 * 365 * 86_400 * 1_000_000_000;
         let read = Counts::read(&AtomicI128::new(century), Ordering::SeqCst);
         assert_eq!((read.open, read.area), (0, century));
+        // The edges of `K`'s range, with counts on either side of zero.
+        let half = Counts::OPEN_ONE >> 1;
+        for open in [-3i64, -1, 0, 1, 2, i32::MAX as i64 - 1] {
+            for area in [-half, -half + 1, -1, 0, 1, half - 1] {
+                let packed = open as i128 * Counts::OPEN_ONE + area;
+                let read = Counts::read(&AtomicI128::new(packed), Ordering::SeqCst);
+                assert_eq!((read.open, read.area), (open, area));
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]
