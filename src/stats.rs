@@ -127,11 +127,6 @@ impl RouteStats {
         &self.shards[crate::workers::index() % self.shards.len()]
     }
 
-    fn sum(&self, field: impl Fn(&Shard) -> i64) -> i64 {
-        let sum: i128 = self.shards.iter().map(|shard| field(shard) as i128).sum();
-        sum.clamp(i64::MIN as i128, i64::MAX as i128) as i64
-    }
-
     fn nanos(&self, at: Instant) -> i64 {
         // Every shard has the route's epoch.
         nanos_since(self.shards[0].epoch, at)
@@ -168,7 +163,11 @@ impl RouteStats {
 
     /// Requests held or in flight, read with the ordering the scale-to-zero decision needs.
     pub(crate) fn open_now(&self) -> u64 {
-        self.sum(|shard| Counts::read(&shard.counts, Ordering::SeqCst).open)
+        // At most 8 shards of fewer than 2³¹ each: the sum fits.
+        self.shards
+            .iter()
+            .map(|shard| Counts::read(&shard.counts, Ordering::SeqCst).open)
+            .sum::<i64>()
             .max(0) as u64
     }
 
