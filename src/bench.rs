@@ -108,8 +108,9 @@ pub fn prepare_request(parts: &mut Parts, client_ip: &HeaderValue) {
         ip: client_ip.clone(),
         trusted: false,
     };
+    let carried = crate::proxy::headers::Carried::of(&parts.headers);
     std::hint::black_box(crate::proxy::headers::prepare_request(
-        parts, &client, None, false, None,
+        parts, &client, None, false, None, carried,
     ));
 }
 

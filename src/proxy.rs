@@ -135,10 +135,11 @@ impl Proxy {
         client: &Client,
     ) -> Result<(forward::Routed, Reply), (ProxyError, Reply)> {
         let shared = &self.shared;
-        let (request_id, id_to_add) = request_id(request.headers());
+        let carried = headers::Carried::of(request.headers());
+        let (request_id, id_to_add) = request_id(request.headers(), carried.request_id);
         let reply = Reply {
             request_id: Some(request_id),
-            grpc: respond::is_grpc(request.headers()),
+            grpc: carried.content_type && respond::is_grpc(request.headers()),
         };
         let authority = match checks::routed_authority(&request, shared.settings.max_header_bytes) {
             Ok(authority) => authority,
@@ -162,6 +163,7 @@ impl Proxy {
             .then(|| request.headers().get("grpc-timeout").and_then(grpc_timeout))
             .flatten();
         let browser = matches!(*request.method(), http::Method::GET | http::Method::HEAD)
+            && carried.accept
             && request
                 .headers()
                 .get(http::header::ACCEPT)
@@ -177,6 +179,7 @@ impl Proxy {
                 deadline,
                 browser,
                 request_id: id_to_add,
+                carried,
             },
         );
         Ok((routed, reply))
@@ -209,7 +212,8 @@ pub(crate) static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("
 /// The request's `x-request-id`, as a client or an ingress sent it in one line, else a new one,
 /// returned a second time to be added in place of whatever lines the client sent (with the other
 /// fields the activator adds, see [`headers::Added`]): the replica sees one id, the one logged.
-fn request_id(headers: &http::HeaderMap) -> (HeaderValue, Option<HeaderValue>) {
+/// `carried`: the request has an `x-request-id` field to look up.
+fn request_id(headers: &http::HeaderMap, carried: bool) -> (HeaderValue, Option<HeaderValue>) {
     let new_id = || {
         let mut hex = [0u8; 32];
         let random = fastrand::u128(..);
@@ -218,6 +222,10 @@ fn request_id(headers: &http::HeaderMap) -> (HeaderValue, Option<HeaderValue>) {
         }
         HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
     };
+    if !carried {
+        let id = new_id();
+        return (id.clone(), Some(id));
+    }
     let mut lines = headers.get_all(&REQUEST_ID).iter();
     match (lines.next(), lines.next()) {
         (Some(kept), None) if !kept.is_empty() && kept.len() <= 128 => (kept.clone(), None),

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version, request, response};
 
-use super::relayed::{Kind, Relayed, Says};
+use super::relayed::{Field, Kind, Relayed, Says};
 use super::{Framing, MAX_HEADERS};
 
 /// Why a head cannot be taken.
@@ -363,11 +363,12 @@ pub(crate) fn parse_response(
                 if name_end - name > usize::from(u16::MAX) {
                     return Err(HeadError::Malformed("a header field name is not valid"));
                 }
-                noted.note(Kind::of(&head[name..name_end]), &head[value..value_end]);
+                let kind = Kind::of(&head[name..name_end]);
+                noted.note(kind, &head[value..value_end]);
                 // A head is far shorter than 4 GiB (`max`).
-                Ok([name, name_end, value, value_end].map(|at| at as u32))
+                Ok(Field::new([name, name_end, value, value_end], kind))
             })
-            .collect::<Result<Vec<[u32; 4]>, HeadError>>()
+            .collect::<Result<Vec<Field>, HeadError>>()
     })?;
     let framing = if status.is_informational()
         || status == StatusCode::NO_CONTENT

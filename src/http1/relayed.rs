@@ -81,10 +81,34 @@ pub(crate) fn framing_fault(
 pub(crate) struct Relayed {
     /// The whole head, status line included.
     head: Bytes,
-    /// Each field: where its name and its value start and end in `head`.
-    fields: Vec<[u32; 4]>,
+    /// Each field: where its name and its value start and end in `head`, and its kind.
+    fields: Vec<Field>,
     /// What the fields say.
     pub(crate) says: Says,
+}
+
+/// Where one field lies in a head, and its kind, taken once as the head is parsed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Field {
+    name: u32,
+    name_end: u32,
+    value: u32,
+    value_end: u32,
+    kind: Kind,
+}
+
+impl Field {
+    /// The field whose name and value start and end at `at` in a head (shorter than 4 GiB).
+    pub(crate) fn new(at: [usize; 4], kind: Kind) -> Field {
+        let [name, name_end, value, value_end] = at.map(|at| at as u32);
+        Field {
+            name,
+            name_end,
+            value,
+            value_end,
+            kind,
+        }
+    }
 }
 
 /// What a response's fields say, noted as they were parsed.
@@ -104,8 +128,8 @@ pub(crate) struct Says {
 }
 
 impl Relayed {
-    /// The fields of `head` at `fields` (name and value ranges), which say `says`.
-    pub(crate) fn new(head: Bytes, fields: Vec<[u32; 4]>, says: Says) -> Relayed {
+    /// The fields of `head` at `fields`, which say `says`.
+    pub(crate) fn new(head: Bytes, fields: Vec<Field>, says: Says) -> Relayed {
         Relayed { head, fields, says }
     }
 
@@ -121,24 +145,23 @@ impl Relayed {
 
     /// The fields that go on (every one, with `all`), as name and value, in the order they came.
     fn kept(&self, all: bool) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
-            .iter()
-            .filter_map(move |&[name, name_end, value, value_end]| {
-                let name = &self.head[name as usize..name_end as usize];
-                if !all
-                    && (Kind::of(name).stays() || (self.says.connection_names && self.named(name)))
-                {
-                    return None;
-                }
-                Some((name, &self.head[value as usize..value_end as usize]))
-            })
+        self.fields.iter().filter_map(move |field| {
+            let name = &self.head[field.name as usize..field.name_end as usize];
+            if !all && (field.kind.stays() || (self.says.connection_names && self.named(name))) {
+                return None;
+            }
+            Some((
+                name,
+                &self.head[field.value as usize..field.value_end as usize],
+            ))
+        })
     }
 
     /// Whether a `Connection` field names `name`.
     fn named(&self, name: &[u8]) -> bool {
-        self.fields.iter().any(|&[n, n_end, value, value_end]| {
-            Kind::of(&self.head[n as usize..n_end as usize]) == Kind::Connection
-                && self.head[value as usize..value_end as usize]
+        self.fields.iter().any(|field| {
+            field.kind == Kind::Connection
+                && self.head[field.value as usize..field.value_end as usize]
                     .split(|b| *b == b',')
                     .any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
         })

@@ -74,10 +74,15 @@ pub(crate) fn routed_authority<B>(
         (None, _) => Err(ProxyError::MissingHost),
     }?;
     // A host is a name or address and a port (RFC 9110 §4.2.3): a path, a query or user
-    // information in it would be read differently by whoever parses it next.
+    // information in it would be read differently by whoever parses it next. Most requests are
+    // routed by their Host header itself, which is then looked at once.
+    let host = host.filter(|host| !std::ptr::eq(*host, authority));
     if let Some(bad) = [authority, host.unwrap_or_default()]
         .into_iter()
-        .find(|host| host.contains(['/', '?', '#', '@', '\\']))
+        .find(|host| {
+            host.bytes()
+                .any(|b| matches!(b, b'/' | b'?' | b'#' | b'@' | b'\\'))
+        })
     {
         return Err(ProxyError::HostMismatch {
             detail: format!("its host \"{bad}\" has a character a host cannot have"),

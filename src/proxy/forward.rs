@@ -68,6 +68,8 @@ pub(crate) struct Client<'a> {
     pub(crate) browser: bool,
     /// An `X-Request-Id` to add: the request came without one.
     pub(crate) request_id: Option<HeaderValue>,
+    /// The fields of the request the proxy looks at.
+    pub(crate) carried: headers::Carried,
 }
 
 /// A routed request, its head rewritten for its replica, and what its forwarding needs to know:
@@ -106,6 +108,7 @@ impl Routed {
         let version = parts.version;
         // Upgrades are an HTTP/1.1 mechanism; over HTTP/2 to the replica there is none.
         let upgrade = protocol == UpstreamProtocol::Http1
+            && client.carried.upgrade()
             && headers::is_allowed_upgrade(&mut parts, client.allowed_upgrades);
         let client_upgrade = if upgrade {
             parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -118,6 +121,7 @@ impl Routed {
             client.authority,
             upgrade,
             client.request_id,
+            client.carried,
         );
         // An idempotent request without a body that fails before any response (the replica died,
         // or the pooled connection to it already had) is safe to send again, as nginx's default

@@ -124,6 +124,9 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// [`hop_by_hop_index`] of `Upgrade`.
+const UPGRADE_INDEX: usize = 6;
+
 /// Which hop-by-hop field `name` is, as an index into [`HOP_BY_HOP`], `TE` being
 /// [`HOP_BY_HOP.len()`].
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
@@ -150,9 +153,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             present |= 1 << index;
         }
     }
+    strip_present(headers, keep_upgrade, present);
+}
+
+/// [`strip_hop_by_hop`] of the hop-by-hop fields `present` says are there (a bit per
+/// [`hop_by_hop_index`]); true if it removed fields a `Connection` line named.
+fn strip_present(headers: &mut HeaderMap, keep_upgrade: bool, present: u8) -> bool {
     if present == 0 {
-        return;
+        return false;
     }
+    let mut removed_named = false;
     if present & 1 != 0 {
         // Byte-wise: one odd byte elsewhere in the line must not hide the names it lists.
         let named: Vec<HeaderName> = headers
@@ -167,11 +177,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .collect();
         for name in named {
             if !is_protected(&name) {
-                headers.remove(&name);
+                removed_named |= headers.remove(&name).is_some();
             }
         }
     }
-    let upgrade = if keep_upgrade && present & (1 << 6) != 0 {
+    let upgrade = if keep_upgrade && present & (1 << UPGRADE_INDEX) != 0 {
         headers.remove(header::UPGRADE)
     } else {
         None
@@ -194,37 +204,28 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    removed_named
 }
 
 /// Rewrites a client request for a replica (always HTTP/1.1 upstream); `authority` is what the
 /// request was routed by, and becomes its `Host`; `request_id` is an `X-Request-Id` to add, in
-/// place of any the request carries. The fields it adds that the request did not carry are
-/// returned rather than put in its map.
+/// place of any the request carries; `carried` is what [`Carried::of`] its fields said. The
+/// fields it adds that the request did not carry are returned rather than put in its map.
 pub(crate) fn prepare_request(
     parts: &mut request::Parts,
     client: &Client,
     authority: Option<HeaderValue>,
     upgrade: bool,
     request_id: Option<HeaderValue>,
+    mut carried: Carried,
 ) -> Added {
-    strip_hop_by_hop(&mut parts.headers, upgrade);
+    if strip_present(&mut parts.headers, upgrade, carried.hop_by_hop) {
+        // A field a `Connection` line named may have been one of those looked at below.
+        carried = Carried::of(&parts.headers);
+    }
     let headers = &mut parts.headers;
     if let Some(authority) = authority {
         headers.insert(header::HOST, authority);
-    }
-    // One pass over the names says which fields need a look: most requests carry none of them.
-    let mut carried = Carried::default();
-    for name in headers.keys() {
-        match name.as_str() {
-            "x-forwarded-for" => carried.forwarded_for = true,
-            "x-forwarded-proto" => carried.forwarded_proto = true,
-            "x-forwarded-host" => carried.forwarded_host = true,
-            "forwarded" => carried.forwarded = true,
-            "cookie" => carried.cookie = true,
-            "x-request-id" => carried.request_id = true,
-            _ => {}
-        }
-        carried.untrusted_forwarding |= is_untrusted_forwarding(name);
     }
     if request_id.is_some() && carried.request_id {
         // The client's lines give way to the id the activator gives the request.
@@ -292,16 +293,56 @@ pub(crate) fn prepare_request(
     added
 }
 
-/// Which of the fields [`prepare_request`] rewrites a request carries.
-#[derive(Default)]
-struct Carried {
+/// Which of the fields the proxy reads or rewrites a request carries, from one pass over its
+/// names: most requests carry few of them, and looking up a name that is absent still hashes
+/// it, so the proxy looks only for what this says is there.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Carried {
+    /// The hop-by-hop fields, a bit per [`hop_by_hop_index`].
+    hop_by_hop: u8,
     forwarded_for: bool,
     forwarded_proto: bool,
     forwarded_host: bool,
     forwarded: bool,
     cookie: bool,
-    request_id: bool,
+    /// `X-Request-Id`.
+    pub(crate) request_id: bool,
+    /// `Content-Type`.
+    pub(crate) content_type: bool,
+    /// `Accept`.
+    pub(crate) accept: bool,
     untrusted_forwarding: bool,
+}
+
+impl Carried {
+    /// What `headers` carry.
+    pub(crate) fn of(headers: &HeaderMap) -> Carried {
+        let mut carried = Carried::default();
+        for name in headers.keys() {
+            if let Some(index) = hop_by_hop_index(name) {
+                carried.hop_by_hop |= 1 << index;
+                continue;
+            }
+            match name.as_str() {
+                "x-forwarded-for" => carried.forwarded_for = true,
+                "x-forwarded-proto" => carried.forwarded_proto = true,
+                "x-forwarded-host" => carried.forwarded_host = true,
+                "forwarded" => carried.forwarded = true,
+                "cookie" => carried.cookie = true,
+                "x-request-id" => carried.request_id = true,
+                "content-type" => carried.content_type = true,
+                "accept" => carried.accept = true,
+                _ => {}
+            }
+            carried.untrusted_forwarding |= is_untrusted_forwarding(name);
+        }
+        carried
+    }
+
+    /// An `Upgrade` field came.
+    pub(crate) fn upgrade(&self) -> bool {
+        self.hop_by_hop & (1 << UPGRADE_INDEX) != 0
+    }
 }
 
 /// The fields the activator adds to a request that did not carry them (`X-Request-Id` and the
@@ -406,7 +447,8 @@ mod tests {
         authority: Option<HeaderValue>,
         upgrade: bool,
     ) {
-        prepare_request(p, client, authority, upgrade, None).append_to(&mut p.headers);
+        let carried = Carried::of(&p.headers);
+        prepare_request(p, client, authority, upgrade, None, carried).append_to(&mut p.headers);
     }
 
     fn parts(
@@ -666,7 +708,8 @@ mod tests {
     fn fields_a_request_lacks_are_kept_beside_its_map_and_written_after_its_own() {
         let mut p = parts(|b| b.header("host", "a.test").header("accept", "*/*"));
         let id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
-        let added = prepare_request(&mut p, &untrusted(), None, false, Some(id));
+        let carried = Carried::of(&p.headers);
+        let added = prepare_request(&mut p, &untrusted(), None, false, Some(id), carried);
         assert_eq!(
             p.headers.len(),
             2,
