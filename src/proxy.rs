@@ -215,12 +215,15 @@ pub(crate) static REQUEST_ID: http::HeaderName = http::HeaderName::from_static("
 /// `carried`: the request has an `x-request-id` field to look up.
 fn request_id(headers: &http::HeaderMap, carried: bool) -> (HeaderValue, Option<HeaderValue>) {
     let new_id = || {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut hex = [0u8; 32];
-        let random = fastrand::u128(..);
-        for (i, byte) in hex.iter_mut().enumerate() {
-            *byte = b"0123456789abcdef"[((random >> (i * 4)) & 0xf) as usize];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(fastrand::u128(..).to_le_bytes()) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
         }
-        HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
+        // Owned by one allocation that the copy the replica gets shares.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
+            .expect("hex digits are a valid header value")
     };
     if !carried {
         let id = new_id();
