@@ -129,6 +129,7 @@ impl Proxy {
     /// Checks `request`, finds its route and rewrites its head for the replica; also returns
     /// how to answer it should anything fail.
     #[allow(clippy::result_large_err)]
+    #[inline(always)]
     fn route(
         &self,
         request: Request<RequestBody>,
@@ -217,7 +218,10 @@ fn request_id(headers: &http::HeaderMap, carried: bool) -> (HeaderValue, Option<
     let new_id = || {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut hex = [0u8; 32];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(fastrand::u128(..).to_le_bytes()) {
+        for (pair, byte) in hex
+            .chunks_exact_mut(2)
+            .zip(fastrand::u128(..).to_le_bytes())
+        {
             pair[0] = HEX[usize::from(byte >> 4)];
             pair[1] = HEX[usize::from(byte & 0xf)];
         }

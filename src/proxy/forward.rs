@@ -94,6 +94,7 @@ pub(crate) struct Routed {
 impl Routed {
     /// `request`, from `client`, routed to `route`: its head rewritten for the replica
     /// ([`headers::prepare_request`]).
+    #[inline(always)]
     pub(crate) fn new(
         route: Arc<Route>,
         request: Request<RequestBody>,

@@ -73,6 +73,7 @@ pub(crate) struct Outgoing {
 impl Outgoing {
     /// The request whose rewritten head is `parts` and whose body is `body`, for a replica
     /// speaking `protocol`; a stalled body fails after `stream_idle`.
+    #[inline(always)]
     pub(crate) fn new(
         protocol: UpstreamProtocol,
         parts: request::Parts,
