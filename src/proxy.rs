@@ -86,6 +86,7 @@ impl Proxy {
             proxy: self.clone(),
             client,
             activity: Arc::clone(activity),
+            timer: forward::SpareTimer::default(),
         }
     }
 
@@ -100,6 +101,7 @@ impl Proxy {
         request: Request<RequestBody>,
         client: &'a Client,
         activity: &'a Arc<Activity>,
+        timer: &'a forward::SpareTimer,
     ) -> impl Future<Output = Answered> + Send + 'a {
         let arrived = Instant::now();
         match self.route(request, client) {
@@ -110,7 +112,7 @@ impl Proxy {
                     forwarding: self
                         .shared
                         .upstream
-                        .forward(routed, activity, guard, arrived),
+                        .forward(routed, activity, timer, guard, arrived),
                     route,
                     reply,
                     arrived,
@@ -303,11 +305,14 @@ pub(crate) struct ProxyService {
     proxy: Proxy,
     client: Client,
     activity: Arc<Activity>,
+    /// The response timer its requests take in turn.
+    timer: forward::SpareTimer,
 }
 
 impl Respond for ProxyService {
     fn respond(&self, request: Request<RequestBody>) -> impl Future<Output = Answered> + Send + '_ {
-        self.proxy.handle(request, &self.client, &self.activity)
+        self.proxy
+            .handle(request, &self.client, &self.activity, &self.timer)
     }
 
     fn refuse(&self, error: &HeadError) -> Response<BoxBody> {

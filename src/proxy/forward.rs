@@ -15,6 +15,7 @@
 
 mod outgoing;
 mod response;
+mod timer;
 mod tunnel;
 
 use std::error::Error as StdError;
@@ -40,6 +41,7 @@ use crate::spec::UpstreamProtocol;
 use crate::stats::RequestGuard;
 use outgoing::{Answer, Failed, Outgoing};
 use response::{Done, Tracked, malformed};
+pub(crate) use timer::SpareTimer;
 
 /// Attempts at most, while connections are refused.
 const CONNECT_ATTEMPTS: u32 = 6;
@@ -150,7 +152,8 @@ impl Upstream {
 
     /// Forwards a routed request and returns the replica's response, whose body keeps the
     /// request counted (and its endpoint leased) until it has been sent to the client. `activity`
-    /// is the client connection's, told the route's stream idle timeout.
+    /// is the client connection's, told the route's stream idle timeout; `timer` is its response
+    /// timer, when free.
     ///
     /// An `async` block rather than an `async fn`, so that its arguments are kept once (see
     /// [`crate::proxy`]'s `handle`).
@@ -159,6 +162,7 @@ impl Upstream {
         &'a self,
         mut routed: Routed,
         activity: &'a Arc<Activity>,
+        timer: &'a SpareTimer,
         guard: RequestGuard,
         arrived: Instant,
     ) -> impl std::future::Future<Output = Result<Answered, ProxyError>> + Send + 'a {
@@ -248,10 +252,8 @@ impl Upstream {
                 };
                 // Scoped, so that nothing of a failed attempt is kept across the pause after it.
                 {
-                    // Pinned where it is rather than moved into a timeout wrapper: this is every
-                    // request's path.
-                    let timeout = tokio::time::sleep_until((now + response_timeout).into());
-                    tokio::pin!(timeout);
+                    let mut timer = timer.take((now + response_timeout).into());
+                    let mut timeout = timer.sleep();
                     let sent: Result<Sent, Failed> = match sender {
                         Sender::Http1(connection) => {
                             let Some(mut exchange) = outgoing.send_http1(connection) else {

@@ -116,6 +116,74 @@ async fn a_replica_that_never_answers_gets_504_upstream_timeout() {
 }
 
 #[tokio::test]
+async fn each_request_on_a_connection_gets_its_own_response_timeout() {
+    // A client connection's requests take turns with one response timer, set anew for each: a
+    // request after an answered one still times out at its own deadline, and requests at once
+    // over HTTP/2 each time out.
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::Request;
+    let activator = Activator::start(&echo_route("slow", "response_timeout = \"300ms\"")).await;
+    let stream = TcpStream::connect(activator.proxy).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let get = |path: &str| {
+        Request::get(path)
+            .header("host", host("slow"))
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    for path in ["/", "/delay/600000", "/", "/delay/600000"] {
+        let slow = path != "/";
+        if slow {
+            // Past the previous request's deadline, were it still set.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let sent = std::time::Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(10), sender.send_request(get(path)))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert_eq!(answer.status(), if slow { 504 } else { 200 }, "{path}");
+        if slow {
+            assert!(
+                sent.elapsed() >= Duration::from_millis(300),
+                "timed out after {:?}, before its own deadline",
+                sent.elapsed()
+            );
+        }
+        answer.into_body().collect().await.unwrap();
+    }
+    let slow = || {
+        Request::get("/delay/600000")
+            .header("host", host("slow"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let stream = TcpStream::connect(activator.proxy).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let answers = futures_util::future::join_all((0..3).map(|_| {
+        let mut sender = sender.clone();
+        let request = slow();
+        async move { sender.send_request(request).await.unwrap().status() }
+    }));
+    let statuses = tokio::time::timeout(Duration::from_secs(10), answers)
+        .await
+        .expect("answers in time");
+    assert_eq!(statuses, [504, 504, 504]);
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn an_upload_still_moving_is_not_cut_short_by_the_response_timeout() {
     // The timeout counts from the request's end, as Envoy's route timeout does: an upload that
     // takes longer than it, but keeps moving, is answered.
