@@ -436,13 +436,17 @@ pub(crate) fn chunked_alone(headers: &HeaderMap) -> bool {
 
 /// Writes every field but `Content-Length`, which [`write_length`] writes from the framing: a
 /// client's `Content-Length: 2, 2` or two equal lines, accepted as one length, reach the other
-/// side as one line it cannot read two ways.
-fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+/// side as one line it cannot read two ways. Returns whether a `Content-Length` came.
+fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
+    let mut length = false;
     for (name, value) in headers {
-        if name != header::CONTENT_LENGTH {
+        if name == header::CONTENT_LENGTH {
+            length = true;
+        } else {
             write_field(name, value, out);
         }
     }
+    length
 }
 
 fn write_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
@@ -470,15 +474,13 @@ pub(crate) fn write_request_head<'a>(
         None => out.push(b'/'),
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields(headers, out);
+    let length_stated = write_fields(headers, out);
     for (name, value) in added {
         write_field(name, value, out);
     }
     // An empty body the client announced with `Content-Length: 0` keeps it (a replica may want a
     // length on a POST).
-    let stated = headers
-        .contains_key(header::CONTENT_LENGTH)
-        .then_some(&b"0"[..]);
+    let stated = length_stated.then_some(&b"0"[..]);
     write_length(framing, stated, out);
     out.extend_from_slice(b"\r\n");
 }
@@ -536,7 +538,8 @@ pub(crate) fn write_response_head(
     if let Some(relayed) = relayed {
         relayed.write(out);
     }
-    write_fields(headers, out);
+    // The length is taken from `relayed` or the map below.
+    let _ = write_fields(headers, out);
     // A 1xx or 204 has no body and must not announce one (RFC 9110 §8.6).
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
     // The length a bodiless answer states (to HEAD, a 304) goes out as one number if its lines
@@ -562,7 +565,7 @@ pub(crate) fn write_response_head(
     } else if how.keep_alive_10 {
         out.extend_from_slice(b"connection: keep-alive\r\n");
     }
-    if !headers.contains_key(header::DATE) && !relayed.is_some_and(Relayed::has_date) {
+    if !relayed.is_some_and(Relayed::has_date) && !headers.contains_key(header::DATE) {
         out.extend_from_slice(b"date: ");
         DATE.with_borrow_mut(|date| out.extend_from_slice(date.now()));
         out.extend_from_slice(b"\r\n");
