@@ -114,4 +114,46 @@ mod tests {
         drop((a, b));
         assert!(spare.0.lock().unwrap().is_some());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timer_that_fired_waits_for_its_new_deadline_when_taken_again() {
+        let spare = SpareTimer::default();
+        let start = Instant::now();
+        {
+            let mut first = spare.take(start + Duration::from_secs(1));
+            assert!(first.sleep().now_or_never().is_none());
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert!(first.sleep().now_or_never().is_some());
+        }
+        let now = Instant::now();
+        let mut second = spare.take(now + Duration::from_secs(5));
+        assert!(second.sleep().now_or_never().is_none());
+        tokio::time::advance(Duration::from_millis(4990)).await;
+        assert!(second.sleep().now_or_never().is_none());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(second.sleep().now_or_never().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spare_timer_that_came_due_unpolled_is_not_early_when_taken_again() {
+        let spare = SpareTimer::default();
+        let start = Instant::now();
+        {
+            let mut first = spare.take(start + Duration::from_secs(1));
+            assert!(first.sleep().now_or_never().is_none());
+        }
+        // Given back, it comes due and fires while nobody polls it.
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let now = Instant::now();
+        let mut second = spare.take(now + Duration::from_secs(5));
+        assert!(second.sleep().now_or_never().is_none());
+        tokio::time::advance(Duration::from_millis(4990)).await;
+        assert!(second.sleep().now_or_never().is_none());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(second.sleep().now_or_never().is_some());
+        drop(second);
+        // A deadline already past when taken fires at once.
+        let mut third = spare.take(Instant::now() - Duration::from_secs(1));
+        assert!(third.sleep().now_or_never().is_some());
+    }
 }
