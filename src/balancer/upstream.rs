@@ -43,7 +43,7 @@ pub(crate) struct Checkout {
 #[derive(Debug)]
 pub(crate) enum Sender {
     /// An HTTP/1.1 connection of its own, back to the pool when the exchange ends whole.
-    Http1(Connection),
+    Http1(Box<Connection>),
     /// A stream on a shared HTTP/2 connection; its place frees when this drops.
     Http2 {
         /// The shared connection's sender.
@@ -102,7 +102,7 @@ impl Connections {
     }
 
     /// Keeps an HTTP/1.1 connection whose exchange ended whole `now` for another request.
-    pub(crate) fn put(&self, connection: Connection, now: Instant) {
+    pub(crate) fn put(&self, connection: Box<Connection>, now: Instant) {
         self.http1.put(connection, now);
     }
 }

@@ -32,7 +32,6 @@ use crate::balancer::Probation;
 use crate::balancer::stall::{ClientFault, Exchange, StallTimer};
 use crate::balancer::upstream::{Checkout, ConnectError, Sender};
 use crate::body::RequestBody;
-use crate::http1::relayed::Relayed;
 use crate::proxy::headers;
 use crate::proxy::respond::ProxyError;
 use crate::route::Route;
@@ -254,7 +253,9 @@ impl Upstream {
                 {
                     let mut timer = timer.take((now + response_timeout).into());
                     let mut timeout = timer.sleep();
-                    let sent: Result<Sent, Failed> = match sender {
+                    // A response leaves the loop where it arrives: carried out through a result
+                    // instead, it would be copied once more on its way.
+                    let failed: Failed = match sender {
                         Sender::Http1(connection) => {
                             let Some(mut exchange) = outgoing.send_http1(connection) else {
                                 return Err(upstream_error(route, addr, &NothingToResend));
@@ -270,19 +271,19 @@ impl Upstream {
                             match await_head(head, waiting).await {
                                 Err(after) => return Err(timed_out(after)),
                                 Ok(Ok(head)) => {
+                                    // A response proves the connection: its slot in the
+                                    // replica's window frees.
+                                    drop(probation);
                                     let status = head.parts.status;
                                     let answer = if status == StatusCode::SWITCHING_PROTOCOLS {
                                         Answer::Upgraded(exchange)
                                     } else {
                                         Answer::Http1(exchange.into_body(&head))
                                     };
-                                    Ok((
-                                        Response::from_parts(head.parts, answer),
-                                        Some(head.relayed),
-                                        None,
-                                    ))
+                                    let response = Response::from_parts(head.parts, answer);
+                                    break (response, Some(head.relayed), lease, None);
                                 }
-                                Ok(Err(error)) => Err(outgoing.http1_failed(exchange, error)),
+                                Ok(Err(error)) => outgoing.http1_failed(exchange, error),
                             }
                         }
                         Sender::Http2 { mut send, _slot } => {
@@ -300,44 +301,35 @@ impl Upstream {
                             };
                             match Box::pin(await_head(sending, waiting)).await {
                                 Err(after) => return Err(timed_out(after)),
-                                Ok(Ok(response)) => Ok((
-                                    outgoing::http2_answer(response),
-                                    None,
-                                    Some(Sender::Http2 { send, _slot }),
-                                )),
-                                Ok(Err(failed)) => Err(outgoing.http2_failed(failed)),
+                                Ok(Ok(response)) => {
+                                    drop(probation);
+                                    let stream = Some(Sender::Http2 { send, _slot });
+                                    break (outgoing::http2_answer(response), None, lease, stream);
+                                }
+                                Ok(Err(failed)) => outgoing.http2_failed(failed),
                             }
                         }
                     };
-                    match sent {
-                        Ok((response, relayed, stream)) => {
-                            // A response proves the connection: its slot in the replica's window frees.
-                            drop(probation);
-                            break (response, relayed, lease, stream);
-                        }
-                        Err(failed) => {
-                            let client = outgoing.exchange.as_deref();
-                            if let Some(fault) = client.and_then(Exchange::client_fault) {
-                                // The client's body ended the exchange: not the replica's doing.
-                                drop(probation);
-                                return Err(client_error(fault, stream_idle));
-                            }
-                            if let Some(probation) = probation {
-                                probation.failed();
-                            }
-                            drop(lease);
-                            if attempt >= CONNECT_ATTEMPTS || !outgoing.can_retry(&failed) {
-                                return Err(upstream_error(route, addr, failed.error.as_ref()));
-                            }
-                            attempt += 1;
-                            if failed.unsent {
-                                // The pooled connection closed before taking the request.
-                                tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "connection closed before the request was sent; retrying");
-                                continue;
-                            }
-                            tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "replica failed before answering; retrying");
-                        }
+                    let client = outgoing.exchange.as_deref();
+                    if let Some(fault) = client.and_then(Exchange::client_fault) {
+                        // The client's body ended the exchange: not the replica's doing.
+                        drop(probation);
+                        return Err(client_error(fault, stream_idle));
                     }
+                    if let Some(probation) = probation {
+                        probation.failed();
+                    }
+                    drop(lease);
+                    if attempt >= CONNECT_ATTEMPTS || !outgoing.can_retry(&failed) {
+                        return Err(upstream_error(route, addr, failed.error.as_ref()));
+                    }
+                    attempt += 1;
+                    if failed.unsent {
+                        // The pooled connection closed before taking the request.
+                        tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "connection closed before the request was sent; retrying");
+                        continue;
+                    }
+                    tracing::debug!(route = %route.id(), %addr, attempt, error = %failed.error, "replica failed before answering; retrying");
                 }
                 Box::pin(tokio::time::sleep(backoff)).await;
                 now = Instant::now();
@@ -419,10 +411,6 @@ impl Upstream {
         }
     }
 }
-
-/// A replica's response, its fields as they came if it came over HTTP/1, and its HTTP/2
-/// connection's sender to keep.
-type Sent = (Response<Answer>, Option<Relayed>, Option<Sender>);
 
 /// What waiting for a response head watches besides the response.
 struct HeadWait<'a> {

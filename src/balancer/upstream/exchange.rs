@@ -36,7 +36,9 @@ const MAX_READ: usize = 256 * 1024;
 /// A response head larger than this is refused (hyper's client bound is ~400 KiB).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024 + 8 * 1024;
 
-/// A connection to a replica that can carry one request at a time.
+/// A connection to a replica that can carry one request at a time. Made and kept boxed
+/// ([`Connection::new`]): it moves with every request, out of the pool, into the exchange and the
+/// response body and back, and a pointer moves for less than its fields.
 #[derive(Debug)]
 pub(crate) struct Connection {
     io: TcpStream,
@@ -73,15 +75,15 @@ pub(crate) enum ExchangeError {
 
 impl Connection {
     /// A connection over `io`, driven from the worker `home`.
-    pub(crate) fn new(io: TcpStream, home: usize) -> Connection {
-        Connection {
+    pub(crate) fn new(io: TcpStream, home: usize) -> Box<Connection> {
+        Box::new(Connection {
             io,
             read: BytesMut::new(),
             read_size: FIRST_READ,
             write: Vec::new(),
             home,
             proven: false,
-        }
+        })
     }
 
     /// Whether an idle connection can take a request: the replica has neither closed it nor
@@ -112,9 +114,11 @@ impl Connection {
     }
 
     /// Moves the connection to the calling thread's runtime, which then watches its socket.
-    pub(crate) fn rehome(self, home: usize) -> io::Result<Connection> {
-        let io = TcpStream::from_std(self.io.into_std()?)?;
-        Ok(Connection { io, home, ..self })
+    pub(crate) fn rehome(mut self: Box<Self>, home: usize) -> io::Result<Box<Connection>> {
+        let io = self.io;
+        self.io = TcpStream::from_std(io.into_std()?)?;
+        self.home = home;
+        Ok(self)
     }
 
     /// Reads more of the replica's bytes; `Ok(0)` at the end of the stream.
@@ -136,7 +140,7 @@ impl Connection {
     /// Starts a request: its head is written from `method`, `uri` and `headers` (the body framed
     /// by `framing`), and `body` follows.
     pub(crate) fn send<'a, B>(
-        mut self,
+        mut self: Box<Self>,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
@@ -189,7 +193,7 @@ struct Outgoing<B> {
 /// One request on its way: the head and body going out, the response coming back.
 #[derive(Debug)]
 pub(crate) struct Exchange<B> {
-    conn: Connection,
+    conn: Box<Connection>,
     /// The request was `HEAD`: its response has no body, whatever its fields say.
     head: bool,
     request: Outgoing<B>,
@@ -423,7 +427,7 @@ where
 
     /// The connection, if the response ended, the request was sent whole, the replica keeps
     /// the connection and sent nothing more.
-    pub(crate) fn into_reusable(self) -> Option<Connection> {
+    pub(crate) fn into_reusable(self) -> Option<Box<Connection>> {
         let reusable = self.is_done()
             && self.keep_alive
             && self.exchange.sent_whole()
@@ -515,7 +519,7 @@ where
 
 /// A connection to a replica, and the replica's end of it.
 #[cfg(test)]
-pub(crate) async fn connected() -> (Connection, TcpStream) {
+pub(crate) async fn connected() -> (Box<Connection>, TcpStream) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -639,5 +643,49 @@ mod tests {
         replica.await.unwrap();
         let body = exchange.into_body(&head).collect().await;
         assert!(body.is_err(), "ended as if whole");
+    }
+
+    #[test]
+    fn a_connection_moved_to_another_workers_runtime_carries_the_next_exchange() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (mut conn, peer) = runtime().block_on(connected());
+        conn.proven = true;
+        let peer = peer.into_std().unwrap();
+        // Its first runtime is gone: only the new one's reactor can wake a read now.
+        runtime().block_on(async move {
+            let mut peer = TcpStream::from_std(peer).unwrap();
+            let conn = conn.rehome(1).unwrap();
+            assert_eq!((conn.home, conn.proven), (1, true));
+            let uri: Uri = "/".parse().unwrap();
+            let mut exchange = conn.send(
+                &Method::GET,
+                &uri,
+                &HeaderMap::new(),
+                std::iter::empty(),
+                Framing::Empty,
+                Empty::<Bytes>::new(),
+            );
+            let replica = tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = peer.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                peer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                peer
+            });
+            let head = poll_fn(|cx| exchange.poll_head(cx)).await.unwrap();
+            let _peer = replica.await.unwrap();
+            let body = exchange.into_body(&head).collect().await.unwrap();
+            assert_eq!(body.to_bytes(), "ok");
+        });
     }
 }

@@ -60,7 +60,7 @@ impl Default for Pool {
 }
 
 struct Idle {
-    connection: Connection,
+    connection: Box<Connection>,
     since: Instant,
 }
 
@@ -80,7 +80,7 @@ impl Pool {
     }
 
     /// The most recently used connection of `list` that can still take a request `now`.
-    fn take(&self, list: usize, now: Instant) -> Option<Connection> {
+    fn take(&self, list: usize, now: Instant) -> Option<Box<Connection>> {
         let mut idle = self.idle(list);
         while let Some(kept) = idle.pop() {
             if is_stale(kept.since, now) {
@@ -97,7 +97,7 @@ impl Pool {
     }
 
     /// Another thread's idle connection, moved to this thread's runtime.
-    fn take_elsewhere(&self, here: usize) -> Option<Connection> {
+    fn take_elsewhere(&self, here: usize) -> Option<Box<Connection>> {
         let now = Instant::now();
         (1..self.idle.len()).find_map(|offset| {
             let connection = self.take(here + offset, now)?;
@@ -209,7 +209,7 @@ impl Pool {
     /// Keeps `connection` for a later request (its request was sent whole and its response
     /// ended) at `now`, a time the caller read already; the first time, that proves the replica
     /// keeps connections: the window widens.
-    pub(crate) fn put(&self, mut connection: Connection, now: Instant) {
+    pub(crate) fn put(&self, mut connection: Box<Connection>, now: Instant) {
         let first = !std::mem::replace(&mut connection.proven, true);
         connection.settle();
         let mut idle = self.idle(connection.home);

@@ -120,7 +120,7 @@ impl Outgoing {
     /// Starts an HTTP/1.1 exchange on `connection`, unless the body already went out.
     pub(crate) fn send_http1(
         &mut self,
-        connection: Connection,
+        connection: Box<Connection>,
     ) -> Option<exchange::Exchange<UpstreamBody>> {
         let body = self.body.take()?;
         let parts = &self.parts;
