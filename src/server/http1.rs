@@ -87,19 +87,26 @@ where
     };
     let mut first = true;
     loop {
-        let head = connection.next_head(max_head, first).await;
-        let parsed = match head {
-            Ok(Head::Request(parsed)) => parsed,
-            Ok(Head::Http2) => return Served::Handoff(connection.read.freeze()),
-            Ok(Head::Closed) => return Served::Closed,
-            Err(error) => {
-                let response = respond.refuse(&error).into();
-                let answered = connection
-                    .answer(response, Version::HTTP_11, &Method::GET, true, None)
-                    .await;
-                if answered.is_ok() {
-                    connection.linger().await;
+        // Read until a whole head has come. The head is parsed here, not in a future of its
+        // own: handed out of one, the request (a few hundred bytes) would be copied on its way.
+        let parsed = loop {
+            match connection.buffered_head(max_head, first) {
+                Ok(Some(Head::Request(parsed))) => break parsed,
+                Ok(Some(Head::Http2)) => return Served::Handoff(connection.read.freeze()),
+                Ok(None) => {}
+                Err(error) => {
+                    let response = respond.refuse(&error).into();
+                    let answered = connection
+                        .answer(response, Version::HTTP_11, &Method::GET, true, None)
+                        .await;
+                    if answered.is_ok() {
+                        connection.linger().await;
+                    }
+                    return Served::Closed;
                 }
+            }
+            if !connection.read_more().await {
+                // The client closed the connection (or it failed) between requests.
                 return Served::Closed;
             }
         };
@@ -180,14 +187,13 @@ fn request(parsed: ParsedRequest) -> (Request<RequestBody>, Option<BodyReader>) 
     (Request::from_parts(parsed.parts, body), reader)
 }
 
-/// What the next read of a head gave. Not boxed: it is made once per request, and read at once.
+/// What the bytes read so far begin with, once they hold a whole head. Not boxed: it is made
+/// once per request, and read at once.
 #[allow(clippy::large_enum_variant)]
 enum Head {
     Request(ParsedRequest),
     /// The HTTP/2 preface: hyper's to serve.
     Http2,
-    /// The client closed the connection (or it failed) between requests.
-    Closed,
 }
 
 struct Connection<'a, I> {
@@ -258,23 +264,24 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<'_, I> {
         }
     }
 
-    /// Reads until a whole request head has come.
-    async fn next_head(&mut self, max_head: usize, first: bool) -> Result<Head, HeadError> {
-        loop {
-            if first && self.read.starts_with(H2_PREFACE) {
-                return Ok(Head::Http2);
-            }
-            if first && H2_PREFACE.starts_with(&self.read) {
-                // Perhaps the preface, not all of it read yet.
-            } else if let Some(parsed) = http1::head::parse_request(&mut self.read, max_head)? {
-                return Ok(Head::Request(parsed));
-            }
-            self.make_room();
-            match self.io.read_buf(&mut self.read).await {
-                Ok(0) | Err(_) => return Ok(Head::Closed),
-                Ok(_) => {}
-            }
+    /// The head the bytes read so far begin with, if they hold a whole one (or the whole HTTP/2
+    /// preface, on the connection's `first` read).
+    #[inline(always)]
+    fn buffered_head(&mut self, max_head: usize, first: bool) -> Result<Option<Head>, HeadError> {
+        if first && self.read.starts_with(H2_PREFACE) {
+            return Ok(Some(Head::Http2));
         }
+        if first && H2_PREFACE.starts_with(&self.read) {
+            // Perhaps the preface, not all of it read yet.
+            return Ok(None);
+        }
+        Ok(http1::head::parse_request(&mut self.read, max_head)?.map(Head::Request))
+    }
+
+    /// Reads more of a head; `false` once the client closed the connection or it failed.
+    async fn read_more(&mut self) -> bool {
+        self.make_room();
+        matches!(self.io.read_buf(&mut self.read).await, Ok(n) if n > 0)
     }
 
     /// Waits for `answering`, meanwhile reading the request body for its consumer, or (with no
