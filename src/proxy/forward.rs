@@ -394,19 +394,18 @@ impl Upstream {
                 open: (guard, lease),
             };
             let exchange = outgoing.exchange.take();
-            let response = response.map(|answer| {
-                Tracked {
-                    inner: Some(answer),
-                    _stream: stream,
-                    ended: false,
-                    stalled: false,
-                    exchange,
-                    stall: StallTimer::new(stream_idle),
-                    activity: Arc::clone(activity),
-                    done,
-                }
-                .boxed()
-            });
+            let (parts, answer) = response.into_parts();
+            let body = Tracked {
+                inner: Some(answer),
+                _stream: stream,
+                ended: false,
+                stalled: false,
+                exchange,
+                stall: StallTimer::new(stream_idle),
+                activity: Arc::clone(activity),
+                done,
+            };
+            let response = Response::from_parts(parts, body.boxed());
             Ok(Answered { response, relayed })
         }
     }
