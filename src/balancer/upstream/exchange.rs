@@ -675,6 +675,7 @@ mod tests {
                 let mut buf = [0u8; 1024];
                 while !got.windows(4).any(|w| w == b"\r\n\r\n") {
                     let n = peer.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "closed before the request head came");
                     got.extend_from_slice(&buf[..n]);
                 }
                 peer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
