@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::support::{Activator, echo_route, host};
+use super::support::{Activator, echo_route, host, raw_exchange};
 
 #[tokio::test]
 async fn a_streamed_response_arrives_chunk_by_chunk_before_it_ends() {
@@ -177,5 +177,56 @@ async fn uploads_of_known_length_reuse_the_replica_connection() {
         connections <= 2,
         "{connections} connections for 10 uploads and a GET: {stats}"
     );
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_requests_on_one_connection_are_answered_in_order() {
+    let activator = Activator::start(&echo_route("pipe", "")).await;
+    let h = host("pipe");
+    // Three requests in one write; the last asks for the close that ends the exchange.
+    let raw = format!(
+        "GET /bytes/3 HTTP/1.1\r\nHost: {h}\r\n\r\n\
+         GET /bytes/5 HTTP/1.1\r\nHost: {h}\r\n\r\n\
+         GET /bytes/7 HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw_exchange(activator.proxy, raw.as_bytes()).await;
+    let lengths: Vec<&str> = answer
+        .split("\r\n")
+        .filter_map(|line| line.strip_prefix("content-length: "))
+        .collect();
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 3, "{answer}");
+    assert_eq!(lengths, ["3", "5", "7"], "{answer}");
+    activator.stop().await;
+}
+
+#[tokio::test]
+async fn an_http2_preface_that_arrives_in_pieces_is_served_as_http2() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let activator = Activator::start(&echo_route("h2", "")).await;
+    let mut stream = tokio::net::TcpStream::connect(activator.proxy)
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    // The preface as a slow client sends it: its first two lines alone read as a whole HTTP/1
+    // head (of version 2.0, which would be refused).
+    for piece in [&b"PRI * HT"[..], b"TP/2.0\r\n\r\n", b"SM\r\n\r\n"] {
+        stream.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An empty SETTINGS frame: the client's half of the connection preface.
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut frame = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut frame))
+        .await
+        .expect("the activator answers")
+        .unwrap();
+    // The server's preface is a SETTINGS frame (type 4) on stream 0, not an HTTP/1 status line.
+    assert_eq!(frame[3], 4, "{:?}", String::from_utf8_lossy(&frame));
+    assert_eq!(&frame[5..9], &[0, 0, 0, 0]);
+    drop(stream);
     activator.stop().await;
 }
