@@ -15,6 +15,7 @@
 
 pub(crate) mod chunked;
 pub(crate) mod head;
+pub(crate) mod names;
 pub(crate) mod relayed;
 
 pub(crate) use chunked::{ChunkedDecoder, Decoded};

@@ -172,8 +172,11 @@ fn fields(head: &Bytes, noted: &mut Noted) -> Result<HeaderMap, HeadError> {
         for &[name_start, name_end, value_start, value_end] in ranges {
             let name = &head[name_start..name_end];
             noted.note(Kind::of(name), &head[value_start..value_end]);
-            let name = HeaderName::from_bytes(name)
-                .map_err(|_| HeadError::Malformed("a header field name is not valid"))?;
+            let name = match super::names::common(name) {
+                Some(name) => name,
+                None => HeaderName::from_bytes(name)
+                    .map_err(|_| HeadError::Malformed("a header field name is not valid"))?,
+            };
             let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
                 .map_err(|_| HeadError::Malformed("a header field value is not valid"))?;
             headers.append(name, value);
