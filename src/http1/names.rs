@@ -88,6 +88,11 @@ static LEN_25: [Known; 1] = [(
 /// lowers case by setting one bit, which maps no other token byte onto a letter, digit or `-`.
 #[inline]
 pub(crate) fn common(raw: &[u8]) -> Option<HeaderName> {
+    debug_assert!(
+        raw.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)),
+        "a field name that is not a token: {raw:?}"
+    );
     let known: &[Known] = match raw.len() {
         2 => &LEN_2,
         3 => &LEN_3,
