@@ -560,6 +560,18 @@ mod tests {
         panic!("the replica's reset never arrived");
     }
 
+    /// Reads at the replica's end until a whole request head has come (with whatever followed
+    /// it in the same reads).
+    async fn read_head(peer: &mut TcpStream) {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = peer.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the request head came");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+
     #[tokio::test]
     async fn a_request_without_a_body_none_of_which_went_out_can_be_sent_again() {
         let (conn, peer) = connected().await;
@@ -627,12 +639,7 @@ mod tests {
         // The replica reads the head, answers with a body that ends at the close, and resets
         // over the upload it did not read.
         let replica = tokio::spawn(async move {
-            let mut got = Vec::new();
-            let mut buf = vec![0u8; 64 * 1024];
-            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = peer.read(&mut buf).await.unwrap();
-                got.extend_from_slice(&buf[..n]);
-            }
+            read_head(&mut peer).await;
             peer.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\npart of it")
                 .await
                 .unwrap();
@@ -671,13 +678,7 @@ mod tests {
                 Empty::<Bytes>::new(),
             );
             let replica = tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = peer.read(&mut buf).await.unwrap();
-                    assert!(n > 0, "closed before the request head came");
-                    got.extend_from_slice(&buf[..n]);
-                }
+                read_head(&mut peer).await;
                 peer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await
                     .unwrap();

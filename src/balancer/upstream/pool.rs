@@ -213,8 +213,7 @@ impl Pool {
         let first = !std::mem::replace(&mut connection.proven, true);
         connection.settle();
         let mut idle = self.idle(connection.home);
-        let cutoff = now.checked_sub(IDLE_TIMEOUT);
-        let stale = idle.partition_point(|i| cutoff.is_some_and(|cutoff| i.since <= cutoff));
+        let stale = idle.partition_point(|i| is_stale(i.since, now));
         idle.drain(..stale);
         if idle.len() < MAX_IDLE {
             idle.push(Idle {

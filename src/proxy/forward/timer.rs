@@ -70,6 +70,16 @@ mod tests {
 
     use super::*;
 
+    /// Takes `spare` for a deadline five seconds on: it fires then, not 10 ms before.
+    async fn fires_five_seconds_after_taken(spare: &SpareTimer) {
+        let mut timer = spare.take(Instant::now() + Duration::from_secs(5));
+        assert!(timer.sleep().now_or_never().is_none());
+        tokio::time::advance(Duration::from_millis(4990)).await;
+        assert!(timer.sleep().now_or_never().is_none());
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert!(timer.sleep().now_or_never().is_some());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_timer_set_again_fires_at_its_new_deadline_and_not_before() {
         let spare = SpareTimer::default();
@@ -125,13 +135,7 @@ mod tests {
             tokio::time::advance(Duration::from_secs(2)).await;
             assert!(first.sleep().now_or_never().is_some());
         }
-        let now = Instant::now();
-        let mut second = spare.take(now + Duration::from_secs(5));
-        assert!(second.sleep().now_or_never().is_none());
-        tokio::time::advance(Duration::from_millis(4990)).await;
-        assert!(second.sleep().now_or_never().is_none());
-        tokio::time::advance(Duration::from_millis(10)).await;
-        assert!(second.sleep().now_or_never().is_some());
+        fires_five_seconds_after_taken(&spare).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -144,14 +148,7 @@ mod tests {
         }
         // Given back, it comes due and fires while nobody polls it.
         tokio::time::advance(Duration::from_secs(3)).await;
-        let now = Instant::now();
-        let mut second = spare.take(now + Duration::from_secs(5));
-        assert!(second.sleep().now_or_never().is_none());
-        tokio::time::advance(Duration::from_millis(4990)).await;
-        assert!(second.sleep().now_or_never().is_none());
-        tokio::time::advance(Duration::from_millis(10)).await;
-        assert!(second.sleep().now_or_never().is_some());
-        drop(second);
+        fires_five_seconds_after_taken(&spare).await;
         // A deadline already past when taken fires at once.
         let mut third = spare.take(Instant::now() - Duration::from_secs(1));
         assert!(third.sleep().now_or_never().is_some());
