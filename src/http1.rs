@@ -16,6 +16,7 @@
 pub(crate) mod chunked;
 pub(crate) mod head;
 pub(crate) mod names;
+pub(crate) mod passthrough;
 pub(crate) mod relayed;
 
 pub(crate) use chunked::{ChunkedDecoder, Decoded};

@@ -11,6 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version, request, response};
 
+use super::names::Reader;
+use super::passthrough::Passthrough;
 use super::relayed::{Field, Kind, Relayed, Says};
 use super::{Framing, MAX_HEADERS};
 
@@ -165,15 +167,23 @@ fn offset(whole: &[u8], part: &[u8]) -> usize {
 /// The longest request target `http`'s `Uri` takes.
 const MAX_TARGET: usize = u16::MAX as usize - 1;
 
-/// Takes the fields noted in `FIELDS` out of `head`, into a map.
-fn fields(head: &Bytes, noted: &mut Noted) -> Result<HeaderMap, HeadError> {
+/// Takes the fields noted in `FIELDS` out of `head`: into a map, but for those only the replica
+/// reads, which pass through as they came (none, if a `Connection` line names a field).
+fn fields(head: &Bytes, noted: &mut Noted) -> Result<(HeaderMap, Vec<[u32; 4]>), HeadError> {
     FIELDS.with_borrow(|ranges| {
         let mut headers = HeaderMap::with_capacity(ranges.len());
+        let mut passed = Vec::new();
         for &[name_start, name_end, value_start, value_end] in ranges {
             let name = &head[name_start..name_end];
             noted.note(Kind::of(name), &head[value_start..value_end]);
             let name = match super::names::common(name) {
-                Some(name) => name,
+                Some((_, Reader::Replica)) => {
+                    debug_assert!(HeaderValue::from_bytes(&head[value_start..value_end]).is_ok());
+                    // A head is far shorter than 4 GiB (`max`).
+                    passed.push([name_start, name_end, value_start, value_end].map(|at| at as u32));
+                    continue;
+                }
+                Some((name, Reader::Proxy)) => name,
                 None => HeaderName::from_bytes(name)
                     .map_err(|_| HeadError::Malformed("a header field name is not valid"))?,
             };
@@ -181,7 +191,11 @@ fn fields(head: &Bytes, noted: &mut Noted) -> Result<HeaderMap, HeadError> {
                 .map_err(|_| HeadError::Malformed("a header field value is not valid"))?;
             headers.append(name, value);
         }
-        Ok(headers)
+        if noted.connection_names && !passed.is_empty() {
+            // The field a `Connection` line names is removed from the map; it must be there.
+            Passthrough::new(head.clone(), std::mem::take(&mut passed)).append_to(&mut headers);
+        }
+        Ok((headers, passed))
     })
 }
 
@@ -270,7 +284,7 @@ pub(crate) fn parse_request(
     }
     let version = version(minor);
     let mut noted = Noted::default();
-    let headers = fields(&head, &mut noted)?;
+    let (headers, passed) = fields(&head, &mut noted)?;
     let framing = if noted.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(HeadError::Malformed(
@@ -304,6 +318,11 @@ pub(crate) fn parse_request(
     parts.uri = uri;
     parts.version = version;
     parts.headers = headers;
+    if !passed.is_empty() {
+        parts
+            .extensions
+            .insert(Passthrough::new(head.clone(), passed));
+    }
     Ok(Some(ParsedRequest {
         keep_alive: noted.keep_alive(version),
         expect_continue: noted.expect_continue && version == Version::HTTP_11,
@@ -466,6 +485,7 @@ pub(crate) fn write_request_head<'a>(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    passed: Option<&Passthrough>,
     added: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     framing: Framing,
     out: &mut Vec<u8>,
@@ -478,6 +498,9 @@ pub(crate) fn write_request_head<'a>(
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let length_stated = write_fields(headers, out);
+    if let Some(passed) = passed {
+        passed.write(out);
+    }
     for (name, value) in added {
         write_field(name, value, out);
     }
@@ -803,6 +826,7 @@ mod tests {
             &Method::PUT,
             &uri,
             &headers,
+            None,
             std::iter::empty(),
             Framing::Chunked,
             &mut out,
@@ -848,6 +872,7 @@ mod tests {
                 &parts.method,
                 &parts.uri,
                 &parts.headers,
+                parts.extensions.get(),
                 std::iter::empty(),
                 parsed.framing,
                 &mut out,

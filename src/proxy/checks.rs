@@ -7,6 +7,7 @@ use http::header::HOST;
 use http::{Method, Request};
 
 use super::respond::ProxyError;
+use crate::http1::passthrough::Passthrough;
 use crate::routing::normalise_host;
 
 /// Header fields a request may have: hyper's HTTP/1 parser refuses more on its own (with a bare
@@ -22,9 +23,10 @@ pub(crate) fn routed_authority<B>(
     if request.method() == Method::CONNECT {
         return Err(ProxyError::MethodNotAllowed);
     }
+    let passed = request.extensions().get::<Passthrough>();
     // Counted only when there may be too many: most requests have a dozen fields.
-    if request.headers().len() > MAX_HEADERS {
-        let count = header_fields(request.headers());
+    if request.headers().len() + passed.map_or(0, Passthrough::len) > MAX_HEADERS {
+        let count = header_fields(request.headers()) + passed.map_or(0, Passthrough::len);
         if count > MAX_HEADERS {
             return Err(ProxyError::TooManyHeaders {
                 count,
@@ -32,7 +34,7 @@ pub(crate) fn routed_authority<B>(
             });
         }
     }
-    let size = header_bytes(request);
+    let size = header_bytes(request) + passed.map_or(0, Passthrough::bytes);
     if size > max_header_bytes {
         return Err(ProxyError::HeadersTooLarge {
             size,
@@ -105,8 +107,9 @@ pub(crate) fn routed_authority<B>(
     Ok(authority)
 }
 
-/// Header fields as the client sent them, an HTTP/2 client's cookie crumbs counting as the one
-/// `Cookie` line they become (the fields the activator adds are not in the map).
+/// Header fields in the map as the client sent them, an HTTP/2 client's cookie crumbs counting as
+/// the one `Cookie` line they become (the fields the activator adds are not in the map, nor those
+/// that pass through).
 fn header_fields(headers: &http::HeaderMap) -> usize {
     let crumbs = headers.get_all(http::header::COOKIE).iter().count();
     headers.len() - crumbs.saturating_sub(1)
@@ -135,7 +138,7 @@ fn has_valid_port(authority: &str) -> bool {
     })
 }
 
-/// The size of the request's header section as HTTP/1.1 sends it: each field's name, value, and
+/// The size of the fields in the request's map as HTTP/1.1 sends them: each name, value, and
 /// the four bytes of `: ` and CRLF.
 fn header_bytes<B>(request: &Request<B>) -> usize {
     request
@@ -154,6 +157,28 @@ mod tests {
         routed_authority(&request, 1024)
             .map(str::to_owned)
             .map_err(|e| e.reason())
+    }
+
+    #[test]
+    fn fields_that_pass_through_count_toward_the_limits() {
+        let head = format!(
+            "GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: {}\r\n\r\n",
+            "u".repeat(600)
+        );
+        let parsed = crate::http1::head::parse_request(&mut head.as_str().into(), 64 * 1024)
+            .unwrap()
+            .unwrap();
+        let request = Request::from_parts(parsed.parts, ());
+        assert!(request.extensions().get::<Passthrough>().is_some());
+        // Host is 14 bytes as sent, User-Agent 614.
+        assert_eq!(
+            routed_authority(&request, 628).map_err(|e| e.reason()),
+            Ok("a.test")
+        );
+        assert_eq!(
+            routed_authority(&request, 627).map_err(|e| e.reason()),
+            Err("headers_too_large")
+        );
     }
 
     #[test]

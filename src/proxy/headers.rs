@@ -720,6 +720,7 @@ mod tests {
             &p.method,
             &p.uri,
             &p.headers,
+            None,
             added.fields(),
             crate::http1::Framing::Empty,
             &mut head,
@@ -730,5 +731,33 @@ mod tests {
              x-request-id: 0123456789abcdef0123456789abcdef\r\nx-forwarded-for: 10.0.0.1\r\n\
              x-forwarded-proto: http\r\nx-forwarded-host: a.test\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn no_field_the_proxy_reads_passes_it_by() {
+        // Fields the parser lets pass through untouched are never in the map this module reads:
+        // none may be one it strips, rewrites, protects or looks for.
+        use crate::http1::names::{Reader, all};
+        let replica_only: Vec<&HeaderName> = all()
+            .into_iter()
+            .filter(|(.., reader)| *reader == Reader::Replica)
+            .map(|(_, name, _)| name)
+            .collect();
+        assert!(replica_only.len() > 20, "{replica_only:?}");
+        for name in replica_only {
+            assert!(hop_by_hop_index(name).is_none(), "{name}");
+            assert!(!is_protected(name) && !is_forwarding(name), "{name}");
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static("x"));
+            assert_eq!(
+                format!("{:?}", Carried::of(&headers)),
+                format!("{:?}", Carried::default()),
+                "{name}"
+            );
+            // Read elsewhere: the gRPC deadline, the expectation, the cookie crumbs.
+            for read in ["grpc-timeout", "expect", "cookie", "accept", "content-type"] {
+                assert_ne!(name.as_str(), read);
+            }
+        }
     }
 }

@@ -282,19 +282,31 @@ spec:
 }
 
 #[tokio::test]
-async fn an_http1_client_reaches_an_h2c_replica_and_keeps_its_host() {
+async fn an_http1_client_reaches_an_h2c_replica_with_its_host_and_fields() {
     let route = format!(
         "[[routes]]\nname = \"h2\"\nupstream_protocol = \"h2c\"\n\
          [routes.process]\ncommand = [{:?}, \"--port\", \"{{port}}\"]\n",
         echo()
     );
     let activator = Activator::start(&route).await;
-    let answer = activator.get(&host("h2"), "/who?x=1").await;
+    let request = http::Request::get(format!("http://{}/who?x=1", activator.proxy))
+        .header("host", host("h2"))
+        .header("user-agent", "probe/1")
+        .header("accept-language", "da")
+        .header("accept-language", "en")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let answer = activator.send(request).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let echo = answer.json();
     assert_eq!(
         echo["version"], "HTTP/2.0",
         "the replica was spoken to in HTTP/2"
+    );
+    assert_eq!(echo["headers"]["user-agent"], "probe/1");
+    assert_eq!(
+        echo["headers"]["accept-language"],
+        serde_json::json!(["da", "en"])
     );
     assert_eq!(echo["path"], "/who");
     assert_eq!(

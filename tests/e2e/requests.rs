@@ -272,6 +272,44 @@ async fn forwarded_headers_from_an_untrusted_client_are_replaced() {
 }
 
 #[tokio::test]
+async fn fields_only_the_replica_reads_reach_it_in_order_unless_connection_names_them() {
+    let activator = Activator::start(&echo_route("hello", "")).await;
+    let h = host("hello");
+    let fields = "USER-AGENT: probe/1\r\nAccept-Language: da\r\nSec-Fetch-Mode: navigate\r\n\
+                  X-Custom: kept\r\naccept-language: en;q=0.5\r\nAuthorization: Bearer t\r\n";
+    let raw = format!("GET /headers HTTP/1.1\r\nHost: {h}\r\n{fields}Connection: close\r\n\r\n");
+    let answer = raw_exchange(activator.proxy, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap();
+    let headers = &serde_json::from_str::<serde_json::Value>(body).unwrap()["headers"];
+    assert_eq!(headers["user-agent"], "probe/1");
+    assert_eq!(headers["sec-fetch-mode"], "navigate");
+    assert_eq!(headers["authorization"], "Bearer t");
+    assert_eq!(headers["x-custom"], "kept");
+    assert_eq!(
+        headers["accept-language"],
+        serde_json::json!(["da", "en;q=0.5"]),
+        "lines of one name keep their order"
+    );
+    assert_eq!(headers["host"], h);
+    // Named by `Connection`, a field is the connection's, however the proxy reads it otherwise.
+    let raw = format!(
+        "GET /headers HTTP/1.1\r\nHost: {h}\r\n{fields}Connection: close, User-Agent\r\n\r\n"
+    );
+    let answer = raw_exchange(activator.proxy, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap();
+    let headers = &serde_json::from_str::<serde_json::Value>(body).unwrap()["headers"];
+    assert!(headers.get("user-agent").is_none(), "{headers}");
+    assert_eq!(headers["sec-fetch-mode"], "navigate");
+    assert_eq!(
+        headers["accept-language"],
+        serde_json::json!(["da", "en;q=0.5"])
+    );
+    activator.stop().await;
+}
+
+#[tokio::test]
 async fn a_request_with_several_ids_reaches_the_replica_with_one_new_id() {
     let activator = Activator::start(&echo_route("hello", "")).await;
     for (first, second) in [("one", "two"), ("one", &*"x".repeat(129))] {

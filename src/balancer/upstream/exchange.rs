@@ -19,12 +19,13 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, response};
+use http::{HeaderName, HeaderValue, Method, request, response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::BoxError;
+use crate::http1::passthrough::Passthrough;
 use crate::http1::relayed::Relayed;
 use crate::http1::{self, ChunkedDecoder, Decoded, Framing, HeadError};
 
@@ -137,22 +138,28 @@ impl Connection {
         Poll::Ready(Ok(n))
     }
 
-    /// Starts a request: its head is written from `method`, `uri` and `headers` (the body framed
-    /// by `framing`), and `body` follows.
+    /// Starts a request: its head is written from `parts` (its fields and those that passed
+    /// through) and the fields `added` (the body framed by `framing`), and `body` follows.
     pub(crate) fn send<'a, B>(
         mut self: Box<Self>,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
+        parts: &request::Parts,
         added: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
         framing: Framing,
         body: B,
     ) -> Exchange<B> {
         self.write.clear();
-        http1::write_request_head(method, uri, headers, added, framing, &mut self.write);
+        http1::write_request_head(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            parts.extensions.get::<Passthrough>(),
+            added,
+            framing,
+            &mut self.write,
+        );
         Exchange {
             conn: self,
-            head: *method == Method::HEAD,
+            head: parts.method == Method::HEAD,
             request: Outgoing {
                 // Kept even when there is none to send, so that a request none of which went
                 // out can be sent again elsewhere as it is.
@@ -531,11 +538,20 @@ mod tests {
     use std::future::poll_fn;
     use std::time::Duration;
 
+    use http::Uri;
     use http_body_util::{BodyExt, Empty, Full};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 
     use super::*;
+
+    /// A request head with no fields.
+    fn parts(method: Method, uri: &Uri) -> request::Parts {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = method;
+        parts.uri = uri.clone();
+        parts
+    }
 
     /// The replica resets its end, as a server closing with unread input or `SO_LINGER` 0 does.
     fn reset(peer: TcpStream) {
@@ -579,9 +595,7 @@ mod tests {
         reset_arrived(&conn).await;
         let uri: Uri = "/".parse().unwrap();
         let mut exchange = conn.send(
-            &Method::GET,
-            &uri,
-            &HeaderMap::new(),
+            &parts(Method::GET, &uri),
             std::iter::empty(),
             Framing::Empty,
             Empty::<Bytes>::new(),
@@ -608,9 +622,7 @@ mod tests {
         reset_arrived(&conn).await;
         let uri: Uri = "/".parse().unwrap();
         let mut exchange = conn.send(
-            &Method::POST,
-            &uri,
-            &HeaderMap::new(),
+            &parts(Method::POST, &uri),
             std::iter::empty(),
             Framing::Length(5),
             Full::new(Bytes::from_static(b"hello")),
@@ -629,9 +641,7 @@ mod tests {
         const LENGTH: usize = 64 << 20;
         let uri: Uri = "/upload".parse().unwrap();
         let mut exchange = conn.send(
-            &Method::POST,
-            &uri,
-            &HeaderMap::new(),
+            &parts(Method::POST, &uri),
             std::iter::empty(),
             Framing::Length(LENGTH as u64),
             Full::new(Bytes::from(vec![b'x'; LENGTH])),
@@ -670,9 +680,7 @@ mod tests {
             assert_eq!((conn.home, conn.proven), (1, true));
             let uri: Uri = "/".parse().unwrap();
             let mut exchange = conn.send(
-                &Method::GET,
-                &uri,
-                &HeaderMap::new(),
+                &parts(Method::GET, &uri),
                 std::iter::empty(),
                 Framing::Empty,
                 Empty::<Bytes>::new(),

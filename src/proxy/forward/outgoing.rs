@@ -18,6 +18,7 @@ use crate::balancer::upstream::exchange::{self, ExchangeError, ResponseBody};
 use crate::balancer::upstream::{Connection, UpstreamBody};
 use crate::body::RequestBody;
 use crate::http1::Framing;
+use crate::http1::passthrough::Passthrough;
 use crate::proxy::headers::Added;
 use crate::spec::UpstreamProtocol;
 
@@ -123,15 +124,7 @@ impl Outgoing {
         connection: Box<Connection>,
     ) -> Option<exchange::Exchange<UpstreamBody>> {
         let body = self.body.take()?;
-        let parts = &self.parts;
-        Some(connection.send(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            self.added.fields(),
-            self.framing,
-            body,
-        ))
+        Some(connection.send(&self.parts, self.added.fields(), self.framing, body))
     }
 
     /// What an HTTP/1.1 exchange that failed with `error` leaves to send again.
@@ -173,6 +166,9 @@ impl Outgoing {
         } else {
             std::mem::take(&mut self.parts.headers)
         };
+        if let Some(passed) = self.parts.extensions.get::<Passthrough>() {
+            passed.append_to(request.headers_mut());
+        }
         self.added.append_to(request.headers_mut());
         // HTTP/2 carries the authority in `:authority`, not in `Host`.
         request.headers_mut().remove(http::header::HOST);
