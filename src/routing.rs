@@ -155,12 +155,17 @@ fn pick<'a>(entries: impl IntoIterator<Item = &'a Arc<Route>>, path: &str) -> Op
 /// Lower-cases a Host header value and drops its port and trailing dot. Allocates only when the
 /// host has upper-case letters. `None` for an empty host.
 pub(crate) fn normalise_host(raw: &str) -> Option<Cow<'_, str>> {
-    let without_port = if let Some(rest) = raw.strip_prefix('[') {
+    // Byte-wise: `str`'s pattern searches cost more than the whole scan of a short host (and
+    // both bytes sought are ASCII, so each cut falls between characters).
+    let end = if raw.starts_with('[') {
         // [v6]:port
-        &raw[..rest.find(']').map_or(raw.len(), |i| i + 2)]
+        raw.bytes()
+            .position(|b| b == b']')
+            .map(|bracket| bracket + 1)
     } else {
-        raw.rsplit_once(':').map_or(raw, |(host, _port)| host)
+        raw.bytes().rposition(|b| b == b':')
     };
+    let without_port = &raw[..end.unwrap_or(raw.len())];
     let host = without_port.strip_suffix('.').unwrap_or(without_port);
     if host.is_empty() {
         return None;
@@ -333,5 +338,15 @@ command = ["true"]
         assert_eq!(normalise_host("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(normalise_host("").as_deref(), None);
         assert_eq!(normalise_host(":80").as_deref(), None);
+        for (raw, host) in [
+            ("[::1]", "[::1]"),
+            ("[::1", "[::1"),
+            ("[fe80::1]:443", "[fe80::1]"),
+            ("A.Test.:80", "a.test"),
+            ("a.test", "a.test"),
+            ("a:b:80", "a:b"),
+        ] {
+            assert_eq!(normalise_host(raw).as_deref(), Some(host), "{raw}");
+        }
     }
 }
