@@ -1,7 +1,7 @@
 //! HTTP/1.1 messages as the activator reads and writes them itself (RFC 9112): heads parsed with
-//! `httparse` (a request's into `http`'s types, a replica's response fields kept as they came),
-//! heads written back out, and how each body is framed (a `Content-Length`, the chunked coding,
-//! or the connection's close).
+//! `httparse` (a request's into `http`'s types but for the fields only its replica reads, a
+//! replica's response fields kept as they came), heads written back out, and how each body is
+//! framed (a `Content-Length`, the chunked coding, or the connection's close).
 //!
 //! Pure: no sockets, no timers. [`crate::server::http1`] serves client connections with it and
 //! [`crate::balancer::upstream`] talks to replicas with it; both sides share the one notion of

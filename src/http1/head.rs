@@ -1,7 +1,7 @@
 //! Request and response heads: parsed from the bytes read so far (without copying: the head's
-//! bytes are frozen once and every value is a slice of them), a request's into `http`'s types,
-//! a response's fields kept as they came ([`super::relayed`]), and written back out for the
-//! other peer.
+//! bytes are frozen once and every value is a slice of them), a request's into `http`'s types
+//! (but for the fields only its replica reads, [`super::passthrough`]), a response's fields kept
+//! as they came ([`super::relayed`]), and written back out for the other peer.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
