@@ -179,7 +179,7 @@ fn fields(head: &Bytes, noted: &mut Noted) -> Result<(HeaderMap, Vec<[u32; 4]>),
             let name = match super::names::common(name) {
                 Some((_, Reader::Replica)) => {
                     debug_assert!(HeaderValue::from_bytes(&head[value_start..value_end]).is_ok());
-                    // A head is far shorter than 4 GiB (`max`).
+                    // A head is at most `MAX_HEAD` long.
                     passed.push([name_start, name_end, value_start, value_end].map(|at| at as u32));
                     continue;
                 }
@@ -218,12 +218,18 @@ fn version(minor: Option<u8>) -> Version {
     }
 }
 
+/// The largest head taken whatever the configured bound: the fields that are not put in a map
+/// (a response's, and a request's that pass through) are kept as 32-bit offsets into it.
+const MAX_HEAD: usize = u32::MAX as usize;
+
 /// Takes a complete request head off the front of `buf`, if it holds one; `Ok(None)` means more
-/// bytes are needed. A head that has not ended within `max` bytes is [`HeadError::TooLarge`].
+/// bytes are needed. A head that has not ended within `max` bytes (at most [`MAX_HEAD`]) is
+/// [`HeadError::TooLarge`].
 pub(crate) fn parse_request(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<ParsedRequest>, HeadError> {
+    let max = max.min(MAX_HEAD);
     let (len, method, target, minor) = {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
@@ -335,12 +341,14 @@ pub(crate) fn parse_request(
 
 /// Takes a complete response head (to a request with `method`) off the front of `buf`, if it
 /// holds one; `Ok(None)` means more bytes are needed. Informational (1xx) heads are returned
-/// too; the caller skips them.
+/// too; the caller skips them. A head longer than `max` bytes (at most [`MAX_HEAD`]) is
+/// [`HeadError::TooLarge`].
 pub(crate) fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
     max: usize,
 ) -> Result<Option<ParsedResponse>, HeadError> {
+    let max = max.min(MAX_HEAD);
     let (len, code, minor) = {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
@@ -372,6 +380,9 @@ pub(crate) fn parse_response(
             Err(error) => return Err(parse_error(error)),
         }
     };
+    if len > max {
+        return Err(HeadError::TooLarge { size: len, max });
+    }
     let status = StatusCode::from_u16(code)
         .map_err(|_| HeadError::Malformed("the status code is not valid"))?;
     let head = buf.split_to(len).freeze();
@@ -387,7 +398,7 @@ pub(crate) fn parse_response(
                 }
                 let kind = Kind::of(&head[name..name_end]);
                 noted.note(kind, &head[value..value_end]);
-                // A head is far shorter than 4 GiB (`max`).
+                // A head is at most `MAX_HEAD` long.
                 Ok(Field::new([name, name_end, value, value_end], kind))
             })
             .collect::<Result<Vec<Field>, HeadError>>()
@@ -654,6 +665,26 @@ mod tests {
         assert_eq!(parsed.framing, Framing::Length(3));
         assert!(parsed.keep_alive);
         assert_eq!(&buf[..], b"abc");
+    }
+
+    #[test]
+    fn a_whole_head_longer_than_the_bound_is_too_large_either_way() {
+        let head = "HTTP/1.1 200 OK\r\nX-Pad: 0123456789\r\n\r\n";
+        let mut buf = BytesMut::from(head);
+        assert_eq!(
+            parse_response(&mut buf, &Method::GET, head.len() - 1).unwrap_err(),
+            HeadError::TooLarge {
+                size: head.len(),
+                max: head.len() - 1
+            }
+        );
+        let head = "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: 0123456789\r\n\r\n";
+        let mut buf = BytesMut::from(head);
+        assert!(matches!(
+            parse_request(&mut buf, head.len() - 1),
+            Err(HeadError::TooLarge { .. })
+        ));
+        assert!(parse_request(&mut BytesMut::from(head), head.len()).is_ok());
     }
 
     #[test]
