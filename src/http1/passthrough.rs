@@ -82,29 +82,14 @@ impl Passthrough {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http1::Framing;
-    use crate::http1::head::{ParsedRequest, parse_request, write_request_head};
+    use crate::http1::head::tests::written;
+    use crate::http1::head::{ParsedRequest, parse_request};
     use bytes::BytesMut;
 
     fn parse(head: &str) -> ParsedRequest {
         parse_request(&mut BytesMut::from(head), 64 * 1024)
             .unwrap()
             .unwrap()
-    }
-
-    fn written(parsed: &ParsedRequest) -> String {
-        let mut out = Vec::new();
-        let parts = &parsed.parts;
-        write_request_head(
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            parts.extensions.get(),
-            std::iter::empty(),
-            Framing::Empty,
-            &mut out,
-        );
-        String::from_utf8(out).unwrap()
     }
 
     #[test]
