@@ -171,7 +171,10 @@ const MAX_TARGET: usize = u16::MAX as usize - 1;
 /// reads, which pass through as they came (none, if a `Connection` line names a field).
 fn fields(head: &Bytes, noted: &mut Noted) -> Result<(HeaderMap, Vec<[u32; 4]>), HeadError> {
     FIELDS.with_borrow(|ranges| {
-        let mut headers = HeaderMap::with_capacity(ranges.len());
+        // One slot spare: `HeaderMap::entry` and `insert` reserve one even for a name already
+        // there, as the header rewriting looks up the forwarded fields and `Cookie` and sets
+        // `Host`, and a full map would grow (copying every field) for it.
+        let mut headers = HeaderMap::with_capacity(ranges.len() + 1);
         let mut passed = Vec::new();
         for &[name_start, name_end, value_start, value_end] in ranges {
             let name = &head[name_start..name_end];
@@ -701,6 +704,21 @@ pub(crate) mod tests {
             Err(HeadError::TooLarge { .. })
         ));
         assert!(parse_request(&mut BytesMut::from(head), head.len()).is_ok());
+    }
+
+    #[test]
+    fn the_rewritings_lookups_of_fields_present_do_not_grow_the_map() {
+        let parsed = request(
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 192.0.2.1\r\nCookie: c=1\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        let mut headers = parsed.parts.headers;
+        let capacity = headers.capacity();
+        let _ = headers.entry("x-forwarded-for");
+        let _ = headers.entry(header::COOKIE);
+        headers.insert(header::HOST, HeaderValue::from_static("b"));
+        assert_eq!(headers.capacity(), capacity);
     }
 
     #[test]
