@@ -44,3 +44,30 @@ impl Framing {
 
 /// Header fields a head may have at most: hyper's and Envoy's default (`max_headers_count`).
 pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Writes one `name: value` field line.
+pub(crate) fn write_field_line(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Adds fields kept as slices of the head they came in (a replica's response fields, a request's
+/// that passed through) to `headers`, their values sharing the head's bytes.
+pub(crate) fn append_fields<'a>(
+    head: &bytes::Bytes,
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    headers: &mut http::HeaderMap,
+) {
+    for (name, value) in fields {
+        // Both were checked as the head was parsed (`httparse` takes the same characters).
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name),
+            http::HeaderValue::from_maybe_shared(head.slice_ref(value)),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+}

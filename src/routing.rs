@@ -152,20 +152,30 @@ fn pick<'a>(entries: impl IntoIterator<Item = &'a Arc<Route>>, path: &str) -> Op
         .cloned()
 }
 
-/// Lower-cases a Host header value and drops its port and trailing dot. Allocates only when the
-/// host has upper-case letters. `None` for an empty host.
-pub(crate) fn normalise_host(raw: &str) -> Option<Cow<'_, str>> {
-    // Byte-wise: `str`'s pattern searches cost more than the whole scan of a short host (and
-    // both bytes sought are ASCII, so each cut falls between characters).
-    let end = if raw.starts_with('[') {
-        // [v6]:port
-        raw.bytes()
+/// An authority (`host[:port]`, `[v6]:port`) split into its host and, if it has one, its port:
+/// what follows the last `:`, or for a bracketed IPv6 literal the `:` right after its `]`.
+/// Byte-wise: `str`'s pattern searches cost more than the whole scan of a short host (and both
+/// bytes sought are ASCII, so each cut falls between characters).
+pub(crate) fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let host_end = if authority.starts_with('[') {
+        authority
+            .bytes()
             .position(|b| b == b']')
             .map(|bracket| bracket + 1)
     } else {
-        raw.bytes().rposition(|b| b == b':')
+        authority.bytes().rposition(|b| b == b':')
     };
-    let without_port = &raw[..end.unwrap_or(raw.len())];
+    let Some(host_end) = host_end else {
+        return (authority, None);
+    };
+    let (host, rest) = authority.split_at(host_end);
+    (host, rest.strip_prefix(':'))
+}
+
+/// Lower-cases a Host header value and drops its port and trailing dot. Allocates only when the
+/// host has upper-case letters. `None` for an empty host.
+pub(crate) fn normalise_host(raw: &str) -> Option<Cow<'_, str>> {
+    let (without_port, _) = split_port(raw);
     let host = without_port.strip_suffix('.').unwrap_or(without_port);
     if host.is_empty() {
         return None;
@@ -331,6 +341,23 @@ command = ["true"]
             Some("a/catchall".into())
         );
         assert_eq!(routed(&t, "web.b.127.0.0.1.nip.io", "/"), None);
+    }
+
+    #[test]
+    fn an_authority_splits_at_its_last_colon_or_after_its_brackets() {
+        for (authority, split) in [
+            ("a.test:80", ("a.test", Some("80"))),
+            ("a.test:", ("a.test", Some(""))),
+            ("a.test", ("a.test", None)),
+            ("a:b:80", ("a:b", Some("80"))),
+            ("[::1]:8080", ("[::1]", Some("8080"))),
+            ("[::1]", ("[::1]", None)),
+            ("[::1]x", ("[::1]", None)),
+            ("[::1", ("[::1", None)),
+            ("é:1", ("é", Some("1"))),
+        ] {
+            assert_eq!(split_port(authority), split, "{authority}");
+        }
     }
 
     #[test]

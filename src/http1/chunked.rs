@@ -270,10 +270,7 @@ impl AsRef<[u8]> for ChunkHead {
 pub(crate) fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        super::write_field_line(name.as_str().as_bytes(), value.as_bytes(), out);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -486,10 +486,7 @@ fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) -> bool {
 }
 
 fn write_field(name: &HeaderName, value: &HeaderValue, out: &mut Vec<u8>) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    super::write_field_line(name.as_str().as_bytes(), value.as_bytes(), out);
 }
 
 /// Writes a request head for a replica: `method target HTTP/1.1`, the fields, and the field that

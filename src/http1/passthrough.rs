@@ -11,7 +11,7 @@
 //! such a field must be removed, and only the map is looked in for it.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 
 /// The fields of one request head that pass through to its replica untouched. Carried in the
 /// request's extensions from the parser to the replica's connection.
@@ -24,8 +24,8 @@ pub(crate) struct Passthrough {
 }
 
 impl Passthrough {
-    /// Fields of `head`, at the offsets each of `fields` gives (a head is far shorter than
-    /// 4 GiB). Their names and values are as `httparse` took them: tokens, and values of the
+    /// Fields of `head`, at the offsets each of `fields` gives (a head is at most 4 GiB long,
+    /// as the parser takes it). Their names and values are as `httparse` took them: tokens, and values of the
     /// bytes `http`'s `HeaderValue` takes too.
     pub(crate) fn new(head: Bytes, fields: Vec<[u32; 4]>) -> Passthrough {
         Passthrough { head, fields }
@@ -56,35 +56,24 @@ impl Passthrough {
     /// Writes each field as an HTTP/1.1 header line.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         for (name, value) in self.each() {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            super::write_field_line(name, value, out);
         }
     }
 
     /// Appends each field to `headers` (for an HTTP/2 replica, whose fields are a map's).
     pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
-        for &[name, name_end, value, value_end] in &self.fields {
-            let name = &self.head[name as usize..name_end as usize];
-            // Both were checked as the head was parsed (`httparse` takes the same characters).
-            let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name),
-                HeaderValue::from_maybe_shared(self.head.slice(value as usize..value_end as usize)),
-            ) else {
-                continue;
-            };
-            headers.append(name, value);
-        }
+        super::append_fields(&self.head, self.each(), headers);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::BytesMut;
+    use http::HeaderValue;
+
     use super::*;
     use crate::http1::head::tests::written;
     use crate::http1::head::{ParsedRequest, parse_request};
-    use bytes::BytesMut;
 
     fn parse(head: &str) -> ParsedRequest {
         parse_request(&mut BytesMut::from(head), 64 * 1024)

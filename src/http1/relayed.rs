@@ -12,7 +12,7 @@
 
 use bytes::Bytes;
 use http::StatusCode;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 
 /// What a field's name says it is, as far as framing and forwarding go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,10 +176,7 @@ impl Relayed {
     /// Writes the fields that go on, one `name: value` line each.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         for (name, value) in self.kept(false) {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            super::write_field_line(name, value, out);
         }
     }
 
@@ -205,16 +202,7 @@ impl Relayed {
     }
 
     fn append(&self, headers: &mut HeaderMap, all: bool) {
-        for (name, value) in self.kept(all) {
-            // Both were checked as the head was parsed (`httparse` takes the same characters).
-            let Ok(name) = HeaderName::from_bytes(name) else {
-                continue;
-            };
-            let Ok(value) = HeaderValue::from_maybe_shared(self.head.slice_ref(value)) else {
-                continue;
-            };
-            headers.append(name, value);
-        }
+        super::append_fields(&self.head, self.kept(all), headers);
     }
 }
 

@@ -8,7 +8,7 @@ use http::{Method, Request};
 
 use super::respond::ProxyError;
 use crate::http1::passthrough::Passthrough;
-use crate::routing::normalise_host;
+use crate::routing::{normalise_host, split_port};
 
 /// Header fields a request may have: hyper's HTTP/1 parser refuses more on its own (with a bare
 /// 431), and Envoy's `max_headers_count` has the same default; HTTP/2 requests get the same bound
@@ -24,9 +24,10 @@ pub(crate) fn routed_authority<B>(
         return Err(ProxyError::MethodNotAllowed);
     }
     let passed = request.extensions().get::<Passthrough>();
+    let passing = passed.map_or(0, Passthrough::len);
     // Counted only when there may be too many: most requests have a dozen fields.
-    if request.headers().len() + passed.map_or(0, Passthrough::len) > MAX_HEADERS {
-        let count = header_fields(request.headers()) + passed.map_or(0, Passthrough::len);
+    if request.headers().len() + passing > MAX_HEADERS {
+        let count = header_fields(request.headers()) + passing;
         if count > MAX_HEADERS {
             return Err(ProxyError::TooManyHeaders {
                 count,
@@ -118,21 +119,9 @@ fn header_fields(headers: &http::HeaderMap) -> usize {
 /// Whether `authority`'s port, if it has one, is digits only (RFC 9110 §4.2.3: `port = *DIGIT`)
 /// and a TCP port.
 fn has_valid_port(authority: &str) -> bool {
-    // Byte-wise: `str`'s pattern searches cost more than the whole scan of a short host.
-    let authority = authority.as_bytes();
-    let port = match authority.strip_prefix(b"[") {
-        Some(v6) => v6
-            .iter()
-            .position(|b| *b == b']')
-            .and_then(|end| v6[end + 1..].strip_prefix(b":")),
-        None => authority
-            .iter()
-            .rposition(|b| *b == b':')
-            .map(|colon| &authority[colon + 1..]),
-    };
-    port.is_none_or(|port| {
-        port.iter().all(u8::is_ascii_digit)
-            && port.iter().fold(0u32, |n, digit| {
+    split_port(authority).1.is_none_or(|port| {
+        port.bytes().all(|b| b.is_ascii_digit())
+            && port.bytes().fold(0u32, |n, digit| {
                 n.saturating_mul(10).saturating_add(u32::from(digit - b'0'))
             }) <= u32::from(u16::MAX)
     })
