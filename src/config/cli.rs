@@ -60,7 +60,7 @@ pub struct Cli {
     #[arg(long, env = "ACTIVATOR_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Threads serving the proxy listener, each with a listening socket of its own [default:
-    /// the CPU affinity or quota given to this process, else the machine's CPUs but one].
+    /// every CPU this process may use, by its CPU affinity and cgroup quota].
     #[arg(long, env = "ACTIVATOR_WORKERS")]
     pub workers: Option<usize>,
     /// Request header bytes at most; beyond → 431 [default: 65536].

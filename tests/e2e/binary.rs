@@ -89,6 +89,14 @@ impl Running {
 /// Reads a started activator's JSON log up to its start line and returns its proxy and admin
 /// addresses; the rest of the log is drained in the background.
 pub(super) async fn started_addresses(child: &mut Child) -> (SocketAddr, SocketAddr) {
+    let started = started_event(child).await;
+    let addr = |key: &str| started[key].as_str().unwrap().parse().unwrap();
+    (addr("listen"), addr("admin"))
+}
+
+/// Reads a started activator's JSON log up to its start line and returns that line; the rest of
+/// the log is drained in the background.
+async fn started_event(child: &mut Child) -> serde_json::Value {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
     let started = loop {
         let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
@@ -102,8 +110,7 @@ pub(super) async fn started_addresses(child: &mut Child) -> (SocketAddr, SocketA
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let addr = |key: &str| started[key].as_str().unwrap().parse().unwrap();
-    (addr("listen"), addr("admin"))
+    started
 }
 
 /// GET `path` from `to` with `Host: host`: the status and the body as text.
@@ -154,6 +161,54 @@ async fn a_bad_flag_from_the_environment_is_named() {
         stderr.contains("--drain-timeout") && stderr.contains("soon"),
         "{stderr}"
     );
+}
+
+/// How many workers the binary starts without a `workers` setting, run through `launcher` (a
+/// command that runs the rest of its arguments, or none).
+async fn default_workers_under(launcher: &[&str]) -> u64 {
+    let config = config_file(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+        echo_route("hello", "")
+    ));
+    let path = config.path().to_str().unwrap();
+    let args = ["--config", path, "--log-format", "json"];
+    let mut command = match launcher {
+        [] => Command::new(BIN),
+        [program, rest @ ..] => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(BIN);
+            command
+        }
+    };
+    let mut child = command
+        .args(args)
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let started = started_event(&mut child).await;
+    started["workers"]
+        .as_u64()
+        .expect("the start line counts the workers")
+}
+
+#[tokio::test]
+async fn without_a_workers_setting_every_cpu_the_process_may_use_serves() {
+    let usable = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert_eq!(default_workers_under(&[]).await, usable);
+    // A CPU affinity mask narrower than the machine (as `taskset` or a pinned pod gives) is
+    // honoured: one allowed CPU, one worker.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("Linux says which CPUs a process may use");
+    let first: String = allowed
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert_eq!(default_workers_under(&["taskset", "-c", &first]).await, 1);
 }
 
 #[tokio::test]
