@@ -147,9 +147,14 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
-    /// Whether the replica refused the connection (nothing listens yet, or any more).
+    /// Whether the replica refused the connection: nothing listens yet, or any more, or a
+    /// listener that was closing reset or aborted the connection while it sat in its accept
+    /// queue, before the connect was seen to complete. Nothing was sent on it either way, so any
+    /// request may try again.
     pub(crate) fn is_refused(&self) -> bool {
-        matches!(self, ConnectError::Tcp { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused)
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+        matches!(self, ConnectError::Tcp { source, .. }
+            if matches!(source.kind(), ConnectionRefused | ConnectionReset | ConnectionAborted))
     }
 }
 
@@ -277,5 +282,42 @@ impl Body for UpstreamBody {
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Error, ErrorKind};
+
+    use super::*;
+
+    #[test]
+    fn a_connect_refused_reset_or_aborted_before_it_was_made_is_a_refusal_and_nothing_else_is() {
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let tcp = |kind| ConnectError::Tcp {
+            addr,
+            source: Error::from(kind),
+        };
+        // A replica that is not listening yet, or any more; and one whose closing listener reset
+        // (or aborted) the connection in its accept queue, as a replica killed under load does.
+        for kind in [
+            ErrorKind::ConnectionRefused,
+            ErrorKind::ConnectionReset,
+            ErrorKind::ConnectionAborted,
+        ] {
+            assert!(tcp(kind).is_refused(), "{kind:?}");
+        }
+        for kind in [
+            ErrorKind::TimedOut,
+            ErrorKind::PermissionDenied,
+            ErrorKind::AddrNotAvailable,
+            ErrorKind::HostUnreachable,
+        ] {
+            assert!(!tcp(kind).is_refused(), "{kind:?}");
+        }
+        let timeout = Duration::from_secs(2);
+        assert!(!ConnectError::Timeout { addr, timeout }.is_refused());
+        let waited = timeout;
+        assert!(!ConnectError::Busy { addr, waited }.is_refused());
     }
 }
