@@ -62,20 +62,21 @@ pub(crate) fn set_index(index: usize) {
 /// `count` listening sockets on `addr` (and as many workers to come), all bound to the same port (`SO_REUSEPORT`), with the
 /// kernel's largest accept backlog (`net.core.somaxconn`, as Go and Envoy use). Port 0 picks one
 /// free port for all of them.
+///
+/// An address another process listens on is refused (`AddrInUse`), as a plain bind is:
+/// `SO_REUSEPORT` alone would let a second activator of the same user join the first's port and
+/// silently take half its connections. So the port is first bound without it, and only then
+/// taken by the workers' sockets.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
-    let mut addr = addr;
+    let mut addr = {
+        let probe = socket(addr)?;
+        probe.bind(&addr.into())?;
+        probe.local_addr()?.as_socket().unwrap_or(addr)
+    };
     let mut listeners = Vec::with_capacity(count);
     for _ in 0..count.max(1) {
-        let socket = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
+        let socket = socket(addr)?;
         socket.set_reuse_port(true)?;
-        // `[::]` is left to the system's default (`net.ipv6.bindv6only`, 0 on Linux): both IPv6
-        // and IPv4, as tokio's own bind, the admin listener and Go's `net.Listen` give.
-        socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
         // The kernel lowers this to `net.core.somaxconn`.
         socket.listen(65_535)?;
@@ -86,6 +87,20 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListe
     // Known from here on, before any route's connection pools are made.
     COUNT.store(listeners.len(), Ordering::Relaxed);
     Ok(listeners)
+}
+
+/// A non-blocking TCP socket for `addr` that may bind a port still in `TIME_WAIT`.
+fn socket(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    // `[::]` is left to the system's default (`net.ipv6.bindv6only`, 0 on Linux): both IPv6
+    // and IPv4, as tokio's own bind, the admin listener and Go's `net.Listen` give.
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// Starts a worker thread for each listener, whose current-thread runtime runs

@@ -212,6 +212,38 @@ async fn without_a_workers_setting_every_cpu_the_process_may_use_serves() {
 }
 
 #[tokio::test]
+async fn a_second_activator_on_a_taken_proxy_address_exits_saying_so_rather_than_sharing_it() {
+    // The workers' sockets share their port (`SO_REUSEPORT`); another activator of the same user
+    // must not join them and take half the connections unseen.
+    let first = Running::start(&format!("workers = 2\n{}", echo_route("hello", ""))).await;
+    // And an address any other program listens on is refused as well.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for taken in [first.proxy, other.local_addr().unwrap()] {
+        let config = config_file(&format!(
+            "listen = \"{taken}\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+            echo_route("hello", "")
+        ));
+        let output = tokio::time::timeout(
+            Duration::from_secs(10),
+            Command::new(BIN)
+                .args(["--config", config.path().to_str().unwrap()])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the second activator exits at once")
+        .unwrap();
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("cannot listen on {taken}")) && stderr.contains("in use"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(first.get(first.proxy, &host("hello"), "/").await.0, 200);
+}
+
+#[tokio::test]
 async fn several_workers_share_one_cold_start_and_one_set_of_counts() {
     let running = Running::start(&format!("workers = 4\n{}", echo_route("hello", ""))).await;
     // Each request on a connection of its own, so the kernel spreads them over the workers'
