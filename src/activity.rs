@@ -21,6 +21,7 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 /// The HTTP/2 connection preface's first bytes (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -41,6 +42,10 @@ pub(crate) struct Activity {
     stalled: AtomicBool,
     /// The connection is to close once its open requests are answered.
     retiring: AtomicBool,
+    /// Tunnels open on the connection's socket after a protocol upgrade.
+    tunnels: AtomicU64,
+    /// Woken when the last tunnel closes.
+    tunnels_closed: Notify,
 }
 
 /// The counters at one moment.
@@ -127,6 +132,31 @@ impl Activity {
         }
     }
 
+    /// Counts a tunnel open on the connection's socket until the returned guard drops. The
+    /// connection's task waits for it ([`Activity::tunnels_closed`]) and keeps its connection
+    /// slot meanwhile, so an open tunnel counts toward `max_connections` and a drain waits for
+    /// it, as for any request in flight.
+    pub(crate) fn tunnel(self: &Arc<Self>) -> OpenTunnel {
+        self.tunnels.fetch_add(1, Ordering::AcqRel);
+        OpenTunnel {
+            activity: Arc::clone(self),
+        }
+    }
+
+    /// Completes once no tunnel is open on the connection.
+    pub(crate) async fn tunnels_closed(&self) {
+        loop {
+            let closed = self.tunnels_closed.notified();
+            tokio::pin!(closed);
+            // Registered before the count is read: a tunnel closing in between still wakes it.
+            closed.as_mut().enable();
+            if self.tunnels.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+
     /// Counts a request open until the returned guard drops.
     pub(crate) fn begin(self: &Arc<Self>) -> OpenRequest {
         self.started.fetch_add(1, Ordering::Relaxed);
@@ -145,6 +175,20 @@ pub(crate) struct OpenRequest {
 impl Drop for OpenRequest {
     fn drop(&mut self) {
         self.activity.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A tunnel counted open on its connection; dropping it closes it.
+#[derive(Debug)]
+pub(crate) struct OpenTunnel {
+    activity: Arc<Activity>,
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        if self.activity.tunnels.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.activity.tunnels_closed.notify_waiters();
+        }
     }
 }
 

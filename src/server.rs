@@ -272,6 +272,9 @@ async fn serve_connection<R: Respond>(
     if let Some(Err(error)) = watch.over(connection, retire).await {
         tracing::debug!(%remote, %error, "connection ended with an error");
     }
+    // An upgraded connection's socket lives on in its tunnel: the connection (its slot, and
+    // the drain) lasts as long.
+    activity.tunnels_closed().await;
 }
 
 /// A connection's watchdog at work, and whether it was asked to shut down.

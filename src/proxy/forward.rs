@@ -360,7 +360,7 @@ impl Upstream {
                     tokio::spawn(tunnel::tunnel(
                         client_upgrade,
                         exchange.into_upgraded(),
-                        (guard, lease),
+                        (guard, lease, activity.tunnel()),
                         stream_idle,
                         route.metrics().clone(),
                     ));

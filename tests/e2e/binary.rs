@@ -332,6 +332,62 @@ async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero()
     wait_process_gone(replica).await;
 }
 
+#[tokio::test]
+async fn sigterm_drains_an_open_websocket_tunnel_until_its_client_closes_it() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    // Two workers, as a 2-CPU machine runs by default: a tunnel lives on the worker whose
+    // connection it upgraded.
+    let mut running = Running::start(&format!("workers = 2\n{}", echo_route("hello", ""))).await;
+    let stream = tokio::net::TcpStream::connect(running.proxy).await.unwrap();
+    let request = format!("ws://{}/ws", host("hello"))
+        .into_client_request()
+        .unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("handshake");
+    let mut echo = async |text: &str| {
+        socket.send(Message::text(text)).await.unwrap();
+        socket
+            .next()
+            .await
+            .unwrap()
+            .expect("the tunnel carries the echo")
+    };
+    assert_eq!(echo("before").await, Message::text("before"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.pid()),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let admin = running.admin;
+    super::support::wait_until("readiness fails while draining", || async {
+        admin_status(admin, "/readyz").await == Some(503)
+    })
+    .await;
+    // README: an open tunnel counts as a request in flight, and requests in flight have the
+    // drain timeout (5s here) to finish.
+    assert_eq!(
+        echo("while draining").await,
+        Message::text("while draining")
+    );
+    assert!(
+        running.child.try_wait().unwrap().is_none(),
+        "the activator waits for the tunnel"
+    );
+    socket.close(None).await.unwrap();
+    while socket.next().await.is_some() {}
+    drop(socket);
+    // Well before the drain timeout: the tunnel, not the timeout, held the activator.
+    let exit = tokio::time::timeout(Duration::from_secs(4), running.child.wait())
+        .await
+        .expect("the activator exits once the tunnel is closed")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit}");
+}
+
 pub(super) async fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client

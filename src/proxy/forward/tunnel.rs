@@ -9,19 +9,19 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::activity::{Activity, CountedIo};
+use crate::activity::{Activity, CountedIo, OpenTunnel};
 use crate::balancer::Lease;
 use crate::metrics::RouteMetrics;
 use crate::stats::RequestGuard;
 
 /// Copies bytes both ways between the client's upgraded connection and the replica's socket
 /// (after `early`, what the replica sent right behind its `101`), keeping the request open
-/// (counted, leased) for as long as the tunnel lives, and closing it once nothing moved either
-/// way for `stream_idle`.
+/// (counted, leased) and its client connection open (its slot taken, a drain waiting) for as
+/// long as the tunnel lives, and closing it once nothing moved either way for `stream_idle`.
 pub(crate) async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     (upstream, early): (TcpStream, Bytes),
-    open: (RequestGuard, Lease),
+    open: (RequestGuard, Lease, OpenTunnel),
     stream_idle: Duration,
     metrics: RouteMetrics,
 ) {
