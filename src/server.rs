@@ -263,14 +263,19 @@ async fn serve_connection<R: Respond>(
         activity: Arc::clone(&activity),
     };
     let io = TokioIo::new(Prefixed { read, io });
-    let connection = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(connection);
-    let retire = |connection: Pin<&mut _>| {
-        auto::UpgradeableConnection::graceful_shutdown(connection);
-        false
-    };
-    if let Some(Err(error)) = watch.over(connection, retire).await {
-        tracing::debug!(%remote, %error, "connection ended with an error");
+    {
+        let connection = builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(connection);
+        let retire = |connection: Pin<&mut _>| {
+            auto::UpgradeableConnection::graceful_shutdown(connection);
+            false
+        };
+        if let Some(Err(error)) = watch.over(connection, retire).await {
+            tracing::debug!(%remote, %error, "connection ended with an error");
+        }
+        // Dropped here, before waiting for tunnels: one closed by the watchdog before its 101
+        // was written hands its socket to no tunnel, and that tunnel's wait for it must fail
+        // rather than wait on a connection nobody polls any more.
     }
     // An upgraded connection's socket lives on in its tunnel: the connection (its slot, and
     // the drain) lasts as long.

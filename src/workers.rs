@@ -66,7 +66,9 @@ pub(crate) fn set_index(index: usize) {
 /// An address another process listens on is refused (`AddrInUse`), as a plain bind is:
 /// `SO_REUSEPORT` alone would let a second activator of the same user join the first's port and
 /// silently take half its connections. So the port is first bound without it, and only then
-/// taken by the workers' sockets.
+/// taken by the workers' sockets. Two activators started in the same few microseconds can
+/// still both pass (each probe bound before either listens), and a program of the same user
+/// that sets `SO_REUSEPORT` itself can still join: the check is against mistakes, not a lock.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
     let mut addr = {
         let probe = socket(addr)?;
