@@ -71,6 +71,20 @@ impl Running {
         self.child.id().unwrap() as i32
     }
 
+    /// Sends SIGTERM and waits until readiness fails (`what` says at which stage).
+    async fn terminate_until_not_ready(&self, what: &str) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        let admin = self.admin;
+        super::support::wait_until(what, || async {
+            admin_status(admin, "/readyz").await == Some(503)
+        })
+        .await;
+    }
+
     async fn get(&self, to: SocketAddr, host: &str, path: &str) -> (u16, String) {
         get(to, host, path).await
     }
@@ -308,15 +322,9 @@ async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero()
         text.contains("\"in_flight\": 1")
     })
     .await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(running.pid()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    super::support::wait_until("readiness fails while draining", || async {
-        admin_status(admin, "/readyz").await == Some(503)
-    })
-    .await;
+    running
+        .terminate_until_not_ready("readiness fails while draining")
+        .await;
 
     assert_eq!(
         slow.await
@@ -357,16 +365,9 @@ async fn sigterm_drains_an_open_websocket_tunnel_until_its_client_closes_it() {
             .expect("the tunnel carries the echo")
     };
     assert_eq!(echo("before").await, Message::text("before"));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(running.pid()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let admin = running.admin;
-    super::support::wait_until("readiness fails while draining", || async {
-        admin_status(admin, "/readyz").await == Some(503)
-    })
-    .await;
+    running
+        .terminate_until_not_ready("readiness fails while draining")
+        .await;
     // README: an open tunnel counts as a request in flight, and requests in flight have the
     // drain timeout (5s here) to finish.
     assert_eq!(
@@ -575,16 +576,9 @@ async fn sigterm_keeps_serving_for_the_shutdown_delay_while_readiness_fails() {
     ))
     .await;
     assert_eq!(running.get(running.proxy, &host("hello"), "/").await.0, 200);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(running.pid()),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let admin = running.admin;
-    super::support::wait_until("readiness fails at once", || async {
-        admin_status(admin, "/readyz").await == Some(503)
-    })
-    .await;
+    running
+        .terminate_until_not_ready("readiness fails at once")
+        .await;
     // Still accepting new connections and serving them (a new client, a new connection).
     assert_eq!(running.get(running.proxy, &host("hello"), "/").await.0, 200);
     let exit = tokio::time::timeout(Duration::from_secs(10), running.child.wait())
