@@ -29,11 +29,12 @@
 //! | `http1` | the HTTP/1.1 codec the server and the replicas' connections share |
 //! | `body` | the request and response body types that pass between them |
 //! | `workers` | the proxy's worker threads, one single-threaded runtime and listening socket each |
+//! | `huge_pages` | transparent huge pages off for the activator's memory, as they were for its replicas |
 //! | `admin`, `metrics` | `/metrics`, `/healthz`, `/readyz`, `/routes`; the Prometheus registry |
 //!
 //! The public surface is what the binary, the tests and the benchmarks use: [`app::App`],
 //! [`config`], [`route::RouteStatus`], [`routes_table`], [`telemetry`], [`kube_client`],
-//! [`workers::bind`], and
+//! [`workers::bind`], [`huge_pages::disable`], and
 //! [`bench`].
 
 // Two `unsafe` blocks in the whole crate: the process provider's `pre_exec` hook, which makes local
@@ -54,6 +55,7 @@ mod body;
 mod cluster;
 pub mod config;
 mod http1;
+pub mod huge_pages;
 mod metrics;
 pub mod policy;
 mod provider;

@@ -568,6 +568,32 @@ async fn replicas_die_with_an_activator_killed_by_sigkill() {
     }
 }
 
+/// `THP_enabled` of `/proc/<pid>/status` (Linux 5.0 and later): whether transparent huge pages
+/// may back the process's memory.
+fn huge_pages_enabled(pid: &str) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find_map(|l| l.strip_prefix("THP_enabled:"));
+    line.expect("a kernel that reports THP_enabled").trim() == "1"
+}
+
+#[tokio::test]
+async fn the_activator_runs_without_huge_pages_and_its_replicas_with_the_systems_setting() {
+    let running = Running::start(&echo_route("pages", "")).await;
+    let (status, body) = running.get(running.proxy, &host("pages"), "/").await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let replica = echo["pid"].as_u64().unwrap().to_string();
+    assert!(
+        !huge_pages_enabled(&running.pid().to_string()),
+        "huge pages are off for the activator: one per worker heap would cost 2 MiB each"
+    );
+    assert_eq!(
+        huge_pages_enabled(&replica),
+        huge_pages_enabled("self"),
+        "the replica runs with huge pages as the activator's own parent had them"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_keeps_serving_for_the_shutdown_delay_while_readiness_fails() {
     let mut running = Running::start(&format!(

@@ -133,7 +133,7 @@ impl Replica {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .process_group(0);
-        die_with_parent(&mut command);
+        set_child_process_flags(&mut command);
         if let Some(dir) = &self.spec.workdir {
             command.current_dir(dir);
         }
@@ -226,15 +226,21 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-/// Makes the replica's process die with the activator's, even when the activator is killed
-/// with SIGKILL and cannot stop it: Linux sends the child SIGKILL when its parent thread exits
-/// (`PR_SET_PDEATHSIG`). The replica is spawned from a runtime worker thread, which lives as long
-/// as the activator. Children the replica forks itself are not covered (a command that forks
-/// should `exec` its server); on an orderly stop the whole process group is signalled.
-fn die_with_parent(command: &mut Command) {
+/// Sets two process flags in the replica's process before it execs its command.
+///
+/// It dies with the activator, even when the activator is killed with SIGKILL and cannot stop
+/// it: Linux sends the child SIGKILL when its parent thread exits (`PR_SET_PDEATHSIG`). The
+/// replica is spawned from a runtime worker thread, which lives as long as the activator.
+/// Children the replica forks itself are not covered (a command that forks should `exec` its
+/// server); on an orderly stop the whole process group is signalled.
+///
+/// And it runs with transparent huge pages as the activator found them, not as the activator
+/// set them for itself ([`crate::huge_pages`]).
+fn set_child_process_flags(command: &mut Command) {
     let parent = std::process::id();
     let set_death_signal = move || {
         nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))?;
+        crate::huge_pages::restore_in_child()?;
         // The parent may have died before the death signal was set: then nobody would send it.
         if nix::unistd::getppid().as_raw() as u32 != parent {
             return Err(std::io::Error::from_raw_os_error(nix::libc::ESRCH));
@@ -242,8 +248,9 @@ fn die_with_parent(command: &mut Command) {
         Ok(())
     };
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: it makes two system calls (prctl, getppid) and allocates nothing (its
-    // error is a raw OS error, and nix's `Errno` converts to one without allocating).
+    // calls are allowed: it makes at most three system calls (prctl twice, getppid) and
+    // allocates nothing (its error is a raw OS error, and nix's `Errno` converts to one without
+    // allocating).
     #[allow(unsafe_code)]
     unsafe {
         command.pre_exec(set_death_signal);
