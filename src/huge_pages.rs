@@ -12,16 +12,17 @@
 //!
 //! The flag is the process's (`PR_SET_THP_DISABLE`), and its children inherit it across fork
 //! and exec; [`restore_in_child`] gives the process provider's replicas back the flag the
-//! activator started with.
+//! activator started with. The one other program the activator may start, a kubeconfig's
+//! `exec` credential plugin (run by kube-rs), keeps the activator's: it lives for a moment.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Whether [`disable`] turned huge pages off, rather than finding them off already.
 static TURNED_OFF: AtomicBool = AtomicBool::new(false);
 
-/// Turns transparent huge pages off for this process. Called first thing in `main`, before any
-/// thread but the main one exists; a kernel without the flag (before Linux 3.15) keeps its own
-/// setting.
+/// Turns transparent huge pages off for this process. The binary calls it before anything has
+/// allocated (from `.preinit_array`, ahead of every constructor): it allocates nothing itself.
+/// A kernel without the flag (before Linux 3.15) keeps its own setting.
 pub fn disable() {
     if let Ok(false) = nix::sys::prctl::get_thp_disable()
         && nix::sys::prctl::set_thp_disable(true).is_ok()

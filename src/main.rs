@@ -17,9 +17,23 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> ExitCode {
-    // Before any thread but this one has a heap: about 2 MiB of RSS per worker otherwise.
+/// Turns transparent huge pages off before anything in the process has allocated: the dynamic
+/// loader runs an executable's `.preinit_array` before every constructor, the allocator's
+/// included. So the allocator's first arena gets no huge page either (2 MiB on a kernel set to
+/// `always`), and the flag recorded for replicas is the one this process was started with, even
+/// when the allocator would have set it itself (`MIMALLOC_ALLOW_THP=0`).
+extern "C" fn huge_pages_off() {
     huge_pages::disable();
+}
+
+// SAFETY: `.preinit_array` holds pointers to functions without arguments, which the loader
+// calls once, on the main thread, before constructors; `huge_pages_off` is one, and what it
+// calls makes two system calls and stores an atomic, needing nothing initialised beyond libc.
+#[used]
+#[unsafe(link_section = ".preinit_array")]
+static HUGE_PAGES_OFF: extern "C" fn() = huge_pages_off;
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     // The control runtime: everything but the proxy's requests, which the workers serve.
     let runtime = match tokio::runtime::Builder::new_current_thread()

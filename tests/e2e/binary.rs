@@ -44,8 +44,14 @@ impl Running {
 
     /// With the whole config `text`.
     async fn start_config(text: &str) -> Running {
+        Running::start_config_env(text, &[]).await
+    }
+
+    /// With the whole config `text` and `env` added to the environment.
+    async fn start_config_env(text: &str, env: &[(&str, &str)]) -> Running {
         let config = config_file(text);
         let mut child = Command::new(BIN)
+            .envs(env.iter().copied())
             .args([
                 "--config",
                 config.path().to_str().unwrap(),
@@ -576,21 +582,46 @@ fn huge_pages_enabled(pid: &str) -> bool {
     line.expect("a kernel that reports THP_enabled").trim() == "1"
 }
 
-#[tokio::test]
-async fn the_activator_runs_without_huge_pages_and_its_replicas_with_the_systems_setting() {
-    let running = Running::start(&echo_route("pages", "")).await;
+/// Starts the binary with `env` and a route, and returns whether huge pages are on for the
+/// activator and for the replica that answered.
+async fn huge_pages_of_activator_and_replica(env: &[(&str, &str)]) -> (bool, bool) {
+    let running = Running::start_config_env(
+        &format!(
+            "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{}",
+            echo_route("pages", "")
+        ),
+        env,
+    )
+    .await;
     let (status, body) = running.get(running.proxy, &host("pages"), "/").await;
     assert_eq!(status, 200, "{body}");
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     let replica = echo["pid"].as_u64().unwrap().to_string();
+    (
+        huge_pages_enabled(&running.pid().to_string()),
+        huge_pages_enabled(&replica),
+    )
+}
+
+#[tokio::test]
+async fn the_activator_runs_without_huge_pages_and_its_replicas_with_the_systems_setting() {
+    let (activator, replica) = huge_pages_of_activator_and_replica(&[]).await;
     assert!(
-        !huge_pages_enabled(&running.pid().to_string()),
+        !activator,
         "huge pages are off for the activator: one per worker heap would cost 2 MiB each"
     );
     assert_eq!(
-        huge_pages_enabled(&replica),
+        replica,
         huge_pages_enabled("self"),
         "the replica runs with huge pages as the activator's own parent had them"
+    );
+    // The allocator, told to, turns them off itself before `main`: replicas still get the
+    // setting the process was started with.
+    let (_, replica) = huge_pages_of_activator_and_replica(&[("MIMALLOC_ALLOW_THP", "0")]).await;
+    assert_eq!(
+        replica,
+        huge_pages_enabled("self"),
+        "with MIMALLOC_ALLOW_THP=0, the replica still runs with huge pages as found"
     );
 }
 
