@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::support::{Activator, echo_route, host, metric, wait_process_gone};
+use super::support::{Activator, echo_route, host, metric, wait_process_gone, websocket};
 
 const BIN: &str = env!("CARGO_BIN_EXE_activator");
 
@@ -350,18 +350,11 @@ async fn sigterm_fails_readiness_drains_requests_stops_replicas_and_exits_zero()
 async fn sigterm_drains_an_open_websocket_tunnel_until_its_client_closes_it() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     // Two workers, as a 2-CPU machine runs by default: a tunnel lives on the worker whose
     // connection it upgraded.
     let mut running = Running::start(&format!("workers = 2\n{}", echo_route("hello", ""))).await;
-    let stream = tokio::net::TcpStream::connect(running.proxy).await.unwrap();
-    let request = format!("ws://{}/ws", host("hello"))
-        .into_client_request()
-        .unwrap();
-    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .expect("handshake");
+    let (mut socket, _) = websocket(running.proxy, &host("hello"), "/ws").await;
     let mut echo = async |text: &str| {
         socket.send(Message::text(text)).await.unwrap();
         socket

@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::support::{Activator, echo_route, host, metric, start_upload, wait_closed, wait_until};
+use super::support::{
+    Activator, echo_route, host, metric, start_upload, wait_closed, wait_until, websocket,
+};
 
 /// Short limits, so each test takes a fraction of a second.
 const FAST: &str = "header_read_timeout = \"300ms\"\nkeepalive_timeout = \"300ms\"\n";
@@ -405,18 +407,8 @@ async fn an_upload_the_replica_stops_reading_gets_504_after_the_stream_idle_time
 #[tokio::test]
 async fn a_quiet_websocket_tunnel_is_closed_after_the_stream_idle_timeout() {
     use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let activator = Activator::start(&echo_route("ws", "stream_idle_timeout = \"300ms\"")).await;
-    let mut request = format!("ws://{}/ws", activator.proxy)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("host", host("ws").parse().unwrap());
-    let stream = TcpStream::connect(activator.proxy).await.unwrap();
-    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .expect("the handshake passes");
+    let (mut socket, _) = websocket(activator.proxy, &host("ws"), "/ws").await;
     let ended = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
     assert!(ended.is_ok(), "the quiet tunnel is still open");
     wait_until("the idle tunnel counted and over", || async {

@@ -11,9 +11,8 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use super::support::{Activator, echo_route, host, raw_exchange};
+use super::support::{Activator, echo_route, host, raw_exchange, websocket};
 
 #[tokio::test]
 async fn a_streamed_response_arrives_chunk_by_chunk_before_it_ends() {
@@ -73,15 +72,7 @@ async fn trailers_pass_both_ways() {
 #[tokio::test]
 async fn a_websocket_echoes_through_the_proxy() {
     let activator = Activator::start(&echo_route("hello", "")).await;
-    let stream = tokio::net::TcpStream::connect(activator.proxy)
-        .await
-        .unwrap();
-    let request = format!("ws://{}/ws", host("hello"))
-        .into_client_request()
-        .unwrap();
-    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .expect("handshake");
+    let (mut socket, response) = websocket(activator.proxy, &host("hello"), "/ws").await;
     assert_eq!(response.status(), 101);
     for text in ["hello", "through the activator"] {
         socket.send(Message::text(text)).await.unwrap();

@@ -35,6 +35,24 @@ pub fn host(name: &str) -> String {
     format!("{name}.default.127.0.0.1.nip.io")
 }
 
+/// A WebSocket client connection to `path` on route host `host` through the proxy at `proxy`,
+/// and the handshake's response; panics if the handshake fails.
+pub async fn websocket(
+    proxy: SocketAddr,
+    host: &str,
+    path: &str,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let request = format!("ws://{host}{path}").into_client_request().unwrap();
+    let stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("the WebSocket handshake passes")
+}
+
 /// A route table entry running the echo backend; `settings` are extra `key = value` lines.
 pub fn echo_route(name: &str, settings: &str) -> String {
     echo_route_with(name, settings, &[])
